@@ -1,0 +1,14 @@
+//! fmseg: fat-metaplasia segmentation on sacroiliac-joint MRI.
+//!
+//! The published 2.5D-AttentionUNet (Li et al., Insights into Imaging 2024), bit-for-bit the
+//! reference's function, on a multi-threaded CPU engine that is also the oracle for the CUDA
+//! engine. Layers, each using only those below it:
+//! `tensor` -> `backend` / `io` / `weights` -> `model` -> `engine` -> `pipeline` -> `cli`.
+
+pub mod backend;
+pub mod error;
+pub mod model;
+pub mod tensor;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,290 @@
+//! The reference's building blocks over any [`Backend`]: encoders, decoder, the two attention
+//! modules, the context block and the decoder's upsampling stage.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::catalog::{Layer, LayerKind};
+use crate::tensor::Dims;
+use crate::weights::StateDict;
+
+/// Builds prepared layers from a state dict, checking each layer against the catalog.
+pub struct Loader<'a, B: Backend> {
+    pub backend: &'a B,
+    pub sd: &'a StateDict,
+    pub layers: &'a [Layer],
+}
+
+impl<'a, B: Backend> Loader<'a, B> {
+    fn layer(&self, prefix: &str) -> Result<&'a Layer> {
+        self.layers
+            .iter()
+            .find(|l| l.prefix == prefix)
+            .ok_or_else(|| Error::Other(format!("internal: no layer {prefix} in the catalog")))
+    }
+
+    fn tensor(&self, key: &str) -> Result<&'a crate::tensor::HostTensor> {
+        self.sd
+            .get(key)
+            .ok_or_else(|| Error::Shape(format!("missing tensor {key}")))
+    }
+
+    pub fn conv(&self, prefix: &str) -> Result<B::Conv> {
+        let LayerKind::Conv(spec) = self.layer(prefix)?.kind else {
+            return Err(Error::Other(format!(
+                "internal: {prefix} is not a convolution"
+            )));
+        };
+        let w = self.tensor(&format!("{prefix}.weight"))?;
+        let b = if spec.bias {
+            Some(self.tensor(&format!("{prefix}.bias"))?)
+        } else {
+            None
+        };
+        check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
+        self.backend.prepare_conv(spec, w, b)
+    }
+
+    pub fn conv_t(&self, prefix: &str) -> Result<B::ConvT> {
+        let LayerKind::ConvT(spec) = self.layer(prefix)?.kind else {
+            return Err(Error::Other(format!(
+                "internal: {prefix} is not a transposed convolution"
+            )));
+        };
+        let w = self.tensor(&format!("{prefix}.weight"))?;
+        let b = self.tensor(&format!("{prefix}.bias"))?;
+        check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
+        self.backend.prepare_conv_t(spec, w, b)
+    }
+}
+
+fn check_shape(prefix: &str, what: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return Err(Error::Shape(format!(
+            "{prefix}.{what} has shape {got:?}, the network needs {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// `EncoderA`/`EncoderB`: two residual pairs of conv-IN(-ReLU), the first with a 1x1 shortcut.
+pub struct Encoder<B: Backend> {
+    c1a: B::Conv,
+    c1b: B::Conv,
+    c2a: B::Conv,
+    c2b: B::Conv,
+    shortcut: B::Conv,
+}
+
+impl<B: Backend> Encoder<B> {
+    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
+        Ok(Encoder {
+            c1a: l.conv(&format!("{p}.conv1.0.block.0"))?,
+            c1b: l.conv(&format!("{p}.conv1.1.block.0"))?,
+            c2a: l.conv(&format!("{p}.conv2.0.block.0"))?,
+            c2b: l.conv(&format!("{p}.conv2.1.block.0"))?,
+            shortcut: l.conv(&format!("{p}.conv3"))?,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let a = be.conv_norm(x, &self.c1a, None, true)?;
+        let s = be.conv(x, &self.shortcut)?;
+        let x1 = be.conv_norm(&a, &self.c1b, Some(&s), true)?;
+        drop((a, s));
+        let b = be.conv_norm(&x1, &self.c2a, None, true)?;
+        be.conv_norm(&b, &self.c2b, Some(&x1), true)
+    }
+}
+
+/// `Decoder(c, c)`: (3,3,1) conv-IN-ReLU, (1,1,3) conv-IN, plus a 1x1 shortcut, ReLU.
+pub struct Decoder<B: Backend> {
+    c1: B::Conv,
+    c2: B::Conv,
+    shortcut: B::Conv,
+}
+
+impl<B: Backend> Decoder<B> {
+    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
+        Ok(Decoder {
+            c1: l.conv(&format!("{p}.conv1.0.block.0"))?,
+            c2: l.conv(&format!("{p}.conv1.1.block.0"))?,
+            shortcut: l.conv(&format!("{p}.conv2"))?,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let a = be.conv_norm(x, &self.c1, None, true)?;
+        let s = be.conv(x, &self.shortcut)?;
+        be.conv_norm(&a, &self.c2, Some(&s), true)
+    }
+}
+
+/// Two factorised branches ((3,1,1) then (1,3,1), and the reverse) whose sum through a sigmoid
+/// weights every voxel: `out = x * w + x`. Returns the map `w` too.
+pub struct SpatialAttention<B: Backend> {
+    b1a: B::Conv,
+    b1b: B::Conv,
+    b2a: B::Conv,
+    b2b: B::Conv,
+}
+
+impl<B: Backend> SpatialAttention<B> {
+    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
+        Ok(SpatialAttention {
+            b1a: l.conv(&format!("{p}.conv1.0"))?,
+            b1b: l.conv(&format!("{p}.conv1.3"))?,
+            b2a: l.conv(&format!("{p}.conv2.0"))?,
+            b2b: l.conv(&format!("{p}.conv2.3"))?,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
+        let t = be.conv_norm(&x, &self.b1a, None, true)?;
+        let b1 = be.conv_norm(&t, &self.b1b, None, false)?;
+        let t = be.conv_norm(&x, &self.b2a, None, true)?;
+        let b2 = be.conv_norm(&t, &self.b2b, None, false)?;
+        drop(t);
+        let w = be.sigmoid_sum(&b1, &b2)?;
+        let out = be.attend(x, &w)?;
+        Ok((out, w))
+    }
+}
+
+/// Squeeze-style channel attention without a sigmoid: pool to half size, two 3x3x3 conv-IN,
+/// upsample back (trilinear, align_corners) and `out = x * w + x`.
+pub struct ChannelAttention<B: Backend> {
+    c0: B::Conv,
+    c1: B::Conv,
+}
+
+impl<B: Backend> ChannelAttention<B> {
+    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
+        Ok(ChannelAttention {
+            c0: l.conv(&format!("{p}.conv.0.block.0"))?,
+            c1: l.conv(&format!("{p}.conv.1.block.0"))?,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: B::Tensor) -> Result<B::Tensor> {
+        let (_, _, d) = be.shape(&x);
+        let p = be.adaptive_avg_pool(&x, [d[0] / 2, d[1] / 2, d[2] / 2])?;
+        let f = be.conv_norm(&p, &self.c0, None, true)?;
+        let f = be.conv_norm(&f, &self.c1, None, false)?;
+        let w = be.resize_trilinear(&f, d)?;
+        be.attend(x, &w)
+    }
+}
+
+/// The bottleneck's context block: multi-scale max pools (2, 4) and anisotropic whole-axis pools
+/// (12,1,1), (1,12,1), (1,1,8), each convolved and upsampled back, merged residually.
+pub struct ContextBlock<B: Backend> {
+    trans: B::Conv,
+    c1_1: B::Conv,
+    c1_2: B::Conv,
+    /// `conv2_0` .. `conv2_7`.
+    c2: Vec<B::Conv>,
+    c3: B::Conv,
+    score0: B::Conv,
+    score1: B::Conv,
+}
+
+/// Anisotropic pool kernels of the context block (the reference's `kernel_size=(12, 12, 8)`).
+pub const CONTEXT_POOLS: [Dims; 3] = [[12, 1, 1], [1, 12, 1], [1, 1, 8]];
+
+impl<B: Backend> ContextBlock<B> {
+    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
+        let c2 = (0..8)
+            .map(|n| l.conv(&format!("{p}.conv2_{n}.block.0")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ContextBlock {
+            trans: l.conv(&format!("{p}.trans_layer.block.0"))?,
+            c1_1: l.conv(&format!("{p}.conv1_1.block.0"))?,
+            c1_2: l.conv(&format!("{p}.conv1_2.block.0"))?,
+            c2,
+            c3: l.conv(&format!("{p}.conv3.block.0"))?,
+            score0: l.conv(&format!("{p}.score_layer.0.block.0"))?,
+            score1: l.conv(&format!("{p}.score_layer.1"))?,
+        })
+    }
+
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let (_, _, size) = be.shape(x);
+        let x0 = be.conv_norm(x, &self.trans, None, true)?;
+        let x1 = be.conv_norm(&x0, &self.c1_1, None, true)?;
+        // Branch 1: full resolution and max pools by 2 and 4.
+        let a0 = be.conv_norm(&x1, &self.c2[0], None, false)?;
+        let a1 = {
+            let p = be.max_pool(&x1, [2, 2, 2])?;
+            let c = be.conv_norm(&p, &self.c2[1], None, false)?;
+            be.resize_trilinear(&c, size)?
+        };
+        let a2 = {
+            let p = be.max_pool(&x1, [4, 4, 4])?;
+            let c = be.conv_norm(&p, &self.c2[2], None, false)?;
+            be.resize_trilinear(&c, size)?
+        };
+        drop(x1);
+        let s = be.sum(&[&a0, &a1, &a2], true)?;
+        drop((a0, a1, a2));
+        let o1 = be.conv_norm(&s, &self.c2[6], None, true)?;
+        // Branch 2: whole-axis anisotropic pools.
+        let x2 = be.conv_norm(&x0, &self.c1_2, None, true)?;
+        let mut bs = Vec::with_capacity(3);
+        for (k, conv) in CONTEXT_POOLS.iter().zip(&self.c2[3..6]) {
+            let p = be.max_pool(&x2, *k)?;
+            let c = be.conv_norm(&p, conv, None, false)?;
+            bs.push(be.resize_trilinear(&c, size)?);
+        }
+        drop(x2);
+        let s = be.sum(&[&bs[0], &bs[1], &bs[2]], true)?;
+        drop(bs);
+        let o2 = be.conv_norm(&s, &self.c2[7], None, true)?;
+        let cat = be.concat(&o1, &o2)?;
+        drop((o1, o2));
+        let o = be.conv_norm(&cat, &self.c3, Some(&x0), true)?;
+        drop((cat, x0));
+        let s = be.conv_norm(&o, &self.score0, None, true)?;
+        be.conv(&s, &self.score1)
+    }
+}
+
+/// The attention applied inside a decoder stage.
+pub enum StageAttention<B: Backend> {
+    Channel(ChannelAttention<B>),
+    Spatial(SpatialAttention<B>),
+}
+
+/// `Up`: transposed conv, replicate pad to the skip, sum with the skip, attention, decoder.
+pub struct Up<B: Backend> {
+    up: B::ConvT,
+    attention: StageAttention<B>,
+    convs: Decoder<B>,
+}
+
+impl<B: Backend> Up<B> {
+    pub fn load(l: &Loader<B>, p: &str, attention: StageAttention<B>) -> Result<Self> {
+        Ok(Up {
+            up: l.conv_t(&format!("{p}.up"))?,
+            attention,
+            convs: Decoder::load(l, &format!("{p}.convs"))?,
+        })
+    }
+
+    /// Returns the stage output and, for spatial attention, its map.
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        skip: &B::Tensor,
+    ) -> Result<(B::Tensor, Option<B::Tensor>)> {
+        let s = be.up_add(x, &self.up, skip)?;
+        let (s, w) = match &self.attention {
+            StageAttention::Channel(a) => (a.forward(be, s)?, None),
+            StageAttention::Spatial(a) => {
+                let (s, w) = a.forward(be, s)?;
+                (s, Some(w))
+            }
+        };
+        Ok((self.convs.forward(be, &s)?, w))
+    }
+}
