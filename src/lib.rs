@@ -6,9 +6,11 @@
 //! `tensor` -> `backend` / `io` / `weights` -> `model` -> `engine` -> `pipeline` -> `cli`.
 
 pub mod backend;
+pub mod cli;
 pub mod error;
 pub mod model;
 pub mod tensor;
+pub mod volume;
 pub mod weights;
 
 pub use error::{Error, Result};
