@@ -34,21 +34,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Format { path: path.into(), msg: msg.into() }
     }
     pub fn weights(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Weights {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Error::Weights { path: path.into(), msg: msg.into() }
     }
 }

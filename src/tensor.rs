@@ -22,22 +22,14 @@ impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(Error::Shape(format!(
-                "shape {:?} holds {} values but {} were given",
-                shape,
-                n,
-                data.len()
-            )));
+            return Err(Error::Shape(format!("shape {:?} holds {} values but {} were given", shape, n, data.len())));
         }
         Ok(HostTensor { shape, data })
     }
 
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        HostTensor {
-            shape,
-            data: vec![0.0; n],
-        }
+        HostTensor { shape, data: vec![0.0; n] }
     }
 
     pub fn numel(&self) -> usize {
@@ -48,9 +40,7 @@ impl HostTensor {
     pub fn ncdims(&self) -> Result<(usize, usize, Dims)> {
         match self.shape.as_slice() {
             &[n, c, h, w, d] => Ok((n, c, [h, w, d])),
-            s => Err(Error::Shape(format!(
-                "expected a 5-D (N,C,H,W,D) tensor, got {s:?}"
-            ))),
+            s => Err(Error::Shape(format!("expected a 5-D (N,C,H,W,D) tensor, got {s:?}"))),
         }
     }
 
@@ -79,8 +69,5 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "max_abs_diff on different lengths");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }

@@ -8,12 +8,7 @@ use crate::tensor::{numel, Dims};
 /// converted at the file boundary.
 pub type Affine = [[f64; 4]; 4];
 
-pub const IDENTITY: Affine = [
-    [1.0, 0.0, 0.0, 0.0],
-    [0.0, 1.0, 0.0, 0.0],
-    [0.0, 0.0, 1.0, 0.0],
-    [0.0, 0.0, 0.0, 1.0],
-];
+pub const IDENTITY: Affine = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
 
 /// A scalar volume. `data` is row-major over `(i, j, k)` with `k` fastest, the same order as the
 /// network's `(H, W, D)`: `data[(i * dims[1] + j) * dims[2] + k]`. For an axial series `k`
@@ -28,12 +23,7 @@ pub struct Volume {
 impl Volume {
     pub fn new(dims: Dims, data: Vec<f32>, affine: Affine) -> Result<Self> {
         if numel(dims) != data.len() {
-            return Err(Error::Shape(format!(
-                "volume {:?} needs {} voxels, got {}",
-                dims,
-                numel(dims),
-                data.len()
-            )));
+            return Err(Error::Shape(format!("volume {:?} needs {} voxels, got {}", dims, numel(dims), data.len())));
         }
         Ok(Volume { dims, data, affine })
     }

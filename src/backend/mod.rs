@@ -66,31 +66,16 @@ pub trait Backend: Send + Sync {
     fn shape(&self, x: &Self::Tensor) -> (usize, usize, Dims);
 
     /// `weight` is `(cout, cin, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv(
-        &self,
-        spec: ConvSpec,
-        weight: &HostTensor,
-        bias: Option<&HostTensor>,
-    ) -> Result<Self::Conv>;
+    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<Self::Conv>;
     /// `weight` is `(cin, cout, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv_t(
-        &self,
-        spec: ConvTSpec,
-        weight: &HostTensor,
-        bias: &HostTensor,
-    ) -> Result<Self::ConvT>;
+    fn prepare_conv_t(&self, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<Self::ConvT>;
 
     /// 3-D convolution, "same" zero padding, stride 1, with bias.
     fn conv(&self, x: &Self::Tensor, conv: &Self::Conv) -> Result<Self::Tensor>;
 
     /// `relu?(instance_norm(x) + residual)`: InstanceNorm3d without affine, eps 1e-5, biased
     /// variance, statistics per sample and channel over all voxels.
-    fn instance_norm(
-        &self,
-        x: Self::Tensor,
-        residual: Option<&Self::Tensor>,
-        relu: bool,
-    ) -> Result<Self::Tensor>;
+    fn instance_norm(&self, x: Self::Tensor, residual: Option<&Self::Tensor>, relu: bool) -> Result<Self::Tensor>;
 
     /// `relu?(instance_norm(conv(x)) + residual)`. Backends fuse this; the default composes.
     fn conv_norm(
@@ -114,12 +99,7 @@ pub trait Backend: Send + Sync {
     fn resize_trilinear(&self, x: &Self::Tensor, out: Dims) -> Result<Self::Tensor>;
 
     /// `skip + replicate_pad_end(conv_transpose(x), skip.dims)`: the decoder's upsampling step.
-    fn up_add(
-        &self,
-        x: &Self::Tensor,
-        conv_t: &Self::ConvT,
-        skip: &Self::Tensor,
-    ) -> Result<Self::Tensor>;
+    fn up_add(&self, x: &Self::Tensor, conv_t: &Self::ConvT, skip: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// `relu?(sum of xs)`, all the same shape.
     fn sum(&self, xs: &[&Self::Tensor], relu: bool) -> Result<Self::Tensor>;

@@ -3,11 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "fmseg",
-    version,
-    about = "Fat-metaplasia segmentation on sacroiliac-joint MRI"
-)]
+#[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -23,32 +23,22 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     fn tensor(&self, key: &str) -> Result<&'a crate::tensor::HostTensor> {
-        self.sd
-            .get(key)
-            .ok_or_else(|| Error::Shape(format!("missing tensor {key}")))
+        self.sd.get(key).ok_or_else(|| Error::Shape(format!("missing tensor {key}")))
     }
 
     pub fn conv(&self, prefix: &str) -> Result<B::Conv> {
         let LayerKind::Conv(spec) = self.layer(prefix)?.kind else {
-            return Err(Error::Other(format!(
-                "internal: {prefix} is not a convolution"
-            )));
+            return Err(Error::Other(format!("internal: {prefix} is not a convolution")));
         };
         let w = self.tensor(&format!("{prefix}.weight"))?;
-        let b = if spec.bias {
-            Some(self.tensor(&format!("{prefix}.bias"))?)
-        } else {
-            None
-        };
+        let b = if spec.bias { Some(self.tensor(&format!("{prefix}.bias"))?) } else { None };
         check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
         self.backend.prepare_conv(spec, w, b)
     }
 
     pub fn conv_t(&self, prefix: &str) -> Result<B::ConvT> {
         let LayerKind::ConvT(spec) = self.layer(prefix)?.kind else {
-            return Err(Error::Other(format!(
-                "internal: {prefix} is not a transposed convolution"
-            )));
+            return Err(Error::Other(format!("internal: {prefix} is not a transposed convolution")));
         };
         let w = self.tensor(&format!("{prefix}.weight"))?;
         let b = self.tensor(&format!("{prefix}.bias"))?;
@@ -59,9 +49,7 @@ impl<'a, B: Backend> Loader<'a, B> {
 
 fn check_shape(prefix: &str, what: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got != want {
-        return Err(Error::Shape(format!(
-            "{prefix}.{what} has shape {got:?}, the network needs {want:?}"
-        )));
+        return Err(Error::Shape(format!("{prefix}.{what} has shape {got:?}, the network needs {want:?}")));
     }
     Ok(())
 }
@@ -193,9 +181,7 @@ pub const CONTEXT_POOLS: [Dims; 3] = [[12, 1, 1], [1, 12, 1], [1, 1, 8]];
 
 impl<B: Backend> ContextBlock<B> {
     pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        let c2 = (0..8)
-            .map(|n| l.conv(&format!("{p}.conv2_{n}.block.0")))
-            .collect::<Result<Vec<_>>>()?;
+        let c2 = (0..8).map(|n| l.conv(&format!("{p}.conv2_{n}.block.0"))).collect::<Result<Vec<_>>>()?;
         Ok(ContextBlock {
             trans: l.conv(&format!("{p}.trans_layer.block.0"))?,
             c1_1: l.conv(&format!("{p}.conv1_1.block.0"))?,
@@ -263,20 +249,11 @@ pub struct Up<B: Backend> {
 
 impl<B: Backend> Up<B> {
     pub fn load(l: &Loader<B>, p: &str, attention: StageAttention<B>) -> Result<Self> {
-        Ok(Up {
-            up: l.conv_t(&format!("{p}.up"))?,
-            attention,
-            convs: Decoder::load(l, &format!("{p}.convs"))?,
-        })
+        Ok(Up { up: l.conv_t(&format!("{p}.up"))?, attention, convs: Decoder::load(l, &format!("{p}.convs"))? })
     }
 
     /// Returns the stage output and, for spatial attention, its map.
-    pub fn forward(
-        &self,
-        be: &B,
-        x: &B::Tensor,
-        skip: &B::Tensor,
-    ) -> Result<(B::Tensor, Option<B::Tensor>)> {
+    pub fn forward(&self, be: &B, x: &B::Tensor, skip: &B::Tensor) -> Result<(B::Tensor, Option<B::Tensor>)> {
         let s = be.up_add(x, &self.up, skip)?;
         let (s, w) = match &self.attention {
             StageAttention::Channel(a) => (a.forward(be, s)?, None),

@@ -52,11 +52,7 @@ const K333: Dims = [3, 3, 3];
 const K111: Dims = [1, 1, 1];
 
 fn conv(out: &mut Vec<Layer>, prefix: String, cin: usize, cout: usize, k: Dims, bias: bool) {
-    out.push(Layer {
-        prefix,
-        kind: LayerKind::Conv(ConvSpec { cin, cout, k, bias }),
-        alias_of: None,
-    });
+    out.push(Layer { prefix, kind: LayerKind::Conv(ConvSpec { cin, cout, k, bias }), alias_of: None });
 }
 
 fn encoder(out: &mut Vec<Layer>, p: &str, cin: usize, cout: usize, k: Dims) {
@@ -104,11 +100,7 @@ fn context_block(out: &mut Vec<Layer>, p: &str, c: usize) {
 }
 
 fn conv_t(out: &mut Vec<Layer>, prefix: String, cin: usize, cout: usize, k: Dims) {
-    out.push(Layer {
-        prefix,
-        kind: LayerKind::ConvT(ConvTSpec { cin, cout, k }),
-        alias_of: None,
-    });
+    out.push(Layer { prefix, kind: LayerKind::ConvT(ConvTSpec { cin, cout, k }), alias_of: None });
 }
 
 /// Copies of the layers under `of`, renamed to `as_prefix` and marked as aliases.
@@ -147,11 +139,7 @@ pub fn layers() -> Vec<Layer> {
     for (stage, cin, cout, att) in [(3, f[3], f[2], 2), (2, f[2], f[1], 1), (1, f[1], f[5], 0)] {
         let cup = if stage == 1 { cin } else { cin / 2 };
         conv_t(&mut v, format!("up_{stage}.up"), cin, cup, [2, 2, 1]);
-        alias(
-            &mut v,
-            &format!("attention_{att}"),
-            &format!("up_{stage}.attention"),
-        );
+        alias(&mut v, &format!("attention_{att}"), &format!("up_{stage}.attention"));
         decoder(&mut v, &format!("up_{stage}.convs"), cout);
     }
     conv(&mut v, "final_conv".into(), f[5], 2, K111, true);

@@ -2,9 +2,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::blocks::{
-    ChannelAttention, ContextBlock, Encoder, Loader, SpatialAttention, StageAttention, Up,
-};
+use crate::model::blocks::{ChannelAttention, ContextBlock, Encoder, Loader, SpatialAttention, StageAttention, Up};
 use crate::model::catalog::{self, MIN_INPUT};
 use crate::weights::StateDict;
 
@@ -51,11 +49,7 @@ impl<B: Backend> Unet25d<B> {
     /// (check it first with `weights::validate` for messages that name the file).
     pub fn new(backend: &B, sd: &StateDict) -> Result<Self> {
         let layers = catalog::layers();
-        let l = Loader {
-            backend,
-            sd,
-            layers: &layers,
-        };
+        let l = Loader { backend, sd, layers: &layers };
         Ok(Unet25d {
             conv_0: Encoder::load(&l, "conv_0")?,
             down: [
@@ -66,26 +60,10 @@ impl<B: Backend> Unet25d<B> {
             ],
             context: ContextBlock::load(&l, "context_block_1")?,
             attention_4: ChannelAttention::load(&l, "attention_4")?,
-            up_4: Up::load(
-                &l,
-                "up_4",
-                StageAttention::Channel(ChannelAttention::load(&l, "attention_3")?),
-            )?,
-            up_3: Up::load(
-                &l,
-                "up_3",
-                StageAttention::Spatial(SpatialAttention::load(&l, "attention_2")?),
-            )?,
-            up_2: Up::load(
-                &l,
-                "up_2",
-                StageAttention::Spatial(SpatialAttention::load(&l, "attention_1")?),
-            )?,
-            up_1: Up::load(
-                &l,
-                "up_1",
-                StageAttention::Spatial(SpatialAttention::load(&l, "attention_0")?),
-            )?,
+            up_4: Up::load(&l, "up_4", StageAttention::Channel(ChannelAttention::load(&l, "attention_3")?))?,
+            up_3: Up::load(&l, "up_3", StageAttention::Spatial(SpatialAttention::load(&l, "attention_2")?))?,
+            up_2: Up::load(&l, "up_2", StageAttention::Spatial(SpatialAttention::load(&l, "attention_1")?))?,
+            up_1: Up::load(&l, "up_1", StageAttention::Spatial(SpatialAttention::load(&l, "attention_0")?))?,
             final_conv: l.conv("final_conv")?,
         })
     }
@@ -137,21 +115,14 @@ impl<B: Backend> Unet25d<B> {
         let logits = be.conv(&u1, &self.final_conv)?;
         probe("final_conv", &logits)?;
         let missing = || Error::Other("internal: spatial attention returned no map".into());
-        Ok(Output {
-            logits,
-            w0: w0.ok_or_else(missing)?,
-            w1: w1.ok_or_else(missing)?,
-            w2: w2.ok_or_else(missing)?,
-        })
+        Ok(Output { logits, w0: w0.ok_or_else(missing)?, w1: w1.ok_or_else(missing)?, w2: w2.ok_or_else(missing)? })
     }
 }
 
 /// The reference accepts one input channel and H, W >= 192, D >= 16.
 pub fn check_input(channels: usize, dims: crate::tensor::Dims) -> Result<()> {
     if channels != 1 {
-        return Err(Error::Shape(format!(
-            "the network takes 1 input channel, got {channels}"
-        )));
+        return Err(Error::Shape(format!("the network takes 1 input channel, got {channels}")));
     }
     if (0..3).any(|i| dims[i] < MIN_INPUT[i]) {
         return Err(Error::Shape(format!(

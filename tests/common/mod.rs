@@ -9,11 +9,7 @@ use std::path::PathBuf;
 pub fn fixtures_dir() -> Option<PathBuf> {
     if let Ok(v) = std::env::var("FMSEG_REFERENCE_FIXTURES") {
         let p = PathBuf::from(v);
-        assert!(
-            p.is_dir(),
-            "FMSEG_REFERENCE_FIXTURES={} is not a directory",
-            p.display()
-        );
+        assert!(p.is_dir(), "FMSEG_REFERENCE_FIXTURES={} is not a directory", p.display());
         return Some(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/reference");

@@ -42,10 +42,9 @@ pub fn conv3d(x: &HostTensor, w: &HostTensor, b: Option<&[f32]>) -> HostTensor {
                                         if z2 < 0 || z2 >= d[2] as isize {
                                             continue;
                                         }
-                                        let xv = x.data[(s * cin + ci) * vox
-                                            + idx(d, hh as usize, w2 as usize, z2 as usize)];
-                                        let wv = w.data
-                                            [(((co * cin + ci) * k[0] + a) * k[1] + bb) * k[2] + c];
+                                        let xv = x.data
+                                            [(s * cin + ci) * vox + idx(d, hh as usize, w2 as usize, z2 as usize)];
+                                        let wv = w.data[(((co * cin + ci) * k[0] + a) * k[1] + bb) * k[2] + c];
                                         acc += xv as f64 * wv as f64;
                                     }
                                 }
@@ -57,10 +56,7 @@ pub fn conv3d(x: &HostTensor, w: &HostTensor, b: Option<&[f32]>) -> HostTensor {
             }
         }
     }
-    HostTensor {
-        shape: vec![n, cout, d[0], d[1], d[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, cout, d[0], d[1], d[2]], data: out }
 }
 
 /// `relu?(instance_norm(x) + residual)`, eps 1e-5, biased variance.
@@ -105,10 +101,7 @@ pub fn max_pool(x: &HostTensor, k: Dims) -> HostTensor {
                         for a in 0..k[0] {
                             for b in 0..k[1] {
                                 for cc in 0..k[2] {
-                                    m = m.max(
-                                        x.data[base
-                                            + idx(d, h * k[0] + a, w * k[1] + b, z * k[2] + cc)],
-                                    );
+                                    m = m.max(x.data[base + idx(d, h * k[0] + a, w * k[1] + b, z * k[2] + cc)]);
                                 }
                             }
                         }
@@ -118,10 +111,7 @@ pub fn max_pool(x: &HostTensor, k: Dims) -> HostTensor {
             }
         }
     }
-    HostTensor {
-        shape: vec![n, c, od[0], od[1], od[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, c, od[0], od[1], od[2]], data: out }
 }
 
 /// PyTorch's adaptive pooling window `[start, end)` of output cell `i`.
@@ -155,10 +145,7 @@ pub fn adaptive_avg_pool(x: &HostTensor, od: Dims) -> HostTensor {
             }
         }
     }
-    HostTensor {
-        shape: vec![n, c, od[0], od[1], od[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, c, od[0], od[1], od[2]], data: out }
 }
 
 /// Source coordinate of output index `i` for align_corners=True.
@@ -201,10 +188,7 @@ pub fn resize_trilinear(x: &HostTensor, od: Dims) -> HostTensor {
             }
         }
     }
-    HostTensor {
-        shape: vec![n, c, od[0], od[1], od[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, c, od[0], od[1], od[2]], data: out }
 }
 
 /// ConvTranspose3d with kernel = stride, weight `(cin, cout, kH, kW, kD)`.
@@ -232,10 +216,7 @@ pub fn conv_transpose(x: &HostTensor, w: &HostTensor, b: &[f32]) -> HostTensor {
             }
         }
     }
-    HostTensor {
-        shape: vec![n, cout, od[0], od[1], od[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, cout, od[0], od[1], od[2]], data: out }
 }
 
 /// Replicate padding at the high end of each axis up to `to`.
@@ -248,19 +229,13 @@ pub fn pad_replicate_end(x: &HostTensor, to: Dims) -> HostTensor {
             for h in 0..to[0] {
                 for w in 0..to[1] {
                     for z in 0..to[2] {
-                        out.push(
-                            x.data
-                                [base + idx(d, h.min(d[0] - 1), w.min(d[1] - 1), z.min(d[2] - 1))],
-                        );
+                        out.push(x.data[base + idx(d, h.min(d[0] - 1), w.min(d[1] - 1), z.min(d[2] - 1))]);
                     }
                 }
             }
         }
     }
-    HostTensor {
-        shape: vec![n, c, to[0], to[1], to[2]],
-        data: out,
-    }
+    HostTensor { shape: vec![n, c, to[0], to[1], to[2]], data: out }
 }
 
 /// `x * w + x`, `w` with one channel (broadcast) or x's channels.
