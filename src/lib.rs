@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod model;
+pub mod phantom;
 pub mod tensor;
 pub mod volume;
 pub mod weights;

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod phantom;
+
 #[derive(Parser, Debug)]
 #[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
 pub struct Cli {
@@ -10,8 +12,13 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Write synthetic SIJ studies (DICOM series, ground-truth mask, manifest).
+    Phantom(phantom::PhantomArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Phantom(a) => phantom::run(a),
+    }
 }

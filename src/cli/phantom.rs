@@ -1,0 +1,115 @@
+//! `fmseg phantom`: writes a set of synthetic SIJ studies with their ground truth.
+//!
+//! Per case `DIR/case_XXX/`: `manifest.json` (patient, acquisition, scanner effects, lesions),
+//! optionally `preview.png`; and `DIR/manifest.json` listing the set. Case `i` has seed
+//! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
+//! `floor((i + 1) F) > floor(i F)`, so any prefix of the set holds the requested fraction.
+
+use crate::phantom::manifest::{write_json, SetEntry, SetManifest, GENERATOR_VERSION};
+use crate::phantom::patient::Diagnosis;
+use crate::phantom::preview::{even_slices, montage, write_png};
+use crate::phantom::rng::case_seed;
+use crate::phantom::{generate_case, Case, PhantomConfig};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct PhantomArgs {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the set.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of cases.
+    #[arg(long, default_value_t = 1)]
+    pub cases: usize,
+    /// Fraction of axSpA cases (the rest are non-axSpA).
+    #[arg(long, default_value_t = 0.7)]
+    pub axspa_fraction: f64,
+    /// Index of the first case (to extend a set or make it in parts).
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
+    /// No motion ghosts, blur/ringing or wrap-around.
+    #[arg(long)]
+    pub no_artefacts: bool,
+    /// Also write `preview.png` (a montage of slices with the mask outlined) per case.
+    #[arg(long)]
+    pub preview: bool,
+}
+
+/// The diagnosis of case `i` for an axSpA fraction `f`.
+pub fn diagnosis_of(i: usize, f: f64) -> Diagnosis {
+    if ((i + 1) as f64 * f).floor() > (i as f64 * f).floor() {
+        Diagnosis::AxSpA
+    } else {
+        Diagnosis::NonAxSpA
+    }
+}
+
+pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.axspa_fraction) || args.axspa_fraction.is_nan() {
+        bail!("--axspa-fraction must be between 0 and 1, got {}", args.axspa_fraction);
+    }
+    if args.cases == 0 {
+        bail!("--cases must be at least 1");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
+    let mut entries = Vec::new();
+    for i in args.first..args.first + args.cases {
+        let seed = case_seed(args.seed, i as u64);
+        let cfg = PhantomConfig {
+            axspa_fraction: args.axspa_fraction,
+            diagnosis: Some(diagnosis_of(i, args.axspa_fraction)),
+            artefacts: !args.no_artefacts,
+            ideal: false,
+        };
+        let t = Instant::now();
+        let case = generate_case(seed, &cfg);
+        let id = format!("case_{i:03}");
+        let files = write_case(&args.out.join(&id), &case, args.preview).with_context(|| format!("writing {id}"))?;
+        eprintln!(
+            "{id}: seed {seed}, {:?}, {} lesion(s), {:.2} ml FM, {:?} voxels, {:.0} ms",
+            case.manifest.patient.diagnosis,
+            case.manifest.lesions.len(),
+            case.manifest.fm_volume_ml,
+            case.image.dims,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        entries.push(SetEntry {
+            id: id.clone(),
+            seed,
+            diagnosis: case.manifest.patient.diagnosis,
+            lesions: case.manifest.lesions.len(),
+            fm_volume_ml: case.manifest.fm_volume_ml,
+            dims: case.image.dims,
+            files: files.iter().map(|f| format!("{id}/{f}")).collect(),
+        });
+    }
+    let set = SetManifest {
+        generator: "fmseg-phantom".into(),
+        generator_version: GENERATOR_VERSION,
+        set_seed: args.seed,
+        axspa_fraction: args.axspa_fraction,
+        cases: entries,
+    };
+    write_json(&args.out.join("manifest.json"), &set)?;
+    Ok(())
+}
+
+/// Writes one case's files into `dir`; returns their names relative to `dir`.
+pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut files = Vec::new();
+    write_json(&dir.join("manifest.json"), &case.manifest)?;
+    files.push("manifest.json".to_string());
+    if preview {
+        let slices = even_slices(case.image.dims[2], 8);
+        let img = montage(&case.image, Some(&case.mask), &slices, 4, 2);
+        write_png(&dir.join("preview.png"), &img)?;
+        files.push("preview.png".to_string());
+    }
+    Ok(files)
+}
