@@ -66,8 +66,8 @@ pub struct Joint {
     pub z_lo: f32,
     pub z_hi: f32,
     pub ya: Lin,
-    /// Length of the synovial part along y: `l0 + l1 * z/50 + l2 * (z/50)^2`.
-    pub len: [f32; 3],
+    /// Length of the synovial part along y, by level.
+    pub len: Lin,
     /// Extra separation of sacrum / ilium behind the synovial part (interosseous ligament).
     pub lig: [f32; 2],
     /// Opening towards the pelvis in front of the synovial part.
@@ -108,8 +108,7 @@ impl Joint {
     }
 
     pub fn yp(&self, z: f32) -> f32 {
-        let u = z / 50.0;
-        self.ya.at(z) + self.len[0] + self.len[1] * u + self.len[2] * u * u
+        self.ya.at(z) + self.len.at(z)
     }
 
     /// Separation outside the joint's levels, [sacrum, ilium].
@@ -143,7 +142,7 @@ impl Joint {
     pub fn synovial(&self, y: f32, z: f32) -> f32 {
         let ya = self.ya.at(z);
         let yp = self.yp(z);
-        (ya - y).max(y - yp).max(self.z_lo - z).max(z - self.z_hi)
+        smax((ya - y).max(y - yp), (self.z_lo - z).max(z - self.z_hi), 8.0)
     }
 }
 
@@ -159,6 +158,8 @@ pub struct SacrumShape {
     /// How far behind the midline's anterior surface the alae's anterior surface lies, and how
     /// far in front of the crest their posterior surface lies (at x = 50 mm).
     pub ala_ant: f32,
+    /// Forward bulge of the vertebral body over the alae at the midline.
+    pub bulge: f32,
     pub ala_post: f32,
     /// Median sacral crest height.
     pub crest: f32,
@@ -189,7 +190,8 @@ impl SacrumShape {
     #[inline]
     pub fn y_ant(&self, xl: f32, z: f32) -> f32 {
         let u = xl / 50.0;
-        self.y_ant_mid(z) + self.ala_ant * u * u
+        let b = (1.0 - (xl / self.l5[0]).powi(2)).max(0.0);
+        self.y_ant_mid(z) + self.ala_ant * u * u - self.bulge * b * b
     }
     #[inline]
     pub fn thickness(&self, z: f32) -> f32 {
@@ -484,7 +486,8 @@ impl Field for Ilium {
             return d_med;
         }
         let w = self.row(z);
-        let d_block = smax(smax(d_med, q - (li + w.t), 2.0), (w.ya - 3.0 - y).max(y - (w.yp + 3.0)), 4.0);
+        let (ymid, yhalf) = (0.5 * (w.ya + w.yp), 0.5 * (w.yp - w.ya) + 3.0);
+        let d_block = smax(smax(d_med, q - (li + w.t), 2.0), (y - ymid).abs() - yhalf, 0.35 * w.t.min(yhalf));
         let mut d_wing = f32::MAX;
         for k in 0..4 {
             let (a, b) = (w.pts[k], w.pts[k + 1]);
@@ -560,14 +563,19 @@ impl Field for Ligament {
         let jn = &self.joint;
         let xl = jn.side.sigma() * p[0];
         let (y, z) = (p[1], p[2]);
+        // Present along the joint's levels, fading out over 12 mm beyond them (no flat caps).
+        let fade = smoothstep(jn.z_lo - 12.0, jn.z_lo, z) * (1.0 - smoothstep(jn.z_hi, jn.z_hi + 12.0, z));
+        if fade <= 0.0 {
+            return 20.0;
+        }
         let q = jn.q(xl, y, z);
         let ex = jn.extra(y, z);
         // The gap between the two bones, behind the synovial part.
-        let half = jn.h + 0.5 * (ex[0] + ex[1]) + 2.0;
-        let centre = 0.5 * (ex[1] - ex[0]);
+        let half = (jn.h + (0.5 * (ex[0] + ex[1])).min(8.0) + 2.0) * fade;
+        let centre = 0.5 * (ex[1] - ex[0]).clamp(-8.0, 8.0);
         let yp = jn.yp(z);
-        let d = smax((q - centre).abs() - half, (yp - 3.0 - y).max(y - (yp + self.depth)), 3.0);
-        smax(d, (jn.z_lo - 12.0 - z).max(z - jn.z_hi - 12.0), 4.0)
+        let len = self.depth * fade;
+        smax((q - centre).abs() - half, (yp - 3.0 - y).max(y - (yp + len)), 3.0)
     }
     fn bounds(&self) -> Aabb {
         joint_box(&self.joint, 16.0, self.depth + 8.0)
@@ -618,7 +626,7 @@ pub fn sample_joint(rng: &mut Rng, side: Side, common: &JointCommon) -> Joint {
         z_lo,
         z_hi,
         ya: Lin::ab(common.ya0 + rng.jitter(2.0), common.ya_slope),
-        len: [asym(rng, common.len0, 4.0), asym(rng, common.len1, 2.0), common.len2],
+        len: Lin::c(common.len0),
         lig: [rng.uniform_f32(2.0, 5.0), rng.uniform_f32(2.0, 5.0)],
         open: [rng.uniform_f32(5.0, 12.0), rng.uniform_f32(4.0, 9.0)],
         sep_below: [rng.uniform_f32(0.45, 0.9), rng.uniform_f32(0.35, 0.75)],
@@ -641,7 +649,6 @@ pub struct JointCommon {
     pub z_hi: f32,
     pub ya0: f32,
     pub ya_slope: f32,
+    /// Provisional length of the synovial part (refined once the sacrum is drawn).
     pub len0: f32,
-    pub len1: f32,
-    pub len2: f32,
 }

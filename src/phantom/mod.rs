@@ -379,7 +379,12 @@ mod dev_preview {
             let t = std::time::Instant::now();
             let case = generate_case(s, &PhantomConfig { ideal, ..Default::default() });
             let ms = t.elapsed().as_secs_f64() * 1e3;
-            let sl = preview::even_slices(case.image.dims[2], nsl);
+            let sl = match std::env::var("PHANTOM_K") {
+                Ok(v) => {
+                    v.split(',').filter_map(|s| s.trim().parse().ok()).filter(|&k| k < case.image.dims[2]).collect()
+                }
+                Err(_) => preview::even_slices(case.image.dims[2], nsl),
+            };
             if std::env::var("PHANTOM_NOPNG").is_err() {
                 let img = preview::montage(&case.image, Some(&case.mask), &sl, 2, down);
                 preview::write_png(&out.join(format!("case_{s}.png")), &img).unwrap();
@@ -392,6 +397,63 @@ mod dev_preview {
                 case.manifest.lesions.len(),
                 case.manifest.fm_volume_ml
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod dev_probe {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn probe_ilium() {
+        let b = build(5, &PhantomConfig::default());
+        let il = &b.pelvis.ilia[0];
+        for z in [-20.0f32, 0.0, 20.0] {
+            let (x, y, r) = il.psis(z);
+            let jn = &il.joint;
+            eprintln!(
+                "z {z}: psis ({x:.1},{y:.1}) r {r:.1}; ya {:.1} yp {:.1}; J(yp) {:.1}; d at psis {:.2}; sacrum post(x) {:.1}",
+                jn.ya.at(z),
+                jn.yp(z),
+                jn.j(jn.yp(z), z).0,
+                il.dist([x, y, z]),
+                b.pelvis.sacrum.s.y_post(x, z)
+            );
+            for yy in [0.0f32, 10.0, 20.0, 30.0, 40.0] {
+                let row: Vec<String> =
+                    (0..12).map(|i| format!("{:6.1}", il.dist([10.0 + i as f32 * 5.0, yy, z]))).collect();
+                eprintln!("  y {yy:5.1}: {}", row.join(" "));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod dev_layers_at {
+    use super::*;
+
+    /// `PHANTOM_SEED=7 PHANTOM_IJK=60,150,0 ... dev_layers_at -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn layers_at() {
+        let seed: u64 = std::env::var("PHANTOM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+        let ijk: Vec<f32> = std::env::var("PHANTOM_IJK").unwrap().split(',').map(|s| s.parse().unwrap()).collect();
+        let b = build(seed, &PhantomConfig::default());
+        let g = &b.grid;
+        let p = g.pos(ijk[0], ijk[1], ijk[2]);
+        let pm = g.pos(ijk[0], ijk[1], ijk[2] - 1.0);
+        let pp = g.pos(ijk[0], ijk[1], ijk[2] + 1.0);
+        eprintln!("local {p:?}");
+        for l in &b.scene.layers {
+            if !l.field.bounds().grow(8.0).contains(p) {
+                continue;
+            }
+            let d = l.field.dist(p);
+            if d.abs() < 15.0 {
+                eprintln!("{:24} d {d:7.2} (k-1 {:7.2}, k+1 {:7.2})", l.name, l.field.dist(pm), l.field.dist(pp));
+            }
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Pelvis {
     pub ilia: [Arc<Ilium>; 2],
     pub l5: L5Body,
     pub body: Arc<BodyOutline>,
+    pub fascia: Arc<Fascia>,
+    pub cavity: Arc<Cavity>,
     pub muscles: Vec<(&'static str, Arc<dyn Field>)>,
     pub septa: Vec<Arc<dyn Field>>,
     /// The paraspinal muscles' midline fat septum.
@@ -48,6 +50,8 @@ pub enum BowelContent {
     Gas,
     Fluid,
     Faeces,
+    /// Small-bowel content: intermediate, fairly uniform.
+    Chyme,
 }
 
 pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
@@ -73,11 +77,9 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         z_hi,
         ya0,
         ya_slope: rng.uniform_f32(-0.1, 0.1),
-        len0: rng.uniform_f32(28.0, 40.0) * size,
-        len1: rng.uniform_f32(-10.0, -2.0),
-        len2: rng.uniform_f32(-10.0, -4.0),
+        len0: 30.0,
     };
-    let joints = Arc::new([sample_joint(rng, Side::Left, &common), sample_joint(rng, Side::Right, &common)]);
+    let mut joints = [sample_joint(rng, Side::Left, &common), sample_joint(rng, Side::Right, &common)];
     let z_top = z_hi + rng.uniform_f32(6.0, 16.0);
     let mut s = SacrumShape {
         a0,
@@ -85,7 +87,8 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         t0: rng.uniform_f32(44.0, 56.0) * size,
         t1: rng.uniform_f32(4.0, 12.0),
         ala_ant,
-        ala_post: rng.uniform_f32(8.0, 16.0),
+        bulge: rng.uniform_f32(3.0, 9.0),
+        ala_post: rng.uniform_f32(4.0, 12.0),
         crest: rng.uniform_f32(2.0, 6.0),
         z_top,
         top_drop: rng.uniform_f32(4.0, 12.0),
@@ -99,6 +102,18 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         l5: [rng.uniform_f32(22.0, 27.0) * size, rng.uniform_f32(15.0, 19.0) * size],
         cortex: rng.uniform_f32(0.9, 1.6),
     };
+    // The synovial part covers the front of the ala's lateral face (more of it lower down); the
+    // rest, behind, is the ligamentous part.
+    let frac = [rng.uniform_f32(0.7, 0.88), rng.uniform_f32(0.6, 0.8), rng.uniform_f32(0.45, 0.65)];
+    for jn in joints.iter_mut() {
+        let lens = [0, 1, 2].map(|l| {
+            let z = ZS[l];
+            let w = jn.j(jn.ya.at(z), z).0;
+            (frac[l] + rng.jitter(0.05)) * (s.y_post(w, z) - jn.ya.at(z)).max(12.0)
+        });
+        jn.len = Lin::through3(ZS, lens);
+    }
+    let joints = Arc::new(joints);
     let first = z_top - rng.uniform_f32(12.0, 16.0);
     let step = rng.uniform_f32(21.0, 26.0);
     let mut foramina = Vec::new();
@@ -107,7 +122,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         let jn = &joints[if side == Side::Left { 0 } else { 1 }];
         for n in 0..4 {
             let zf = first - n as f32 * step + rng.jitter(1.5);
-            let r = 5.6 - 0.8 * n as f32 + rng.jitter(0.5);
+            let r = 4.8 - 0.7 * n as f32 + rng.jitter(0.5);
             s.foramina.push((side, zf, r));
             let (yc, w, h) = s.canal_centre(zf);
             let xb = 0.42 * jn.j(yc, zf).0 + 3.0;
@@ -116,7 +131,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
                 side,
                 bbox: Aabb::new([0.0; 3], [0.0; 3]),
                 a: [sg * w * 0.9, yc + 0.3 * h, zf + 2.0],
-                b: [sg * xb, s.y_ant(xb, zf) - 4.0, zf - 5.0],
+                b: [sg * xb, s.y_ant(xb, zf) - 3.0, zf - 2.0],
                 r,
                 pa: [sg * w * 0.9, yc, zf + 1.0],
                 pb: [sg * xp, s.y_post(xp, zf) + 4.0, zf + 3.0],
@@ -135,7 +150,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         let shape = IliumShape {
             t: Lin::through3(
                 ZS,
-                [rng.uniform_f32(18.0, 26.0), rng.uniform_f32(14.0, 22.0), rng.uniform_f32(12.0, 18.0)],
+                [rng.uniform_f32(22.0, 32.0), rng.uniform_f32(18.0, 28.0), rng.uniform_f32(14.0, 22.0)],
             ),
             wing_angle: Lin::through3(
                 ZS,
@@ -144,15 +159,15 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
             wing_len: Lin::through3(
                 ZS,
                 [
-                    rng.uniform_f32(35.0, 60.0) * size,
-                    rng.uniform_f32(55.0, 90.0) * size,
-                    rng.uniform_f32(70.0, 110.0) * size,
+                    rng.uniform_f32(35.0, 55.0) * size,
+                    rng.uniform_f32(50.0, 80.0) * size,
+                    rng.uniform_f32(65.0, 100.0) * size,
                 ],
             ),
-            wing_bow: rng.uniform_f32(4.0, 12.0),
-            wing_r: [rng.uniform_f32(7.0, 10.0), rng.uniform_f32(3.5, 6.0), rng.uniform_f32(3.5, 6.5)],
+            wing_bow: rng.uniform_f32(6.0, 14.0),
+            wing_r: [rng.uniform_f32(9.0, 13.0), rng.uniform_f32(3.0, 5.5), rng.uniform_f32(5.0, 8.0)],
             psis_dy: rng.uniform_f32(8.0, 20.0),
-            psis_r: rng.uniform_f32(7.0, 11.0),
+            psis_r: rng.uniform_f32(9.0, 13.0),
             pillar_z: [joints[n].z_lo - 10.0, joints[n].z_hi + 25.0],
             z_range: [-150.0, 150.0],
         };
@@ -162,14 +177,20 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
 
     let l5 = L5Body { cy: s.y_ant_mid(z_top) + s.l5[1] + 1.0, r: s.l5, z0: z_top + s.disc_h, z1: 200.0 };
 
-    // Muscles, per side, pinned at three levels.
+    // Soft tissue. Inside the skin lies subcutaneous fat down to the deep fascia; inside the
+    // fascia everything is muscle (gluteal, paraspinal, abdominal wall) except the pelvic
+    // cavity in front of the sacrum (fat, bowel, vessels), with psoas, iliacus and
+    // piriformis drawn into the cavity and thin fat planes between the muscles.
     let bulk = if male { rng.uniform_f32(1.0, 1.25) } else { rng.uniform_f32(0.8, 1.05) };
     let fat_infiltration =
         rng.uniform_f32(0.02, 0.08) + if male { 0.0 } else { 0.03 } + patient.age_years as f32 * 0.001;
     let mut muscles: Vec<(&'static str, Arc<dyn Field>)> = Vec::new();
+    let mut septa: Vec<Arc<dyn Field>> = Vec::new();
     let mut lateral = [[0.0f32; 3]; 2];
     let mut posterior = [[0.0f32; 3]; 2];
-    for (n, il) in ilia.iter().enumerate() {
+    let mut cav_half = [[0.0f32; 3]; 2];
+    for il in ilia.iter() {
+        let n = if il.joint.side == Side::Left { 0 } else { 1 };
         let sg = il.joint.side.sigma();
         let jn = &il.joint;
         let lvl = ZS.map(|z| il.wing_points(z));
@@ -186,92 +207,84 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
                 (-nx, -ny)
             }
         };
-        let r3 = |rng: &mut Rng, lo: f32, hi: f32, f: [f32; 3]| -> [f32; 3] {
-            let v = rng.uniform_f32(lo, hi) * bulk;
-            [v * f[0], v * f[1], v * f[2]]
-        };
-        // Gluteus medius along the outer face of the wing.
-        let gmed_r: Vec<[f32; 3]> = (1..5)
-            .map(|k| r3(rng, [9.0, 12.0, 12.0, 8.0][k - 1], [14.0, 18.0, 18.0, 12.0][k - 1], [0.7, 1.0, 1.15]))
-            .collect();
-        let mut gmed_pts = Vec::new();
-        let mut gmed_c = vec![[(0.0f32, 0.0f32); 3]; 5];
+        // Gluteal muscles: medius along the wing's outer face, maximus behind it.
+        let gmed =
+            [rng.uniform_f32(12.0, 20.0), rng.uniform_f32(15.0, 24.0), rng.uniform_f32(16.0, 26.0)].map(|v| v * bulk);
+        let gmax =
+            [rng.uniform_f32(32.0, 48.0), rng.uniform_f32(26.0, 40.0), rng.uniform_f32(15.0, 26.0)].map(|v| v * bulk);
+        let mut sep_pts = Vec::new();
         for k in 1..5 {
             let mut xs = [0.0; 3];
             let mut ys = [0.0; 3];
             for l in 0..3 {
                 let (nx, ny) = normal(&lvl[l], k);
-                let off = lvl[l][k].2 + gmed_r[k - 1][l] * 0.8;
+                let off = lvl[l][k].2 + gmed[l] * (0.7 + 0.1 * k as f32);
                 xs[l] = lvl[l][k].0 + nx * off;
                 ys[l] = lvl[l][k].1 + ny * off;
-                gmed_c[k][l] = (xs[l], ys[l]);
+                lateral[n][l] = lateral[n][l].max(xs[l] + gmax[l] * 0.8);
+                posterior[n][l] = posterior[n][l].max(ys[l] + gmax[l]);
             }
-            gmed_pts.push((
+            sep_pts.push((
                 Lin::through3(ZS, xs.map(|v| v * sg)),
                 Lin::through3(ZS, ys),
-                Lin::through3(ZS, gmed_r[k - 1]),
+                Lin::c(rng.uniform_f32(0.6, 1.6)),
             ));
         }
-        muscles.push(("gluteus medius", Arc::new(Stroke::new(gmed_pts, -200.0, 200.0))));
-        // Gluteus maximus: from behind the PSIS around the back of gluteus medius.
-        let gm_r = r3(rng, 12.0, 18.0, [1.5, 1.0, 0.6]);
-        let mut pts = Vec::new();
-        let mut back = [0.0f32; 3];
-        let mut lat = [0.0f32; 3];
-        let p0: Vec<(f32, f32)> =
-            (0..3).map(|l| (psis[l].0 - 12.0, psis[l].1 + psis[l].2.max(4.0) + gm_r[l] * 0.7)).collect();
-        let p1: Vec<(f32, f32)> =
-            (0..3).map(|l| (psis[l].0 + 22.0, psis[l].1 + psis[l].2.max(4.0) + gm_r[l] * 0.9)).collect();
-        let mut ring: Vec<Vec<(f32, f32)>> = vec![p0, p1];
-        for k in [3usize, 4] {
-            ring.push(
-                (0..3)
-                    .map(|l| {
-                        let (nx, ny) = normal(&lvl[l], k);
-                        let off = gmed_r[k - 1][l] + gm_r[l] * 0.85;
-                        (gmed_c[k][l].0 + nx * off, gmed_c[k][l].1 + ny * off)
-                    })
-                    .collect(),
-            );
-        }
-        for pt in &ring {
-            let xs = [pt[0].0, pt[1].0, pt[2].0];
-            let ys = [pt[0].1, pt[1].1, pt[2].1];
-            for l in 0..3 {
-                back[l] = back[l].max(ys[l] + gm_r[l]);
-                lat[l] = lat[l].max(xs[l] + gm_r[l]);
-            }
-            pts.push((Lin::through3(ZS, xs.map(|v| v * sg)), Lin::through3(ZS, ys), Lin::through3(ZS, gm_r)));
-        }
-        for k in 1..5 {
-            for l in 0..3 {
-                lat[l] = lat[l].max(gmed_c[k][l].0 + gmed_r[k - 1][l]);
-            }
-        }
-        muscles.push(("gluteus maximus", Arc::new(Stroke::new(pts, -200.0, 200.0))));
-        lateral[n] = lat;
-        posterior[n] = back;
+        // The plane between gluteus medius and maximus runs on out to the fascia.
+        let last = sep_pts[3];
+        let (lx, ly) = (last.0, last.1);
+        let ext = rng.uniform_f32(40.0, 70.0);
+        sep_pts.push((Lin { a: lx.a + sg * ext, ..lx }, Lin { a: ly.a + ext * 0.3, ..ly }, Lin::c(1.0)));
+        septa.push(Arc::new(Stroke::new(sep_pts, -200.0, 200.0)));
+        // Between paraspinal muscles and gluteus maximus, from the PSIS backwards.
+        let px: Vec<f32> = (0..3).map(|l| psis[l].0 - 2.0).collect();
+        let py: Vec<f32> = (0..3).map(|l| psis[l].1 + psis[l].2).collect();
+        let back = rng.uniform_f32(35.0, 60.0);
+        septa.push(Arc::new(Stroke::new(
+            vec![
+                (
+                    Lin::through3(ZS, [px[0], px[1], px[2]].map(|v| v * sg)),
+                    Lin::through3(ZS, [py[0], py[1], py[2]]),
+                    Lin::c(1.0),
+                ),
+                (
+                    Lin::through3(ZS, [px[0] + 8.0, px[1] + 10.0, px[2] + 12.0].map(|v| v * sg)),
+                    Lin::through3(ZS, [py[0] + back, py[1] + back, py[2] + back]),
+                    Lin::c(rng.uniform_f32(0.6, 1.5)),
+                ),
+            ],
+            -200.0,
+            200.0,
+        )));
         // Iliacus inside the wing.
-        let il_r: Vec<[f32; 3]> =
-            (1..4).map(|k| r3(rng, [8.0, 10.0, 8.0][k - 1], [12.0, 16.0, 12.0][k - 1], [1.3, 1.0, 0.9])).collect();
+        let il_r: Vec<[f32; 3]> = (1..4)
+            .map(|k| {
+                let v = rng.uniform_f32([9.0, 11.0, 8.0][k - 1], [13.0, 17.0, 13.0][k - 1]) * bulk;
+                [v * 1.3, v, v * 0.9]
+            })
+            .collect();
         let mut pts = Vec::new();
         for k in 1..4 {
             let mut xs = [0.0; 3];
             let mut ys = [0.0; 3];
             for l in 0..3 {
                 let (nx, ny) = normal(&lvl[l], k);
-                let off = lvl[l][k].2 + il_r[k - 1][l] * 0.8;
+                let off = lvl[l][k].2 + il_r[k - 1][l] * 0.85;
                 xs[l] = lvl[l][k].0 - nx * off;
                 ys[l] = lvl[l][k].1 - ny * off;
             }
             pts.push((Lin::through3(ZS, xs.map(|v| v * sg)), Lin::through3(ZS, ys), Lin::through3(ZS, il_r[k - 1])));
         }
         muscles.push(("iliacus", Arc::new(Stroke::new(pts, -200.0, 200.0))));
+        // The cavity reaches out to the inner face of the wing.
+        for l in 0..3 {
+            cav_half[n][l] = lvl[l][3].0 - lvl[l][3].2 - 4.0;
+        }
         // Psoas in front of the ala, drifting laterally to join iliacus lower down.
         let w_at = |z: f32| jn.j(jn.ya.at(z), z).0;
         let rx = rng.uniform_f32(14.0, 20.0) * bulk;
         let ry = rng.uniform_f32(12.0, 17.0) * bulk;
-        let gap = rng.uniform_f32(2.0, 8.0);
+        let gap = rng.uniform_f32(1.0, 6.0);
         let xs = [w_at(ZS[0]) + 4.0, 0.7 * w_at(ZS[1]) + 8.0, 0.55 * w_at(ZS[2]) + 10.0];
         let ys: Vec<f32> = (0..3).map(|l| s.y_ant(xs[l], ZS[l]) - ry - gap).collect();
         muscles.push((
@@ -291,73 +304,68 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         let zp = jn.z_lo;
         let wp = w_at(zp);
         let yap = s.y_ant(wp, zp);
-        let rp = rng.uniform_f32(7.0, 11.0) * bulk;
+        let rp = rng.uniform_f32(8.0, 12.0) * bulk;
         muscles.push((
             "piriformis",
             Arc::new(Stroke {
+                // Thickest a little below the joint, tapering to nothing above it.
                 pts: vec![
-                    (Lin::c(sg * 0.42 * wp), Lin::c(yap + 8.0), Lin::c(rp * 0.8)),
-                    (Lin::c(sg * (wp + 10.0)), Lin::c(yap + 14.0), Lin::c(rp)),
-                    (Lin::c(sg * (wp + 50.0)), Lin::c(yap + 20.0), Lin::c(rp)),
+                    (
+                        Lin::c(sg * 0.42 * wp),
+                        Lin::c(yap + 6.0),
+                        Lin::through3([zp - 60.0, zp - 15.0, zp + 12.0], [rp * 0.5, rp * 0.8, 0.0]),
+                    ),
+                    (
+                        Lin::c(sg * (wp + 10.0)),
+                        Lin::c(yap + 12.0),
+                        Lin::through3([zp - 60.0, zp - 15.0, zp + 12.0], [rp * 0.7, rp, 0.0]),
+                    ),
+                    (
+                        Lin::c(sg * (wp + 50.0)),
+                        Lin::c(yap + 20.0),
+                        Lin::through3([zp - 60.0, zp - 15.0, zp + 12.0], [rp * 0.7, rp, 0.0]),
+                    ),
                 ],
-                z0: zp - 60.0,
-                z1: zp + 8.0,
+                z0: zp - 70.0,
+                z1: zp + 12.0,
                 end_round: 8.0,
             }),
         ));
     }
-
-    // Paraspinal muscles between the posterior iliac spines.
-    let psis_mid = ZS.map(|z| 0.5 * (ilia[0].psis(z).0 + ilia[1].psis(z).0));
-    let ps_rx = [rng.uniform_f32(18.0, 26.0), (psis_mid[1] - 4.0).max(20.0), rng.uniform_f32(40.0, 48.0)];
-    let ps_ry = [rng.uniform_f32(5.0, 9.0), rng.uniform_f32(16.0, 24.0) * bulk, rng.uniform_f32(22.0, 30.0) * bulk];
-    let ps_cy: Vec<f32> = (0..3).map(|l| s.y_post(0.0, ZS[l]) - s.crest + ps_ry[l] - 3.0).collect();
-    let para = EllipseZ {
+    let para_back: Vec<f32> = [0.6, 1.0, 1.2].iter().map(|f| rng.uniform_f32(22.0, 42.0) * bulk * f).collect();
+    let para_back: Vec<f32> = (0..3).map(|l| s.y_post(0.0, ZS[l]) + para_back[l]).collect();
+    let midline = EllipseZ {
         cx: Lin::c(0.0),
-        cy: Lin::through3(ZS, [ps_cy[0], ps_cy[1], ps_cy[2]]),
-        rx: Lin::through3(ZS, ps_rx),
-        ry: Lin::through3(ZS, ps_ry),
+        cy: Lin::through3(ZS, [para_back[0] - 30.0, para_back[1] - 30.0, para_back[2] - 30.0]),
+        rx: Lin::c(rng.uniform_f32(0.6, 1.2)),
+        ry: Lin::c(60.0),
         angle: 0.0,
         z0: -200.0,
         z1: 200.0,
         end_round: 4.0,
     };
-    let para_back: Vec<f32> = (0..3).map(|l| ps_cy[l] + ps_ry[l]).collect();
-    let midline = EllipseZ { rx: Lin::c(rng.uniform_f32(0.6, 1.2)), ..para.clone() };
-    muscles.push(("paraspinal", Arc::new(para)));
-
-    // Anterior abdominal wall.
-    let depth = rng.uniform_f32(70.0, 115.0) * size;
-    let front_inner: Vec<f32> = ZS.iter().map(|&z| s.y_ant_mid(z) - depth - 10.0 * z / 55.0).collect();
-    for side in [Side::Left, Side::Right] {
-        let sg = side.sigma();
-        let rx = rng.uniform_f32(25.0, 38.0);
-        let ry = rng.uniform_f32(4.0, 8.0) * bulk;
-        let xs = rx + rng.uniform_f32(2.0, 6.0);
-        muscles.push((
-            "rectus abdominis",
-            Arc::new(EllipseZ {
-                cx: Lin::c(sg * xs),
-                cy: Lin::through3(ZS, [front_inner[0] + ry, front_inner[1] + ry, front_inner[2] + ry]),
-                rx: Lin::c(rx),
-                ry: Lin::c(ry),
-                angle: sg * rng.uniform_f32(-0.1, 0.2),
-                z0: -200.0,
-                z1: 200.0,
-                end_round: 4.0,
-            }),
-        ));
-    }
 
     // Body outline from the muscles plus subcutaneous fat.
+    let depth = rng.uniform_f32(70.0, 115.0) * size;
+    let wall = rng.uniform_f32(6.0, 14.0) * bulk;
+    let front_inner: Vec<f32> = ZS.iter().map(|&z| s.y_ant_mid(z) - depth - 10.0 * z / 55.0).collect();
     let hab = patient.habitus as f32;
-    let fat = (6.0 + 30.0 * hab + if male { 0.0 } else { rng.uniform_f32(0.0, 10.0) }) * rng.uniform_f32(0.85, 1.15);
-    let fat_lat = fat * rng.uniform_f32(0.8, 1.5);
-    let fat_back = fat * rng.uniform_f32(0.8, 1.3);
-    let fat_front = fat * rng.uniform_f32(0.7, 1.6);
-    let half_w: Vec<f32> = (0..3).map(|l| lateral[0][l].max(lateral[1][l]) + fat_lat).collect();
-    let yb: Vec<f32> = (0..3).map(|l| posterior[0][l].max(posterior[1][l]).max(para_back[l]) + fat_back).collect();
-    let yf: Vec<f32> = (0..3).map(|l| front_inner[l] - fat_front).collect();
+    let fat = (5.0 + 32.0 * hab + if male { 0.0 } else { rng.uniform_f32(0.0, 12.0) }) * rng.uniform_f32(0.85, 1.15);
+    let fat_prof = FatProfile {
+        base: fat,
+        lateral: fat * rng.uniform_f32(-0.2, 0.5),
+        posterior: fat * rng.uniform_f32(-0.2, 0.4),
+        anterior: fat * rng.uniform_f32(-0.3, 0.7),
+        ripple: {
+            let amp = fat * rng.uniform_f32(0.05, 0.2);
+            super::noise::Bumps::new(rng, [-300.0, -300.0], [300.0, 300.0], [45.0, 45.0], amp)
+        },
+    };
+    let half_w: Vec<f32> = (0..3).map(|l| lateral[0][l].max(lateral[1][l]) + fat + fat_prof.lateral.max(0.0)).collect();
+    let yb: Vec<f32> = (0..3)
+        .map(|l| posterior[0][l].max(posterior[1][l]).max(para_back[l]) + fat + fat_prof.posterior.max(0.0))
+        .collect();
+    let yf: Vec<f32> = (0..3).map(|l| front_inner[l] - wall - fat - fat_prof.anterior.max(0.0)).collect();
     let body = Arc::new(BodyOutline {
         a: Lin::through3(ZS, [half_w[0], half_w[1], half_w[2]]),
         yf: Lin::through3(ZS, [yf[0], yf[1], yf[2]]),
@@ -365,11 +373,16 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         n: rng.uniform_f32(2.2, 3.2),
         flat: rng.uniform_f32(4.0, 14.0),
         cleft_z: jn_mid(&joints) - rng.uniform_f32(0.0, 30.0),
-        cleft_depth: rng.uniform_f32(10.0, 35.0) + fat_back * 0.5,
+        cleft_depth: rng.uniform_f32(10.0, 35.0) + fat * 0.5,
     });
+    let cavity = Cavity {
+        half_w: Lin::through3(ZS, [0, 1, 2].map(|l| cav_half[0][l].min(cav_half[1][l]).max(30.0))),
+        front: Lin::through3(ZS, [front_inner[0], front_inner[1], front_inner[2]]),
+        back: Lin::through3(ZS, ZS.map(|z| s.y_ant_mid(z) + 6.0)),
+        n: rng.uniform_f32(2.0, 3.0),
+    };
 
-    // Fat septa inside the gluteal muscles (intermuscular fat).
-    let mut septa: Vec<Arc<dyn Field>> = Vec::new();
+    // Fat planes inside muscles (intermuscular fat).
     for il in ilia.iter() {
         let sg = il.joint.side.sigma();
         for _ in 0..rng.int(0, 3) {
@@ -389,17 +402,17 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
 
     // Bowel: loops in the pelvis and the rectosigmoid in front of the lower sacrum.
     let mut bowel = Vec::new();
-    let wmax = joints[0].w[0].max(joints[1].w[0]);
-    for _ in 0..rng.int(2, 6) {
+    let cav_w = cav_half[0][1].min(cav_half[1][1]).max(40.0);
+    for _ in 0..rng.int(10, 22) {
         let c = [
-            rng.uniform_f32(-wmax, wmax),
-            rng.uniform_f32(front_inner[1] + 20.0, s.y_ant_mid(0.0) - 20.0),
+            rng.uniform_f32(-cav_w, cav_w),
+            rng.uniform_f32(front_inner[1] + 10.0, s.y_ant_mid(0.0) - 12.0),
             rng.uniform_f32(-70.0, 70.0),
         ];
         let dir =
             super::sdf::normalize([rng.uniform_f32(-1.0, 1.0), rng.uniform_f32(-1.0, 1.0), rng.uniform_f32(-1.5, 1.5)]);
-        let len = rng.uniform_f32(10.0, 35.0);
-        let r = rng.uniform_f32(8.0, 17.0);
+        let len = rng.uniform_f32(10.0, 45.0);
+        let r = rng.uniform_f32(8.0, 18.0);
         bowel.push(Bowel {
             tube: Capsule {
                 a: [c[0] - dir[0] * len, c[1] - dir[1] * len, c[2] - dir[2] * len],
@@ -407,7 +420,8 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
                 r,
             },
             wall: rng.uniform_f32(1.5, 3.0),
-            content: [BowelContent::Gas, BowelContent::Fluid, BowelContent::Faeces][rng.weighted(&[0.3, 0.3, 0.4])],
+            content: [BowelContent::Gas, BowelContent::Fluid, BowelContent::Faeces, BowelContent::Chyme]
+                [rng.weighted(&[0.15, 0.2, 0.25, 0.4])],
         });
     }
     let rx = rng.jitter(12.0);
@@ -473,7 +487,9 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         sacrum,
         ilia,
         l5,
+        fascia: Arc::new(Fascia { body: body.clone(), fat: fat_prof }),
         body,
+        cavity: Arc::new(cavity),
         muscles,
         septa,
         midline,
@@ -526,6 +542,107 @@ impl Field for BodyOutline {
         let (_, b1) = self.yb.range(-250.0, 250.0);
         let _ = a0;
         Aabb::new([-a1, f0, -250.0], [a1, b1, 250.0])
+    }
+}
+
+/// Subcutaneous fat thickness around the body: more laterally, behind or in front as drawn,
+/// with slow irregular variation.
+#[derive(Clone, Debug)]
+pub struct FatProfile {
+    pub base: f32,
+    pub lateral: f32,
+    pub posterior: f32,
+    pub anterior: f32,
+    pub ripple: super::noise::Bumps,
+}
+
+impl FatProfile {
+    #[inline]
+    pub fn at(&self, body: &BodyOutline, p: V3) -> f32 {
+        let [x, y, z] = p;
+        let (yf, yb) = (body.yf.at(z), body.yb.at(z));
+        let u = x / body.a.at(z);
+        let v = (2.0 * y - yf - yb) / (yb - yf);
+        let t = self.base
+            + self.lateral * u * u
+            + self.posterior * v.max(0.0).powi(2)
+            + self.anterior * (-v).max(0.0).powi(2)
+            + self.ripple.at(x, y).0;
+        t.max(2.0)
+    }
+}
+
+/// The deep fascia: the body outline moved in by the subcutaneous fat.
+pub struct Fascia {
+    pub body: Arc<BodyOutline>,
+    pub fat: FatProfile,
+}
+
+impl Field for Fascia {
+    fn dist(&self, p: V3) -> f32 {
+        self.body.dist(p) + self.fat.at(&self.body, p)
+    }
+    fn bounds(&self) -> Aabb {
+        self.body.bounds()
+    }
+}
+
+/// The pelvic cavity in front of the sacrum and between the iliac wings.
+#[derive(Clone, Debug)]
+pub struct Cavity {
+    pub half_w: Lin,
+    pub front: Lin,
+    pub back: Lin,
+    pub n: f32,
+}
+
+impl Field for Cavity {
+    fn dist(&self, p: V3) -> f32 {
+        let [x, y, z] = p;
+        let (f, b) = (self.front.at(z), self.back.at(z));
+        let cy = 0.5 * (f + b);
+        let hb = (0.5 * (b - f)).max(5.0);
+        let a = self.half_w.at(z).max(5.0);
+        let (u, v) = ((x / a).abs(), ((y - cy) / hb).abs());
+        let r = (u.powf(self.n) + v.powf(self.n)).powf(1.0 / self.n);
+        let rho = (x * x + (y - cy) * (y - cy)).sqrt();
+        if r > 1e-6 {
+            rho * (1.0 - 1.0 / r)
+        } else {
+            -a.min(hb)
+        }
+    }
+    fn bounds(&self) -> Aabb {
+        let a = self.half_w.range(-200.0, 200.0).1;
+        let f = self.front.range(-200.0, 200.0).0;
+        let b = self.back.range(-200.0, 200.0).1;
+        Aabb::new([-a, f, -200.0], [a, b, 200.0])
+    }
+}
+
+/// Inside the fascia and outside the cavity (`inside = false`), or inside both.
+pub struct Compartment {
+    pub fascia: Arc<Fascia>,
+    pub cavity: Arc<Cavity>,
+    pub inside: bool,
+}
+
+impl Field for Compartment {
+    fn dist(&self, p: V3) -> f32 {
+        let c = self.cavity.dist(p);
+        let f = self.fascia.dist(p);
+        if self.inside {
+            c.max(f)
+        } else {
+            f.max(-c)
+        }
+    }
+    fn bounds(&self) -> Aabb {
+        if self.inside {
+            self.cavity.bounds()
+        } else {
+            self.fascia.bounds()
+        }
     }
 }
 
@@ -673,10 +790,40 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
     let fat = p.fat(c.fat);
     let skin = p.rng.uniform_f32(1.0, 2.2);
     soft.push(Layer::new("body", pv.body.clone(), Flat(c.skin)).band(skin, fat));
+    let shade = p.muscle(pv.fat_infiltration);
+    soft.push(Layer::new(
+        "muscle",
+        Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: false },
+        shade,
+    ));
+    let septum_fat = c.fat * 0.92;
+    soft.push(Layer::new(
+        "midline septum",
+        Clip { a: Box::new(pv.midline.clone()), b: pv.fascia.clone(), grow: 0.0 },
+        Flat(septum_fat),
+    ));
+    for s in &pv.septa {
+        soft.push(Layer::new(
+            "fat plane",
+            Clip { a: Box::new(s.clone()), b: pv.fascia.clone(), grow: 0.0 },
+            Flat(septum_fat),
+        ));
+    }
+    let level = c.fat * p.rng.uniform_f32(0.9, 1.0);
+    let pelvic_fat = p.fat(level);
+    soft.push(Layer::new(
+        "pelvic fat",
+        Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: true },
+        pelvic_fat,
+    ));
     for b in &pv.bowel {
         let content: Box<dyn Shade> = match b.content {
             BowelContent::Gas => Box::new(Flat(p.rng.uniform_f32(0.0, 0.05))),
             BowelContent::Fluid => Box::new(Flat(c.fluid)),
+            BowelContent::Chyme => {
+                let level = p.rng.uniform_f32(0.22, 0.5);
+                Box::new(p.fat(level))
+            }
             BowelContent::Faeces => Box::new(Mottled {
                 a: p.rng.uniform_f32(0.35, 0.65),
                 b: p.rng.uniform_f32(0.0, 0.1),
@@ -687,7 +834,9 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
                 lattice: p.lattice.clone(),
             }),
         };
-        let mut l = Layer::new("bowel", Capsule { a: b.tube.a, b: b.tube.b, r: b.tube.r }, Flat(c.bowel_wall));
+        let tube = Capsule { a: b.tube.a, b: b.tube.b, r: b.tube.r };
+        let mut l =
+            Layer::new("bowel", Clip { a: Box::new(tube), b: pv.cavity.clone(), grow: 0.0 }, Flat(c.bowel_wall));
         l.bands.push(super::scene::Band { offset: b.wall, shade: content });
         soft.push(l);
     }
@@ -699,19 +848,14 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
         let shade = p.muscle(pv.fat_infiltration);
         soft.push(Layer::new(name, field.clone(), shade));
     }
-    let septum_fat = c.fat * 0.92;
-    soft.push(Layer::new("midline septum", pv.midline.clone(), Flat(septum_fat)));
-    for s in &pv.septa {
-        soft.push(Layer::new("fat septum", s.clone(), Flat(septum_fat)));
-    }
-    let lig_fat = p.rng.uniform_f32(0.1, 0.45);
+    let lig_fat = p.rng.uniform_f32(0.05, 0.3);
     for jn in pv.joints.iter() {
-        let depth = p.rng.uniform_f32(20.0, 32.0);
+        let depth = p.rng.uniform_f32(10.0, 20.0);
         let shade = Mottled {
             a: c.ligament,
-            b: c.fat * 0.9,
+            b: c.fat * 0.85,
             share: lig_fat,
-            soft: 0.08,
+            soft: 0.2,
             tex: Texture::new(p.rng, [2.5, 4.0, 6.0]),
             grain: 0.1,
             lattice: p.lattice.clone(),

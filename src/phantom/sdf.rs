@@ -81,14 +81,19 @@ pub fn lerp(a: f32, b: f32, t: f32) -> f32 {
     a + (b - a) * t
 }
 
-/// Polynomial smooth minimum (union with a fillet of radius about `k`).
+/// Polynomial smooth minimum (union with a fillet of radius about `k`); the exact minimum
+/// where the two differ by `k` or more (so a huge "absent" value is harmless).
 #[inline]
 pub fn smin(a: f32, b: f32, k: f32) -> f32 {
-    if k <= 0.0 {
+    let diff = b - a;
+    if k <= 0.0 || diff >= k {
         return a.min(b);
     }
-    let h = clamp01(0.5 + 0.5 * (b - a) / k);
-    lerp(b, a, h) - k * h * (1.0 - h)
+    if -diff >= k {
+        return b;
+    }
+    let h = 0.5 + 0.5 * diff / k;
+    a * h + b * (1.0 - h) - k * h * (1.0 - h)
 }
 
 /// Smooth maximum (intersection with rounded edges).
@@ -395,6 +400,9 @@ mod tests {
             assert!(smax(a, b, 2.0) >= a.max(b) - 1e-6);
             assert_eq!(smin(a, b, 0.0), a.min(b));
         }
+        // An absent part (a huge distance) must not disturb the other.
+        assert_eq!(smin(3.0, f32::MAX, 5.0), 3.0);
+        assert_eq!(smax(-3.0, f32::MIN, 5.0), -3.0);
     }
 
     #[test]
