@@ -189,3 +189,26 @@ fn shape_errors_are_errors_not_panics() {
     let conv = be.prepare_conv(ConvSpec { cin: 5, cout: 2, k: [1, 1, 1], bias: false }, &w, None).unwrap();
     assert!(be.conv(&x, &conv).is_err());
 }
+
+#[test]
+fn fused_conv_norm_matches_conv_then_norm() {
+    let be = backend();
+    let mut rng = Rng::fresh("conv_norm");
+    for (k, cin, cout, res, relu) in [
+        ([3, 3, 1], 5, 16, true, true),
+        ([1, 1, 3], 8, 33, false, true),
+        ([3, 1, 1], 16, 1, false, false),
+        ([1, 1, 1], 32, 2, true, false),
+    ] {
+        let dims = [7, 9, 5];
+        let x = rng.tensor(&[2, cin, dims[0], dims[1], dims[2]]);
+        let w = rng.tensor(&[cout, cin, k[0], k[1], k[2]]);
+        let b = rng.tensor(&[cout]);
+        let r = rng.tensor(&[2, cout, dims[0], dims[1], dims[2]]);
+        let conv = be.prepare_conv(ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
+        let rt = be.upload(&r).unwrap();
+        let y = be.conv_norm(&be.upload(&x).unwrap(), &conv, res.then_some(&rt), relu).unwrap();
+        let want = reference::instance_norm(&reference::conv3d(&x, &w, Some(&b.data)), res.then_some(&r), relu);
+        check(&format!("conv_norm k={k:?} {cin}->{cout} res={res} relu={relu}"), &be.download(&y).unwrap(), &want, TOL);
+    }
+}

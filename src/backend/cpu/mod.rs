@@ -87,24 +87,28 @@ impl CpuBackend {
         Ok(CpuTensor { n, c, dims, data: Buffer::new(data, Some(self.buffers.clone())) })
     }
 
-    fn conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor) {
+    /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
+    fn conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
         let spec = conv.spec;
         let needs_pad = spec.k.iter().any(|&k| k > 1);
         let mut scratch = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
         let out_len = out.sample_len();
+        let mut all = Vec::new();
         for s in 0..x.n {
             let dst = &mut out.data[s * out_len..][..out_len];
-            match scratch.as_mut() {
+            let r = match scratch.as_mut() {
                 Some(p) => {
                     conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
-                    conv::conv_sample(p, x.dims, conv, dst);
+                    conv::conv_sample(p, x.dims, conv, dst, sums)
                 }
-                None => conv::conv_sample(x.sample(s), x.dims, conv, dst),
-            }
+                None => conv::conv_sample(x.sample(s), x.dims, conv, dst, sums),
+            };
+            all.extend(r);
         }
         if let Some(p) = scratch {
             self.buffers.give(p);
         }
+        all
     }
 }
 
@@ -188,7 +192,34 @@ impl Backend for CpuBackend {
             return Err(Error::Shape(format!("conv expects {} input channels, got {}", conv.spec.cin, x.c)));
         }
         let mut out = self.tensor(x.n, conv.spec.cout, x.dims);
-        self.install(|| self.conv_into(x, conv, &mut out));
+        self.install(|| self.conv_into(x, conv, &mut out, false));
+        Ok(out)
+    }
+
+    /// The statistics come from the conv's epilogue, so the output is read once more only to be
+    /// normalised in place.
+    fn conv_norm(
+        &self,
+        x: &CpuTensor,
+        conv: &PackedConv,
+        residual: Option<&CpuTensor>,
+        relu: bool,
+    ) -> Result<CpuTensor> {
+        if x.c != conv.spec.cin {
+            return Err(Error::Shape(format!("conv expects {} input channels, got {}", conv.spec.cin, x.c)));
+        }
+        let mut out = self.tensor(x.n, conv.spec.cout, x.dims);
+        if let Some(r) = residual {
+            same_shape(&out, r, "instance norm residual")?;
+        }
+        let (len, c, vox) = (out.sample_len(), out.c, numel(out.dims));
+        self.install(|| {
+            let sums = self.conv_into(x, conv, &mut out, true);
+            for (s, sums) in sums.iter().enumerate() {
+                let stats = norm::stats_from_sums(sums, vox);
+                norm::apply(&mut out.data[s * len..][..len], c, &stats, residual.map(|r| r.sample(s)), relu);
+            }
+        });
         Ok(out)
     }
 
@@ -266,7 +297,7 @@ impl Backend for CpuBackend {
         let mut wide = self.tensor(x.n, ct.packed.spec.cout, x.dims);
         let mut out = self.tensor(x.n, cout, sd);
         self.install(|| {
-            self.conv_into(x, &ct.packed, &mut wide);
+            self.conv_into(x, &ct.packed, &mut wide, false);
             let wl = wide.sample_len();
             let ol = out.sample_len();
             for s in 0..x.n {

@@ -65,6 +65,18 @@ pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
         .collect()
 }
 
+/// Statistics from per-channel sums over `count` voxels (see `conv::conv_sample`).
+pub fn stats_from_sums(sums: &[(f64, f64)], count: usize) -> Vec<Stats> {
+    sums.iter()
+        .map(|&(s, q)| {
+            let mean = s / count as f64;
+            let var = (q / count as f64 - mean * mean).max(0.0);
+            let mean_hi = mean as f32;
+            Stats { mean_hi, mean_lo: (mean - mean_hi as f64) as f32, rstd: (1.0 / (var + EPS).sqrt()) as f32 }
+        })
+        .collect()
+}
+
 /// In place: `x = relu?((x - mean) * rstd + residual)`.
 pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
     let hi: Vec<f32> = stats.iter().map(|s| s.mean_hi).collect();
