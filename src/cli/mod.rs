@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod convert_weights;
+
 #[derive(Parser, Debug)]
 #[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
 pub struct Cli {
@@ -10,8 +12,13 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Convert network weights between .pth, safetensors and the frozen format, checking them.
+    ConvertWeights(convert_weights::Args),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::ConvertWeights(a) => convert_weights::run(a),
+    }
 }
