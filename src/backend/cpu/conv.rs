@@ -226,9 +226,9 @@ fn conv_plane_narrow(
     }
 }
 
-type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
+pub(crate) type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
 
-fn select_kernel() -> Kernel {
+pub(crate) fn select_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
