@@ -184,7 +184,7 @@ mod tests {
         // half-space mask x > 2 mm (world): nearest-neighbour round trip
         let half: Vec<f32> = (0..p.volume.data.len())
             .map(|n| {
-                let [d0, d1, d2] = p.volume.dims;
+                let [_, d1, d2] = p.volume.dims;
                 let (i, j, k) = (n / (d1 * d2), (n / d2) % d1, n % d2);
                 if p.volume.world([i as f64, j as f64, k as f64])[0] > 2.0 {
                     1.0
