@@ -1,5 +1,8 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
+pub mod bench;
+pub mod convert_weights;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -10,8 +13,16 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Time the network: ms per patch, patches/s, peak memory, time per layer.
+    Bench(bench::BenchArgs),
+    /// Convert network weights between .pth, safetensors and the frozen format, checking them.
+    ConvertWeights(convert_weights::Args),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Bench(a) => bench::run(a),
+        Command::ConvertWeights(a) => convert_weights::run(a),
+    }
 }
