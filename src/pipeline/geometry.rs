@@ -234,7 +234,7 @@ pub fn compute_shape_offset(shape: Dims, in_affine: &Affine, out_affine: &Affine
         let vals = out_c.iter().map(|c| c[a] / c[3]);
         let (lo, hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
         let n = (hi - lo + 1.0).round_ties_even();
-        if !n.is_finite() || n < 1.0 || n > 1e7 {
+        if !(1.0..=1e7).contains(&n) {
             return Err(Error::Value(format!("resampled grid would have {n} voxels along axis {a}")));
         }
         out_shape[a] = n as usize;

@@ -287,6 +287,20 @@ mod tests {
         assert_eq!(m.iter().copied().fold(f32::INFINITY, f32::min), 1e-3);
         // symmetric
         assert_eq!(at(0, 50, 2), at(191, 50, 13));
+        // MONAI 1.6 compute_importance_map((192, 192, 16), "gaussian", 0.125), float32
+        let monai = [
+            ((95, 95, 7), 0.9688127040863037),
+            ((60, 130, 5), 0.05456186458468437),
+            ((100, 90, 9), 0.7224646210670471),
+            ((40, 120, 3), 0.0032596727833151817),
+            ((95, 20, 8), 0.006876809522509575),
+            ((60, 130, 0), 0.0010000000474974513),
+        ];
+        for ((i, j, k), want) in monai {
+            assert!((at(i, j, k) - want).abs() <= 2.0 * f32::EPSILON as f64 * want, "({i}, {j}, {k})");
+        }
+        let sum: f64 = m.iter().map(|&v| v as f64).sum();
+        assert!((sum - 18428.265457901172).abs() < 1e-6 * sum, "sum {sum}");
     }
 
     /// A mock model whose output is an affine function of its input and of the position in
@@ -399,6 +413,46 @@ mod tests {
         assert_eq!(inputs.len(), 1);
         assert_eq!(x[(0 * 6 + 4) * 4], img[4]);
         assert_eq!(x[(5 * 6 + 4) * 4 + 3], img[2 * 6 + 4]);
+    }
+
+    /// MONAI 1.6's own `sliding_window_inference(img, (8, 6, 4), 3, pred, overlap=0.5,
+    /// mode="gaussian", padding_mode="replicate")` on a 13x5x7 image (axis 1 smaller than
+    /// the roi) with `pred(x) = cat(2x + 1, -x + arange(192).reshape(roi) % 5)`.
+    #[test]
+    fn matches_monai_on_a_mock_predictor() {
+        let roi = [8, 6, 4];
+        let dims = [13, 5, 7];
+        let cfg = WindowConfig { roi, overlap: 0.5, sigma_scale: 0.125, sw_batch: 3 };
+        let n: usize = dims.iter().product();
+        let img: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
+        let rn: usize = roi.iter().product();
+        let mut model = |x: &HostTensor| -> Result<HostTensor> {
+            let b = x.shape[0];
+            let mut y = Vec::with_capacity(b * 2 * rn);
+            for bi in 0..b {
+                let w = &x.data[bi * rn..(bi + 1) * rn];
+                y.extend(w.iter().map(|v| 2.0 * v + 1.0));
+                y.extend(w.iter().enumerate().map(|(r, v)| -v + (r % 5) as f32));
+            }
+            HostTensor::new(vec![b, 2, roi[0], roi[1], roi[2]], y)
+        };
+        let out = sliding_window(&img, dims, &mut model, &cfg, &mut |_| {}).unwrap();
+        let at = |c: usize, i: usize, j: usize, k: usize| out.data[((c * 13 + i) * 5 + j) * 7 + k] as f64;
+        let monai = [
+            ((0, 0, 0, 0), 1.0),
+            ((1, 0, 0, 0), 0.0),
+            ((0, 12, 4, 6), 7.400000095367432),
+            ((1, 12, 4, 6), -1.2000000476837158),
+            ((1, 6, 2, 3), 0.5978115200996399),
+            ((1, 3, 4, 1), 3.0999999046325684),
+            ((0, 7, 1, 5), 4.0),
+            ((1, 9, 3, 2), -7.194462299346924),
+        ];
+        for ((c, i, j, k), want) in monai {
+            assert!((at(c, i, j, k) - want).abs() < 1e-6 * (1.0 + want.abs()), "({c}, {i}, {j}, {k})");
+        }
+        let sum: f64 = out.data.iter().map(|&v| v as f64).sum();
+        assert!((sum - 3640.592197023332).abs() < 1e-6 * sum, "sum {sum}");
     }
 
     #[test]
