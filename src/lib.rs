@@ -12,6 +12,7 @@ pub mod error;
 pub mod io;
 pub mod linalg;
 pub mod model;
+pub mod pipeline;
 pub mod tensor;
 pub mod volume;
 pub mod weights;

@@ -77,7 +77,10 @@ pub fn inv3(a: &Mat3) -> Option<Mat3> {
 
 /// Solve `a @ x = b` for a 4x4 system with several right-hand sides: LU factorisation with
 /// partial pivoting (the row of largest magnitude, first on ties, as LAPACK's `idamax`),
-/// then forward and back substitution. `None` when `a` is singular.
+/// then forward and back substitution. Like OpenBLAS's `getf2`/`trsm` (behind NumPy's
+/// `solve` and `inv`), it multiplies by the pivot's reciprocal rather than dividing, which
+/// changes last bits: e.g. the inverse of MONAI's `normalize_transform` for size 320 has
+/// `159.5` where division gives `159.49999999999997`. `None` when `a` is singular.
 pub fn solve4(a: &Mat4, b: &Mat4) -> Option<Mat4> {
     let mut a = *a;
     let mut b = *b;
@@ -93,8 +96,9 @@ pub fn solve4(a: &Mat4, b: &Mat4) -> Option<Mat4> {
         }
         a.swap(c, p);
         b.swap(c, p);
+        let recip = 1.0 / a[c][c];
         for r in c + 1..4 {
-            let f = a[r][c] / a[c][c];
+            let f = a[r][c] * recip;
             a[r][c] = f;
             for k in c + 1..4 {
                 a[r][k] -= f * a[c][k];
@@ -111,7 +115,7 @@ pub fn solve4(a: &Mat4, b: &Mat4) -> Option<Mat4> {
             for j in r + 1..4 {
                 acc -= a[r][j] * x[j][k];
             }
-            x[r][k] = acc / a[r][r];
+            x[r][k] = acc * (1.0 / a[r][r]);
         }
     }
     if x.iter().flatten().all(|v| v.is_finite()) {

@@ -690,6 +690,46 @@ mod tests {
         }
     }
 
+    /// Every readable voxel type, little endian, with values at the edges of its range.
+    #[test]
+    fn reads_every_datatype() {
+        let dir = tempfile::tempdir().unwrap();
+        let dims = [3, 2, 2];
+        let base = vol(dims, |_| 0.0, oblique_lps());
+        type Enc = fn(f64) -> Vec<u8>;
+        let cases: [(Datatype, [f64; 3], Enc); 10] = [
+            (Datatype::U8, [0.0, 7.0, 255.0], |v| vec![v as u8]),
+            (Datatype::I8, [-128.0, 5.0, 127.0], |v| (v as i8).to_le_bytes().to_vec()),
+            (Datatype::I16, [-32768.0, 12.0, 32767.0], |v| (v as i16).to_le_bytes().to_vec()),
+            (Datatype::U16, [0.0, 40000.0, 65535.0], |v| (v as u16).to_le_bytes().to_vec()),
+            (Datatype::I32, [-2e9, 3.0, 2e9], |v| (v as i32).to_le_bytes().to_vec()),
+            (Datatype::U32, [0.0, 9.0, 4e9], |v| (v as u32).to_le_bytes().to_vec()),
+            (Datatype::I64, [-1e12, -1.0, 1e12], |v| (v as i64).to_le_bytes().to_vec()),
+            (Datatype::U64, [0.0, 1.0, 1e12], |v| (v as u64).to_le_bytes().to_vec()),
+            (Datatype::F32, [-1.5, 0.25, 3e38], |v| (v as f32).to_le_bytes().to_vec()),
+            (Datatype::F64, [-2.5, 1e-3, 1e30], |v| v.to_le_bytes().to_vec()),
+        ];
+        for (dt, vals, enc) in cases {
+            let p = dir.path().join(format!("{dt:?}.nii"));
+            let mut bytes = build_header(&p, &base, dt.code(), (dt.size() * 8) as i16).unwrap();
+            // file order (i fastest): value f -> vals[f % 3]
+            for f in 0..12 {
+                bytes.extend(enc(vals[f % 3]));
+            }
+            std::fs::write(&p, &bytes).unwrap();
+            let (v, h) = read_with_header(&p).unwrap();
+            assert_eq!(h.datatype, dt);
+            for k in 0..2 {
+                for j in 0..2 {
+                    for i in 0..3 {
+                        let f = i + 3 * (j + 2 * k);
+                        assert_eq!(v.get(i, j, k), vals[f % 3] as f32, "{dt:?} ({i}, {j}, {k})");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sheared_affine_has_no_qform() {
         let dir = tempfile::tempdir().unwrap();
