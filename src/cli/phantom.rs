@@ -1,10 +1,12 @@
 //! `fmseg phantom`: writes a set of synthetic SIJ studies with their ground truth.
 //!
-//! Per case `DIR/case_XXX/`: `manifest.json` (patient, acquisition, scanner effects, lesions),
-//! optionally `preview.png`; and `DIR/manifest.json` listing the set. Case `i` has seed
+//! Per case `DIR/case_XXX/`: `fm_mask.nii.gz` (the ground-truth mask on the image grid, uint8),
+//! `manifest.json` (patient, acquisition, scanner effects, lesions), optionally `preview.png`;
+//! and `DIR/manifest.json` listing the set. Case `i` has seed
 //! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
 //! `floor((i + 1) F) > floor(i F)`, so any prefix of the set holds the requested fraction.
 
+use crate::io::nifti::{self, WriteType};
 use crate::phantom::manifest::{write_json, SetEntry, SetManifest, GENERATOR_VERSION};
 use crate::phantom::patient::Diagnosis;
 use crate::phantom::preview::{even_slices, montage, write_png};
@@ -103,6 +105,8 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
 pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();
+    nifti::write(dir.join("fm_mask.nii.gz"), &case.mask_volume(), WriteType::U8)?;
+    files.push("fm_mask.nii.gz".to_string());
     write_json(&dir.join("manifest.json"), &case.manifest)?;
     files.push("manifest.json".to_string());
     if preview {

@@ -42,6 +42,8 @@ pub struct LesionSpec {
     pub blur: f32,
     pub level: f32,
     pub texture: f32,
+    /// Volume the shape would have as drawn, before clipping to marrow and sampling, ml.
+    pub planned_ml: f32,
 }
 
 /// A lesion's shape inside its bone's marrow.
@@ -179,6 +181,12 @@ pub fn sample_lesions(
             (c.fm * rng.uniform_f32(0.95, 1.05)).min(c.fat * 1.02)
         };
         let blur = if rng.chance(0.6) { rng.uniform_f32(0.0, 0.3) } else { rng.uniform_f32(0.8, 2.5) };
+        let factor = match shape {
+            LesionShape::Band => 0.75,
+            LesionShape::Triangle => 0.5,
+            _ => 0.6,
+        } * std::f32::consts::PI;
+        let planned_ml = factor * rs * rz * depth / 1000.0;
         out.push(LesionSpec {
             side,
             bone,
@@ -191,6 +199,7 @@ pub fn sample_lesions(
             blur,
             level,
             texture: rng.uniform_f32(0.015, 0.05),
+            planned_ml,
         });
     }
     out

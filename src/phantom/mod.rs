@@ -81,6 +81,7 @@ struct Model {
     pelvis: Pelvis,
     pose: Pose,
     grid: Grid,
+    scene: Scene,
 }
 
 /// What lies at a voxel centre.
@@ -122,6 +123,47 @@ impl Case {
             None
         };
         Probe { side, joint_distance_mm: q.abs(), depth_mm: [-q - jn.h, q - jn.h], bone, bone_distance_mm: [ds, di] }
+    }
+
+    /// The tissue that fills voxel `(i, j, k)`'s centre with at least `margin` mm to spare:
+    /// the frontmost layer (and its band: 0 the outer band, e.g. cortex or skin, 1 the inner,
+    /// e.g. marrow or subcutaneous fat) whose band holds the centre that deep, `"fm"` for a
+    /// lesion, `"air"` outside the body; `None` where the centre is within `margin` of a
+    /// boundary that matters. For checking intensities per tissue.
+    pub fn tissue_at(&self, i: usize, j: usize, k: usize, margin: f32) -> Option<(&'static str, usize)> {
+        let sc = &self.model.scene;
+        let p = self.model.grid.pos(i as f32, j as f32, k as f32);
+        let (d, _) = sc.fm.dist_id(p);
+        if d < -margin {
+            return Some(("fm", 0));
+        }
+        if d < margin {
+            return None;
+        }
+        for l in sc.layers.iter().rev() {
+            if !l.field.bounds().contains(p) {
+                continue;
+            }
+            let d = l.field.dist(p);
+            if d > margin {
+                continue;
+            }
+            if d > -margin {
+                return None;
+            }
+            // Deepest band that holds the point with the margin; none if it sits on a band edge.
+            let mut band = None;
+            for (n, b) in l.bands.iter().enumerate() {
+                let e = d + b.offset;
+                if e < -margin {
+                    band = Some(n);
+                } else if e < margin {
+                    return None;
+                }
+            }
+            return band.map(|n| (l.name, n));
+        }
+        Some(("air", 0))
     }
 
     /// World (LPS mm) position of the pelvis-frame point `p` (for tests).
@@ -208,6 +250,19 @@ fn build(seed: u64, cfg: &PhantomConfig) -> Built {
     Built { patient, acq, pose, grid, pelvis, contrast, scene, specs, confounders }
 }
 
+/// What a case will hold, without rendering it (cheap): for statistics over many seeds.
+pub struct Plan {
+    pub patient: patient::Patient,
+    pub acquisition: acquisition::Acquisition,
+    pub lesions: Vec<lesions::LesionSpec>,
+    pub confounders: Vec<confounders::Confounder>,
+}
+
+pub fn plan(seed: u64, cfg: &PhantomConfig) -> Plan {
+    let b = build(seed, cfg);
+    Plan { patient: b.patient, acquisition: b.acq, lesions: b.specs, confounders: b.confounders }
+}
+
 /// Generates case `seed`.
 pub fn generate_case(seed: u64, cfg: &PhantomConfig) -> Case {
     let Built { patient, acq, pose, grid, pelvis, contrast, scene, specs, confounders } = build(seed, cfg);
@@ -290,7 +345,7 @@ pub fn generate_case(seed: u64, cfg: &PhantomConfig) -> Case {
         confounders,
     };
     let image = Volume { dims: acq.dims, data, affine: acq.affine };
-    Case { seed, image, stored, mask, manifest, model: Arc::new(Model { pelvis, pose, grid }) }
+    Case { seed, image, stored, mask, manifest, model: Arc::new(Model { pelvis, pose, grid, scene }) }
 }
 
 fn round6(v: f64) -> f64 {
