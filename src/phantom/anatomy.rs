@@ -15,7 +15,7 @@ use super::sdf::{ellipse2, lerp, segment2, smax, smin, smoothstep, Aabb, Field, 
 use std::sync::Arc;
 
 /// Patient side: left is +x (LPS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Left,
@@ -39,7 +39,7 @@ impl Side {
 }
 
 /// Which bone of the joint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bone {
     Sacrum,
@@ -370,6 +370,9 @@ pub struct Ilium {
 
 const TABLE_STEP: f32 = 0.5;
 
+/// The wing polyline (x', y, radius), the pillar's front end, the PSIS (x', y, radius).
+type WingParts = ([(f32, f32, f32); 5], (f32, f32), (f32, f32, f32));
+
 #[derive(Clone, Copy, Debug, Default)]
 struct WingRow {
     pts: [(f32, f32, f32); 5],
@@ -423,7 +426,7 @@ impl Ilium {
     /// Anchor points of the wing (front of the block) and of the pillar (back of the block), and
     /// the wing polyline in lateral coordinates.
     #[inline]
-    fn wing(&self, z: f32) -> ([(f32, f32, f32); 5], (f32, f32), (f32, f32, f32)) {
+    fn wing(&self, z: f32) -> WingParts {
         let jn = &self.joint;
         let sh = &self.shape;
         let ex_i = jn.sep(z)[1];

@@ -390,7 +390,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
             let pts = il.wing_points(z);
             let k = rng.int(1, 4) as usize;
             let (x, y) = (pts[k].0 + rng.uniform_f32(10.0, 35.0), pts[k].1 + rng.uniform_f32(10.0, 35.0));
-            let ang = rng.uniform_f32(0.0, 3.14);
+            let ang = rng.uniform_f32(0.0, std::f32::consts::PI);
             let len = rng.uniform_f32(8.0, 30.0);
             septa.push(Arc::new(Capsule {
                 a: [sg * x, y, z - len],

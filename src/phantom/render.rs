@@ -22,9 +22,9 @@ use rayon::prelude::*;
 /// offset or blurred margin, so that coverage outside the box is zero.
 const MARGIN: f32 = 8.0;
 
-/// Blocks of at most this many voxels a side are evaluated voxel by voxel (see `PlaneFill`).
+/// Blocks of this many voxels a side are evaluated voxel by voxel (see `PlaneFill`).
 const BLOCK: usize = 4;
-const _: () = assert!(BLOCK >= 2);
+const _: () = assert!(BLOCK >= 2 && BLOCK.is_power_of_two() && (TOP as usize) % BLOCK == 0);
 
 /// Half the widest in-plane ramp (about 1.3 mm at 0.9 mm pixels) with room for the error of
 /// interpolated neighbours.
@@ -203,18 +203,21 @@ struct Samples {
     d: Vec<f32>,
 }
 
-/// Evaluation of one plane of a box by recursive subdivision: a block whose corners all lie
-/// farther from the surface than `base + 0.75 * diagonal` (on the same side) is filled by
-/// bilinear interpolation, because every voxel in it is then more than `base` from the surface
+/// Evaluation of one plane of a box by recursive subdivision of blocks aligned to the grid
+/// (so that every value depends only on the voxel's position, not on the box or the chunk: the
+/// result is the same on any number of threads). A block whose corners all lie farther from
+/// the surface than `base + 0.75 * diagonal` (on the same side) is filled by bilinear
+/// interpolation, because every voxel in it is then more than `base` from the surface
 /// (allowing the approximate distances a slope of 1.5) and its coverage saturates at 0 or 1
-/// whatever the exact value. Blocks of at most `BLOCK` voxels a side are evaluated per voxel.
+/// whatever the exact value. Blocks of `BLOCK` voxels a side are evaluated per voxel.
 struct PlaneFill<'a, F: FnMut(V3) -> f32> {
     grid: &'a Grid,
     f: &'a mut F,
     plane: &'a mut [f32],
+    /// Absolute index range held by `plane` (inclusive), rows `i`, columns `j`.
+    lo: [i64; 2],
+    hi: [i64; 2],
     nj: usize,
-    i0: f32,
-    j0: f32,
     k: f32,
     base: f32,
     px: [f32; 2],
@@ -222,69 +225,60 @@ struct PlaneFill<'a, F: FnMut(V3) -> f32> {
 
 impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
     #[inline]
-    fn eval(&mut self, ii: usize, jj: usize) -> f32 {
-        (self.f)(self.grid.pos(self.i0 + ii as f32, self.j0 + jj as f32, self.k))
+    fn eval(&mut self, i: i64, j: i64) -> f32 {
+        (self.f)(self.grid.pos(i as f32, j as f32, self.k))
     }
 
-    /// Fills `[ia, ib] x [ja, jb]` (the last row/column only when `last_i`/`last_j`); `c` are
-    /// the values at `(ia, ja), (ia, jb), (ib, ja), (ib, jb)`.
-    #[allow(clippy::too_many_arguments)]
-    fn fill(&mut self, ia: usize, ib: usize, ja: usize, jb: usize, c: [f32; 4], last_i: bool, last_j: bool) {
-        let (di, dj) = (ib - ia, jb - ja);
-        let iend = if last_i || di == 0 { ib } else { ib - 1 };
-        let jend = if last_j || dj == 0 { jb } else { jb - 1 };
-        let diag = ((di as f32 * self.px[0]).powi(2) + (dj as f32 * self.px[1]).powi(2)).sqrt();
+    /// Fills the voxels of block `[ia, ib) x [ja, jb)` that lie in the plane's range; `c` are
+    /// the values at the corners `(ia, ja), (ia, jb), (ib, ja), (ib, jb)`.
+    fn fill(&mut self, ia: i64, ib: i64, ja: i64, jb: i64, c: [f32; 4]) {
+        let (r0, r1) = (ia.max(self.lo[0]), (ib - 1).min(self.hi[0]));
+        let (s0, s1) = (ja.max(self.lo[1]), (jb - 1).min(self.hi[1]));
+        if r0 > r1 || s0 > s1 {
+            return;
+        }
+        let (di, dj) = ((ib - ia) as f32, (jb - ja) as f32);
+        let diag = ((di * self.px[0]).powi(2) + (dj * self.px[1]).powi(2)).sqrt();
         let far = self.base + 0.75 * diag;
         if c.iter().all(|&v| v > far) || c.iter().all(|&v| v < -far) {
-            for ii in ia..=iend {
-                let u = if di > 0 { (ii - ia) as f32 / di as f32 } else { 0.0 };
+            for i in r0..=r1 {
+                let u = (i - ia) as f32 / di;
                 let (l, r) = (c[0] + (c[2] - c[0]) * u, c[1] + (c[3] - c[1]) * u);
-                let row = ii * self.nj;
-                for jj in ja..=jend {
-                    let v = if dj > 0 { (jj - ja) as f32 / dj as f32 } else { 0.0 };
-                    self.plane[row + jj] = l + (r - l) * v;
+                let row = (i - self.lo[0]) as usize * self.nj;
+                for j in s0..=s1 {
+                    let v = (j - ja) as f32 / dj;
+                    self.plane[row + (j - self.lo[1]) as usize] = l + (r - l) * v;
                 }
             }
             return;
         }
-        if di <= BLOCK && dj <= BLOCK {
+        if ib - ia <= BLOCK as i64 {
             let step = [self.grid.m[0][1], self.grid.m[1][1], self.grid.m[2][1]];
-            for ii in ia..=iend {
-                let mut p = self.grid.pos(self.i0 + ii as f32, self.j0 + ja as f32, self.k);
-                let row = ii * self.nj;
-                for jj in ja..=jend {
-                    self.plane[row + jj] = (self.f)(p);
+            for i in r0..=r1 {
+                let mut p = self.grid.pos(i as f32, s0 as f32, self.k);
+                let row = (i - self.lo[0]) as usize * self.nj;
+                for j in s0..=s1 {
+                    self.plane[row + (j - self.lo[1]) as usize] = (self.f)(p);
                     p = [p[0] + step[0], p[1] + step[1], p[2] + step[2]];
                 }
             }
             return;
         }
-        let im = if di > BLOCK { (ia + ib) / 2 } else { ib };
-        let jm = if dj > BLOCK { (ja + jb) / 2 } else { jb };
-        if im == ib {
-            // Split along j only.
-            let a = self.eval(ia, jm);
-            let b = self.eval(ib, jm);
-            self.fill(ia, ib, ja, jm, [c[0], a, c[2], b], last_i, false);
-            self.fill(ia, ib, jm, jb, [a, c[1], b, c[3]], last_i, last_j);
-        } else if jm == jb {
-            let a = self.eval(im, ja);
-            let b = self.eval(im, jb);
-            self.fill(ia, im, ja, jb, [c[0], c[1], a, b], false, last_j);
-            self.fill(im, ib, ja, jb, [a, b, c[2], c[3]], last_i, last_j);
-        } else {
-            let e_top = self.eval(ia, jm);
-            let e_left = self.eval(im, ja);
-            let mid = self.eval(im, jm);
-            let e_right = self.eval(im, jb);
-            let e_bot = self.eval(ib, jm);
-            self.fill(ia, im, ja, jm, [c[0], e_top, e_left, mid], false, false);
-            self.fill(ia, im, jm, jb, [e_top, c[1], mid, e_right], false, last_j);
-            self.fill(im, ib, ja, jm, [e_left, mid, c[2], e_bot], last_i, false);
-            self.fill(im, ib, jm, jb, [mid, e_right, e_bot, c[3]], last_i, last_j);
-        }
+        let (im, jm) = ((ia + ib) / 2, (ja + jb) / 2);
+        let e_top = self.eval(ia, jm);
+        let e_left = self.eval(im, ja);
+        let mid = self.eval(im, jm);
+        let e_right = self.eval(im, jb);
+        let e_bot = self.eval(ib, jm);
+        self.fill(ia, im, ja, jm, [c[0], e_top, e_left, mid]);
+        self.fill(ia, im, jm, jb, [e_top, c[1], mid, e_right]);
+        self.fill(im, ib, ja, jm, [e_left, mid, c[2], e_bot]);
+        self.fill(im, ib, jm, jb, [mid, e_right, e_bot, c[3]]);
     }
 }
+
+/// Side of the top-level aligned blocks (a power of two times `BLOCK`).
+const TOP: i64 = 64;
 
 impl Samples {
     /// Evaluates `f` on the box (planes `k0-1 ..= k1+1`, one voxel beyond in `i` and `j`).
@@ -299,12 +293,19 @@ impl Samples {
         let mut d = vec![0.0f32; ni * nj * nk];
         let col = |c: usize| (grid.m[0][c].powi(2) + grid.m[1][c].powi(2) + grid.m[2][c].powi(2)).sqrt();
         let px = [col(0), col(1)];
+        let lo = [i0 as i64 - 1, j0 as i64 - 1];
+        let hi = [i1 as i64 + 1, j1 as i64 + 1];
         for (kk, plane) in d.chunks_mut(ni * nj).enumerate() {
             let k = (k0 + kk) as f32 - 1.0;
-            let (fi, fj) = (i0 as f32 - 1.0, j0 as f32 - 1.0);
-            let mut pf = PlaneFill { grid, f: &mut f, plane, nj, i0: fi, j0: fj, k, base, px };
-            let c = [pf.eval(0, 0), pf.eval(0, nj - 1), pf.eval(ni - 1, 0), pf.eval(ni - 1, nj - 1)];
-            pf.fill(0, ni - 1, 0, nj - 1, c, true, true);
+            let mut pf = PlaneFill { grid, f: &mut f, plane, lo, hi, nj, k, base, px };
+            for bi in lo[0].div_euclid(TOP)..=hi[0].div_euclid(TOP) {
+                for bj in lo[1].div_euclid(TOP)..=hi[1].div_euclid(TOP) {
+                    let (ia, ja) = (bi * TOP, bj * TOP);
+                    let (ib, jb) = (ia + TOP, ja + TOP);
+                    let c = [pf.eval(ia, ja), pf.eval(ia, jb), pf.eval(ib, ja), pf.eval(ib, jb)];
+                    pf.fill(ia, ib, ja, jb, c);
+                }
+            }
         }
         Samples { k0, i0, j0, ni, nj, d }
     }
@@ -472,7 +473,7 @@ mod tests {
     #[test]
     fn coverage_matches_brute_force_for_planar_edges() {
         // Voxel 0.8 mm in-plane, slices 4 mm apart, 4 mm thick; planar edge at angle th.
-        for &th in &[0.0f32, 0.3, 0.8, 1.2, 1.5707] {
+        for &th in &[0.0f32, 0.3, 0.8, 1.2, std::f32::consts::FRAC_PI_2] {
             for &off in &[-2.0f32, -0.7, -0.2, 0.0, 0.3, 1.1, 2.5] {
                 let (s, c) = th.sin_cos();
                 let d = |x: f32, z: f32| c * x + s * z - off;

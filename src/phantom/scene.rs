@@ -130,12 +130,7 @@ impl FmSet {
 pub const FM_BOX_GROWTH: f32 = 8.0;
 
 fn box_distance(b: &Aabb, p: V3) -> f32 {
-    let mut s = 0.0f32;
-    for a in 0..3 {
-        let d = (b.lo[a] - p[a]).max(p[a] - b.hi[a]).max(0.0);
-        s += d * d;
-    }
-    s.sqrt()
+    (0..3).map(|a| (b.lo[a] - p[a]).max(p[a] - b.hi[a]).max(0.0).powi(2)).sum::<f32>().sqrt()
 }
 
 pub struct Scene {
