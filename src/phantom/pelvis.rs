@@ -370,7 +370,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         a: Lin::through3(ZS, [half_w[0], half_w[1], half_w[2]]),
         yf: Lin::through3(ZS, [yf[0], yf[1], yf[2]]),
         yb: Lin::through3(ZS, [yb[0], yb[1], yb[2]]),
-        n: rng.uniform_f32(2.2, 3.2),
+        round: rng.uniform_f32(0.45, 0.9),
         flat: rng.uniform_f32(4.0, 14.0),
         cleft_z: jn_mid(&joints) - rng.uniform_f32(0.0, 30.0),
         cleft_depth: rng.uniform_f32(10.0, 35.0) + fat * 0.5,
@@ -379,7 +379,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         half_w: Lin::through3(ZS, [0, 1, 2].map(|l| cav_half[0][l].min(cav_half[1][l]).max(30.0))),
         front: Lin::through3(ZS, [front_inner[0], front_inner[1], front_inner[2]]),
         back: Lin::through3(ZS, ZS.map(|z| s.y_ant_mid(z) + 6.0)),
-        n: rng.uniform_f32(2.0, 3.0),
+        round: rng.uniform_f32(0.5, 0.95),
     };
 
     // Fat planes inside muscles (intermuscular fat).
@@ -512,7 +512,8 @@ pub struct BodyOutline {
     pub a: Lin,
     pub yf: Lin,
     pub yb: Lin,
-    pub n: f32,
+    /// Corner rounding (fraction of the smaller half side).
+    pub round: f32,
     pub flat: f32,
     pub cleft_z: f32,
     pub cleft_depth: f32,
@@ -525,10 +526,7 @@ impl Field for BodyOutline {
         let cy = 0.5 * (yf + yb);
         let b = 0.5 * (yb - yf);
         let a = self.a.at(z);
-        let (u, v) = ((x / a).abs(), ((y - cy) / b).abs());
-        let r = (u.powf(self.n) + v.powf(self.n)).powf(1.0 / self.n);
-        let rho = (x * x + (y - cy) * (y - cy)).sqrt();
-        let mut d = if r > 1e-6 { rho * (1.0 - 1.0 / r) } else { -a.min(b) };
+        let mut d = rounded_box(x, y - cy, a, b, self.round);
         d = smax(d, y - (yb - self.flat), 20.0);
         let cleft = super::sdf::smoothstep(self.cleft_z, self.cleft_z - 25.0, z) * self.cleft_depth;
         if cleft > 0.5 {
@@ -543,6 +541,16 @@ impl Field for BodyOutline {
         let _ = a0;
         Aabb::new([-a1, f0, -250.0], [a1, b1, 250.0])
     }
+}
+
+/// Distance to a rectangle of half sides `a, b` whose corners are rounded with radius
+/// `round * min(a, b)` (exact).
+#[inline]
+pub fn rounded_box(x: f32, y: f32, a: f32, b: f32, round: f32) -> f32 {
+    let r = round * a.min(b);
+    let (qx, qy) = (x.abs() - (a - r), y.abs() - (b - r));
+    let (ox, oy) = (qx.max(0.0), qy.max(0.0));
+    (ox * ox + oy * oy).sqrt() + qx.max(qy).min(0.0) - r
 }
 
 /// Subcutaneous fat thickness around the body: more laterally, behind or in front as drawn,
@@ -593,7 +601,7 @@ pub struct Cavity {
     pub half_w: Lin,
     pub front: Lin,
     pub back: Lin,
-    pub n: f32,
+    pub round: f32,
 }
 
 impl Field for Cavity {
@@ -603,14 +611,7 @@ impl Field for Cavity {
         let cy = 0.5 * (f + b);
         let hb = (0.5 * (b - f)).max(5.0);
         let a = self.half_w.at(z).max(5.0);
-        let (u, v) = ((x / a).abs(), ((y - cy) / hb).abs());
-        let r = (u.powf(self.n) + v.powf(self.n)).powf(1.0 / self.n);
-        let rho = (x * x + (y - cy) * (y - cy)).sqrt();
-        if r > 1e-6 {
-            rho * (1.0 - 1.0 / r)
-        } else {
-            -a.min(hb)
-        }
+        rounded_box(x, y - cy, a, hb, self.round)
     }
     fn bounds(&self) -> Aabb {
         let a = self.half_w.range(-200.0, 200.0).1;

@@ -214,6 +214,8 @@ struct PlaneFill<'a, F: FnMut(V3) -> f32> {
     grid: &'a Grid,
     f: &'a mut F,
     plane: &'a mut [f32],
+    /// Which voxels will read this plane's values: see [`Visible`].
+    vis: Option<Visible<'a>>,
     /// Absolute index range held by `plane` (inclusive), rows `i`, columns `j`.
     lo: [i64; 2],
     hi: [i64; 2],
@@ -253,6 +255,11 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
             return;
         }
         if ib - ia <= BLOCK as i64 {
+            if let Some(v) = &self.vis {
+                if !v.needed(r0, r1, s0, s1) {
+                    return;
+                }
+            }
             let step = [self.grid.m[0][1], self.grid.m[1][1], self.grid.m[2][1]];
             for i in r0..=r1 {
                 let mut p = self.grid.pos(i as f32, s0 as f32, self.k);
@@ -277,6 +284,52 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
     }
 }
 
+/// The transmittance left in a chunk's voxels after the layers in front: a plane's values are
+/// needed only where a voxel of that plane, of its in-plane neighbours or of the next planes
+/// still shows through. Planes outside the chunk are only read as neighbours.
+#[derive(Clone, Copy)]
+struct Visible<'a> {
+    trans: &'a [f32],
+    /// The chunk's first slice and slice count, the grid's row length, the plane size.
+    k0: usize,
+    nk: usize,
+    n1: usize,
+    plane: usize,
+    /// The grid plane this fill is for.
+    k: i64,
+}
+
+impl Visible<'_> {
+    #[inline]
+    fn open(&self, i: i64, j: i64, k: i64) -> bool {
+        let n0 = (self.plane / self.n1) as i64;
+        if k < self.k0 as i64 || k >= (self.k0 + self.nk) as i64 || i < 0 || j < 0 || i >= n0 || j >= self.n1 as i64 {
+            return false;
+        }
+        self.trans[(k as usize - self.k0) * self.plane + i as usize * self.n1 + j as usize] > OPAQUE
+    }
+
+    /// Whether any value in rows `r0..=r1`, columns `s0..=s1` will be read.
+    fn needed(&self, r0: i64, r1: i64, s0: i64, s1: i64) -> bool {
+        for i in r0 - 1..=r1 + 1 {
+            for j in s0 - 1..=s1 + 1 {
+                let edge = (i < r0 || i > r1) && (j < s0 || j > s1);
+                if !edge && self.open(i, j, self.k) {
+                    return true;
+                }
+            }
+        }
+        for i in r0..=r1 {
+            for j in s0..=s1 {
+                if self.open(i, j, self.k - 1) || self.open(i, j, self.k + 1) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
 /// Side of the top-level aligned blocks (a power of two times `BLOCK`).
 const TOP: i64 = 64;
 
@@ -285,7 +338,7 @@ impl Samples {
     /// `base` is how far from the surface (mm) the layer's coverage is known to saturate: its
     /// largest band offset plus half the widest ramp.
     #[inline(never)]
-    fn eval(grid: &Grid, b: [[usize; 2]; 3], base: f32, mut f: impl FnMut(V3) -> f32) -> Samples {
+    fn eval(grid: &Grid, b: [[usize; 2]; 3], base: f32, vis: Option<Visible>, mut f: impl FnMut(V3) -> f32) -> Samples {
         let (k0, k1) = (b[2][0], b[2][1]);
         let (i0, i1) = (b[0][0], b[0][1]);
         let (j0, j1) = (b[1][0], b[1][1]);
@@ -297,7 +350,8 @@ impl Samples {
         let hi = [i1 as i64 + 1, j1 as i64 + 1];
         for (kk, plane) in d.chunks_mut(ni * nj).enumerate() {
             let k = (k0 + kk) as f32 - 1.0;
-            let mut pf = PlaneFill { grid, f: &mut f, plane, lo, hi, nj, k, base, px };
+            let vis = vis.map(|v| Visible { k: k as i64, ..v });
+            let mut pf = PlaneFill { grid, f: &mut f, plane, vis, lo, hi, nj, k, base, px };
             for bi in lo[0].div_euclid(TOP)..=hi[0].div_euclid(TOP) {
                 for bj in lo[1].div_euclid(TOP)..=hi[1].div_euclid(TOP) {
                     let (ia, ja) = (bi * TOP, bj * TOP);
@@ -361,7 +415,7 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize) -> (Vec<f32>, 
     if let Some(b) = fm.bounds().and_then(|bb| grid.index_box(&bb.grow(MARGIN).intersect(&slab))).and_then(clip) {
         let blur_max = fm.lesions.iter().map(|l| l.blur).fold(0.0, f32::max);
         let reach = RAMP + 0.5 * blur_max;
-        let s = Samples::eval(grid, b, reach, |p| fm.dist_id(p).0);
+        let s = Samples::eval(grid, b, reach, None, |p| fm.dist_id(p).0);
         for k in b[2][0]..=b[2][1] {
             for i in b[0][0]..=b[0][1] {
                 let row = (k - k0) * plane + i * n1;
@@ -394,7 +448,8 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize) -> (Vec<f32>, 
             continue;
         };
         let base = layer.bands.iter().map(|b| b.offset).fold(0.0, f32::max) + RAMP;
-        let s = Samples::eval(grid, b, base, |p| layer.field.dist(p));
+        let vis = Visible { trans: &trans, k0, nk, n1, plane, k: 0 };
+        let s = Samples::eval(grid, b, base, Some(vis), |p| layer.field.dist(p));
         for k in b[2][0]..=b[2][1] {
             for i in b[0][0]..=b[0][1] {
                 let row = (k - k0) * plane + i * n1;
@@ -403,10 +458,12 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize) -> (Vec<f32>, 
                     if t <= OPAQUE {
                         continue;
                     }
-                    let l = local(&s, i, j, k);
-                    if l.d0.min(l.dm).min(l.dp) > RAMP {
+                    let c = s.at(i, j, k);
+                    let pk = s.ni * s.nj;
+                    if s.d[c].min(s.d[c - pk]).min(s.d[c + pk]) > RAMP {
                         continue;
                     }
+                    let l = local(&s, i, j, k);
                     let mut t = t;
                     let mut add = 0.0;
                     for band in layer.bands.iter().rev() {
@@ -440,7 +497,7 @@ pub(crate) fn profile_layers(scene: &Scene, grid: &Grid) -> Vec<(&'static str, u
         let t = std::time::Instant::now();
         let mut n = 0usize;
         let base = layer.bands.iter().map(|b| b.offset).fold(0.0, f32::max) + RAMP;
-        let s = Samples::eval(grid, b, base, |p| {
+        let s = Samples::eval(grid, b, base, None, |p| {
             n += 1;
             layer.field.dist(p)
         });

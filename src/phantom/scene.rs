@@ -30,7 +30,7 @@ pub struct Textured {
 
 impl Shade for Textured {
     fn at(&self, p: V3) -> f32 {
-        self.base * (1.0 + self.amp * self.tex.fbm2(&self.lattice, p))
+        self.base * (1.0 + self.amp * self.tex.at(&self.lattice, p))
     }
 }
 
@@ -54,7 +54,8 @@ impl Shade for Mottled {
         let n = self.tex.fbm2(&self.lattice, p);
         let thr = 1.0 - 2.0 * self.share;
         let m = super::sdf::smoothstep(thr - self.soft, thr + self.soft, n);
-        let a = self.a * (1.0 + self.grain * self.tex.at(&self.lattice, [p[2], p[0], p[1]]));
+        // The field itself, away from the threshold, doubles as a faint grain.
+        let a = self.a * (1.0 + self.grain * n);
         a + (self.b - a) * m
     }
 }
