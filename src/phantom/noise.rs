@@ -45,44 +45,75 @@ impl Lattice {
     }
 }
 
-/// One texture channel: the lattice read at `(p + offset) / scale` (per-axis scale in mm, so a
-/// texture can be stretched, e.g. muscle fibres along the body axis).
+/// One texture channel: the lattice read at `(R p + offset) / scale` (per-axis scale in mm,
+/// so a texture can be stretched, e.g. muscle fibres along the body axis). Isotropic textures
+/// get a random rotation `R`, which hides the lattice's axes.
 #[derive(Clone, Copy, Debug)]
 pub struct Texture {
     pub inv_scale: [f32; 3],
     pub offset: [f32; 3],
+    /// Rows of `R` already divided by the scale of their axis.
+    rot: [[f32; 3]; 3],
 }
 
 impl Texture {
+    /// Axis-aligned (no rotation), for stretched textures.
     pub fn new(rng: &mut Rng, scale: [f32; 3]) -> Self {
+        let inv_scale = [1.0 / scale[0], 1.0 / scale[1], 1.0 / scale[2]];
+        let mut rot = [[0.0; 3]; 3];
+        for a in 0..3 {
+            rot[a][a] = inv_scale[a];
+        }
         Texture {
-            inv_scale: [1.0 / scale[0], 1.0 / scale[1], 1.0 / scale[2]],
+            inv_scale,
             offset: [rng.uniform_f32(0.0, 32.0), rng.uniform_f32(0.0, 32.0), rng.uniform_f32(0.0, 32.0)],
+            rot,
         }
     }
 
+    /// Isotropic, randomly rotated.
     pub fn isotropic(rng: &mut Rng, scale: f32) -> Self {
-        Self::new(rng, [scale; 3])
+        let mut t = Self::new(rng, [scale; 3]);
+        // A random rotation from a random unit quaternion.
+        let q = loop {
+            let q = [rng.jitter(1.0), rng.jitter(1.0), rng.jitter(1.0), rng.jitter(1.0)];
+            let n = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if n > 0.1 && n <= 1.0 {
+                break q.map(|v| v / n);
+            }
+        };
+        let [w, x, y, z] = q;
+        let r = [
+            [1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
+            [2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x)],
+            [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)],
+        ];
+        t.rot = r.map(|row| row.map(|v| v / scale));
+        t
+    }
+
+    #[inline]
+    fn coords(&self, p: [f32; 3]) -> [f32; 3] {
+        let r = &self.rot;
+        [
+            r[0][0] * p[0] + r[0][1] * p[1] + r[0][2] * p[2] + self.offset[0],
+            r[1][0] * p[0] + r[1][1] * p[1] + r[1][2] * p[2] + self.offset[1],
+            r[2][0] * p[0] + r[2][1] * p[1] + r[2][2] * p[2] + self.offset[2],
+        ]
     }
 
     #[inline]
     pub fn at(&self, l: &Lattice, p: [f32; 3]) -> f32 {
-        l.sample([
-            p[0] * self.inv_scale[0] + self.offset[0],
-            p[1] * self.inv_scale[1] + self.offset[1],
-            p[2] * self.inv_scale[2] + self.offset[2],
-        ])
+        l.sample(self.coords(p))
     }
 
     /// Two octaves (this scale and half of it, weight 0.5), in about `[-1, 1]`.
     #[inline]
     pub fn fbm2(&self, l: &Lattice, p: [f32; 3]) -> f32 {
-        let a = self.at(l, p);
-        let q = [
-            p[0] * self.inv_scale[0] * 2.03 + self.offset[1] + 7.1,
-            p[1] * self.inv_scale[1] * 2.03 + self.offset[2] + 3.3,
-            p[2] * self.inv_scale[2] * 2.03 + self.offset[0] + 5.7,
-        ];
+        let c = self.coords(p);
+        let a = l.sample(c);
+        // The second octave reads the lattice with the axes permuted (decorrelated).
+        let q = [c[1] * 2.03 + 7.1, c[2] * 2.03 + 3.3, c[0] * 2.03 + 5.7];
         (a + 0.5 * l.sample(q)) * (1.0 / 1.5)
     }
 }

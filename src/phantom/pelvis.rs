@@ -26,6 +26,8 @@ pub struct Pelvis {
     pub body: Arc<BodyOutline>,
     pub fascia: Arc<Fascia>,
     pub cavity: Arc<Cavity>,
+    /// The cavity as a shape.
+    pub cavity_field: Arc<Compartment>,
     pub muscles: Vec<(&'static str, Arc<dyn Field>)>,
     pub septa: Vec<Arc<dyn Field>>,
     /// The paraspinal muscles' midline fat septum.
@@ -188,7 +190,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
     let mut septa: Vec<Arc<dyn Field>> = Vec::new();
     let mut lateral = [[0.0f32; 3]; 2];
     let mut posterior = [[0.0f32; 3]; 2];
-    let mut cav_half = [[0.0f32; 3]; 2];
+    let mut cav_tip = [[(0.0f32, 0.0f32); 3]; 2];
     for il in ilia.iter() {
         let n = if il.joint.side == Side::Left { 0 } else { 1 };
         let sg = il.joint.side.sigma();
@@ -230,11 +232,12 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
                 Lin::c(rng.uniform_f32(0.6, 1.6)),
             ));
         }
-        // The plane between gluteus medius and maximus runs on out to the fascia.
-        let last = sep_pts[3];
-        let (lx, ly) = (last.0, last.1);
-        let ext = rng.uniform_f32(40.0, 70.0);
-        sep_pts.push((Lin { a: lx.a + sg * ext, ..lx }, Lin { a: ly.a + ext * 0.3, ..ly }, Lin::c(1.0)));
+        // The plane between gluteus medius and maximus, a little beyond the wing's tip.
+        let (a, b) = (sep_pts[2], sep_pts[3]);
+        let ext = rng.uniform_f32(0.2, 0.6);
+        let along =
+            |p: Lin, q: Lin| Lin { a: q.a + (q.a - p.a) * ext, b: q.b + (q.b - p.b) * ext, c: q.c + (q.c - p.c) * ext };
+        sep_pts.push((along(a.0, b.0), along(a.1, b.1), Lin::c(0.5)));
         septa.push(Arc::new(Stroke::new(sep_pts, -200.0, 200.0)));
         // Between paraspinal muscles and gluteus maximus, from the PSIS backwards.
         let px: Vec<f32> = (0..3).map(|l| psis[l].0 - 2.0).collect();
@@ -278,7 +281,9 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         muscles.push(("iliacus", Arc::new(Stroke::new(pts, -200.0, 200.0))));
         // The cavity reaches out to the inner face of the wing.
         for l in 0..3 {
-            cav_half[n][l] = lvl[l][3].0 - lvl[l][3].2 - 4.0;
+            let (nx, ny) = normal(&lvl[l], 3);
+            let off = lvl[l][3].2 + 6.0;
+            cav_tip[n][l] = (lvl[l][3].0 - nx * off, lvl[l][3].1 - ny * off);
         }
         // Psoas in front of the ala, drifting laterally to join iliacus lower down.
         let w_at = |z: f32| jn.j(jn.ya.at(z), z).0;
@@ -376,11 +381,12 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         cleft_depth: rng.uniform_f32(10.0, 35.0) + fat * 0.5,
     });
     let cavity = Cavity {
-        half_w: Lin::through3(ZS, [0, 1, 2].map(|l| cav_half[0][l].min(cav_half[1][l]).max(30.0))),
-        front: Lin::through3(ZS, [front_inner[0], front_inner[1], front_inner[2]]),
-        back: Lin::through3(ZS, ZS.map(|z| s.y_ant_mid(z) + 6.0)),
-        round: rng.uniform_f32(0.5, 0.95),
+        wall,
+        back_mid: Lin::through3(ZS, ZS.map(|z| s.y_ant_mid(z) + 4.0)),
+        tip_x: Lin::through3(ZS, [0, 1, 2].map(|l| 0.5 * (cav_tip[0][l].0 + cav_tip[1][l].0))),
+        tip_y: Lin::through3(ZS, [0, 1, 2].map(|l| 0.5 * (cav_tip[0][l].1 + cav_tip[1][l].1))),
     };
+    let fascia = Arc::new(Fascia { body: body.clone(), fat: fat_prof });
 
     // Fat planes inside muscles (intermuscular fat).
     for il in ilia.iter() {
@@ -402,17 +408,23 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
 
     // Bowel: loops in the pelvis and the rectosigmoid in front of the lower sacrum.
     let mut bowel = Vec::new();
-    let cav_w = cav_half[0][1].min(cav_half[1][1]).max(40.0);
-    for _ in 0..rng.int(10, 22) {
-        let c = [
-            rng.uniform_f32(-cav_w, cav_w),
-            rng.uniform_f32(front_inner[1] + 10.0, s.y_ant_mid(0.0) - 12.0),
-            rng.uniform_f32(-70.0, 70.0),
-        ];
+    let cavity = Arc::new(cavity);
+    let cavity_field = Arc::new(Compartment::cavity(fascia.clone(), cavity.clone()));
+    let xmax = body.a.at(0.0);
+    let (yf0, yb0) = (body.yf.at(0.0), s.y_ant_mid(0.0));
+    // Colon segments (the small bowel is a texture, see `BowelNet`).
+    let n_loops = rng.int(3, 8);
+    let mut tries = 0;
+    while bowel.len() < n_loops as usize && tries < 400 {
+        tries += 1;
+        let c = [rng.uniform_f32(-xmax, xmax), rng.uniform_f32(yf0, yb0), rng.uniform_f32(-70.0, 70.0)];
+        let r = rng.uniform_f32(8.0, 17.0);
+        if cavity_field.dist(c) > -0.6 * r {
+            continue;
+        }
         let dir =
             super::sdf::normalize([rng.uniform_f32(-1.0, 1.0), rng.uniform_f32(-1.0, 1.0), rng.uniform_f32(-1.5, 1.5)]);
         let len = rng.uniform_f32(10.0, 45.0);
-        let r = rng.uniform_f32(8.0, 18.0);
         bowel.push(Bowel {
             tube: Capsule {
                 a: [c[0] - dir[0] * len, c[1] - dir[1] * len, c[2] - dir[2] * len],
@@ -487,9 +499,10 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         sacrum,
         ilia,
         l5,
-        fascia: Arc::new(Fascia { body: body.clone(), fat: fat_prof }),
+        fascia,
         body,
-        cavity: Arc::new(cavity),
+        cavity,
+        cavity_field,
         muscles,
         septa,
         midline,
@@ -595,29 +608,32 @@ impl Field for Fascia {
     }
 }
 
-/// The pelvic cavity in front of the sacrum and between the iliac wings.
+/// The pelvic cavity: inside the abdominal wall (the fascia moved in by the wall's thickness)
+/// and in front of a curve from the sacrum's anterior surface out to the inner faces of the
+/// iliac wings.
 #[derive(Clone, Debug)]
 pub struct Cavity {
-    pub half_w: Lin,
-    pub front: Lin,
-    pub back: Lin,
-    pub round: f32,
+    pub wall: f32,
+    pub back_mid: Lin,
+    pub tip_x: Lin,
+    pub tip_y: Lin,
 }
 
-impl Field for Cavity {
-    fn dist(&self, p: V3) -> f32 {
+impl Cavity {
+    /// Distance (about normal) in front of the posterior curve (negative in front).
+    #[inline]
+    pub fn back(&self, p: V3) -> f32 {
         let [x, y, z] = p;
-        let (f, b) = (self.front.at(z), self.back.at(z));
-        let cy = 0.5 * (f + b);
-        let hb = (0.5 * (b - f)).max(5.0);
-        let a = self.half_w.at(z).max(5.0);
-        rounded_box(x, y - cy, a, hb, self.round)
+        let (m, tx, ty) = (self.back_mid.at(z), self.tip_x.at(z).max(20.0), self.tip_y.at(z));
+        let u = x / tx;
+        let yb = m + (ty - m) * u * u;
+        let slope = 2.0 * (ty - m) * x / (tx * tx);
+        (y - yb) / (1.0 + slope * slope).sqrt()
     }
-    fn bounds(&self) -> Aabb {
-        let a = self.half_w.range(-200.0, 200.0).1;
-        let f = self.front.range(-200.0, 200.0).0;
-        let b = self.back.range(-200.0, 200.0).1;
-        Aabb::new([-a, f, -200.0], [a, b, 200.0])
+
+    #[inline]
+    pub fn dist_given(&self, fascia: f32, p: V3) -> f32 {
+        smax(fascia + self.wall, self.back(p), 10.0)
     }
 }
 
@@ -628,22 +644,49 @@ pub struct Compartment {
     pub inside: bool,
 }
 
+impl Compartment {
+    pub fn cavity(fascia: Arc<Fascia>, cavity: Arc<Cavity>) -> Self {
+        Compartment { fascia, cavity, inside: true }
+    }
+}
+
 impl Field for Compartment {
     fn dist(&self, p: V3) -> f32 {
-        let c = self.cavity.dist(p);
         let f = self.fascia.dist(p);
+        let c = self.cavity.dist_given(f, p);
         if self.inside {
-            c.max(f)
+            c
         } else {
             f.max(-c)
         }
     }
     fn bounds(&self) -> Aabb {
-        if self.inside {
-            self.cavity.bounds()
-        } else {
-            self.fascia.bounds()
+        self.fascia.bounds()
+    }
+}
+
+/// Small-bowel loops: where a smooth random field is near zero (a ridged network of tubes),
+/// inside the pelvic cavity.
+pub struct BowelNet {
+    pub tex: Texture,
+    pub width: f32,
+    pub lattice: Arc<super::noise::Lattice>,
+    pub cavity: Arc<Compartment>,
+}
+
+impl Field for BowelNet {
+    fn dist(&self, p: V3) -> f32 {
+        let c = self.cavity.dist(p);
+        if c > 10.0 {
+            return c;
         }
+        // The field changes by about 1.5 per lattice cell: distance ~ value / slope.
+        let n = self.tex.fbm2(&self.lattice, p).abs() - self.width;
+        let d = n / (1.5 * self.tex.inv_scale[0]);
+        d.max(c)
+    }
+    fn bounds(&self) -> Aabb {
+        self.cavity.bounds()
     }
 }
 
@@ -817,6 +860,25 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
         Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: true },
         pelvic_fat,
     ));
+    // Small-bowel loops: a tangle of tubes through the cavity.
+    let scale = p.rng.uniform_f32(18.0, 30.0);
+    let net = BowelNet {
+        tex: Texture::isotropic(p.rng, scale),
+        width: p.rng.uniform_f32(0.18, 0.32),
+        lattice: p.lattice.clone(),
+        cavity: pv.cavity_field.clone(),
+    };
+    let chyme = Mottled {
+        a: p.rng.uniform_f32(0.22, 0.5),
+        b: p.rng.uniform_f32(0.0, 0.12),
+        share: p.rng.uniform_f32(0.0, 0.2),
+        soft: 0.1,
+        tex: Texture::isotropic(p.rng, 6.0),
+        grain: 0.1,
+        lattice: p.lattice.clone(),
+    };
+    let wall = p.rng.uniform_f32(1.2, 2.5);
+    soft.push(Layer::new("small bowel", net, Flat(c.bowel_wall)).band(wall, chyme));
     for b in &pv.bowel {
         let content: Box<dyn Shade> = match b.content {
             BowelContent::Gas => Box::new(Flat(p.rng.uniform_f32(0.0, 0.05))),
@@ -837,7 +899,7 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
         };
         let tube = Capsule { a: b.tube.a, b: b.tube.b, r: b.tube.r };
         let mut l =
-            Layer::new("bowel", Clip { a: Box::new(tube), b: pv.cavity.clone(), grow: 0.0 }, Flat(c.bowel_wall));
+            Layer::new("bowel", Clip { a: Box::new(tube), b: pv.cavity_field.clone(), grow: 0.0 }, Flat(c.bowel_wall));
         l.bands.push(super::scene::Band { offset: b.wall, shade: content });
         soft.push(l);
     }
