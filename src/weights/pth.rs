@@ -152,10 +152,9 @@ fn archive_prefix<R: Read + Seek>(path: &Path, zip: &zip::ZipArchive<R>) -> Resu
     let mut torchscript = false;
     for name in zip.file_names() {
         if let Some(p) = name.strip_suffix("data.pkl") {
-            if p.is_empty() || (p.ends_with('/') && p[..p.len() - 1].find('/').is_none()) {
-                if best.is_none_or(|b| p.len() < b.len()) {
-                    best = Some(p);
-                }
+            let top_level = p.is_empty() || (p.ends_with('/') && !p[..p.len() - 1].contains('/'));
+            if top_level && best.is_none_or(|b| p.len() < b.len()) {
+                best = Some(p);
             }
         }
         torchscript |= name.ends_with("constants.pkl");
