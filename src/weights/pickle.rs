@@ -42,7 +42,7 @@ pub enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
+    Tuple(Rc<Tuple>),
     /// A dict, list or object in the heap.
     Heap(usize),
     /// A `module.name` global, not yet called.
@@ -74,6 +74,24 @@ impl Value {
         }
     }
 }
+
+/// An immutable tuple, with its nesting depth (bounded, so that dropping or walking a
+/// hostile pickle's nested tuples cannot exhaust the stack).
+#[derive(Debug)]
+pub struct Tuple {
+    depth: usize,
+    items: Vec<Value>,
+}
+
+impl std::ops::Deref for Tuple {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.items
+    }
+}
+
+/// Deepest tuple nesting accepted; a state dict's pickle nests four deep.
+const MAX_TUPLE_DEPTH: usize = 256;
 
 /// A dict in insertion order, with an index for the hashable keys pickles use.
 #[derive(Clone, Debug, Default)]
@@ -367,7 +385,15 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn tuple_args(&self, args: &Value, what: &str) -> PResult<Rc<[Value]>> {
+    fn tuple(&self, items: Vec<Value>) -> PResult<Value> {
+        let depth = 1 + items.iter().map(|v| if let Value::Tuple(t) = v { t.depth } else { 0 }).max().unwrap_or(0);
+        if depth > MAX_TUPLE_DEPTH {
+            return self.err(format!("tuples nested more than {MAX_TUPLE_DEPTH} deep"));
+        }
+        Ok(Value::Tuple(Rc::new(Tuple { depth, items })))
+    }
+
+    fn tuple_args(&self, args: &Value, what: &str) -> PResult<Rc<Tuple>> {
         match args {
             Value::Tuple(t) => Ok(t.clone()),
             other => self.err(format!("{what}: arguments are a {}, not a tuple", other.kind(&self.heap))),
@@ -426,11 +452,12 @@ impl<'a> Machine<'a> {
                     let pairs: Vec<Value> = match init {
                         Value::Heap(i) => match &self.heap[*i] {
                             HeapObj::List(l) => l.clone(),
-                            HeapObj::Dict(src) => src
-                                .items
-                                .iter()
-                                .map(|(k, v)| Value::Tuple(Rc::from(vec![k.clone(), v.clone()])))
-                                .collect(),
+                            HeapObj::Dict(src) => {
+                                let flat: Vec<Value> =
+                                    src.items.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+                                self.set_items(&d, flat)?;
+                                return Ok(d);
+                            }
                             _ => return self.err(format!("{name}: unsupported initialiser")),
                         },
                         Value::Tuple(t) => t.to_vec(),
@@ -608,10 +635,14 @@ impl<'a> Machine<'a> {
                     let b = self.take(n)?;
                     self.push(Value::Bytes(Rc::from(b)))?
                 }
-                b')' => self.push(Value::Tuple(Rc::from(Vec::new())))?,
+                b')' => {
+                    let v = self.tuple(Vec::new())?;
+                    self.push(v)?
+                }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::from(items)))?
+                    let v = self.tuple(items)?;
+                    self.push(v)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -619,7 +650,8 @@ impl<'a> Machine<'a> {
                         return self.err("pickle stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(Rc::from(items)))?
+                    let v = self.tuple(items)?;
+                    self.push(v)?
                 }
                 b']' => {
                     let v = self.alloc(HeapObj::List(Vec::new()));
@@ -1037,6 +1069,32 @@ mod tests {
                 let _ = run(&b);
             }
         }
+    }
+
+    #[test]
+    fn ordered_dict_from_pairs() {
+        // OrderedDict([('a', 1)]): GLOBAL, MARK, EMPTY_LIST, MARK, 'a', 1, TUPLE2, APPENDS, TUPLE, REDUCE
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(b"ccollections\nOrderedDict\n(](X\x01\x00\x00\x00aK\x01\x86et");
+        p.extend_from_slice(b"R.");
+        let u = run(&p).unwrap();
+        let Value::Heap(i) = u.value else { panic!() };
+        let HeapObj::Dict(d) = &u.heap[i] else { panic!() };
+        assert!(matches!(d.get_str("a"), Some(Value::Int(1))));
+        assert_eq!(d.class.as_deref(), Some("collections.OrderedDict"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85u8, 1_000_000)); // TUPLE1, a million times
+        p.push(b'.');
+        let e = run(&p).unwrap_err();
+        assert!(e.msg.contains("nested more than 256"), "{}", e.msg);
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85u8, 200));
+        p.push(b'.');
+        assert!(run(&p).is_ok());
     }
 
     #[test]

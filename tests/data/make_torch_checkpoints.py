@@ -9,6 +9,8 @@ with PyTorch 2.9.1; the outputs are committed so the tests never need torch):
                        its storages recorded as living on cuda:0 (a tagger registered below
                        stands in for a GPU, which this machine lacks)
   torch_legacy.pth     the same small state dict in the pre-1.6 (non-zip) format
+  torch_protocol4.pth  the small state dict pickled with protocol 4 (FRAME, SHORT_BINUNICODE,
+                       MEMOIZE, STACK_GLOBAL) instead of torch.save's default 2
 
 Every value is a simple formula of its position, restated in the Rust tests.
 """
@@ -48,3 +50,4 @@ def gpu_tagger(obj):
 torch.serialization.register_package(1, gpu_tagger, lambda obj, loc: obj)
 torch.save({"epoch": 7, "best_dice": 0.8186, "state_dict": small, "optimizer": opt.state_dict()}, "torch_training.pth")
 torch.save(small, "torch_legacy.pth", _use_new_zipfile_serialization=False)
+torch.save(small, "torch_protocol4.pth", pickle_protocol=4)
