@@ -7,7 +7,10 @@
 
 pub mod backend;
 pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod io;
+pub mod linalg;
 pub mod model;
 pub mod tensor;
 pub mod volume;

@@ -1,8 +1,10 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
-use clap::{Parser, Subcommand};
-
+pub mod bench;
 pub mod convert_weights;
+pub mod forward;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
@@ -13,12 +15,18 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Time the network: ms per patch, patches/s, peak memory, time per layer.
+    Bench(bench::BenchArgs),
+    /// One network pass on a tensor file (.npy / .safetensors): logits and attention maps out.
+    Forward(forward::ForwardArgs),
     /// Convert network weights between .pth, safetensors and the frozen format, checking them.
     ConvertWeights(convert_weights::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
+        Command::Forward(a) => forward::run(a),
     }
 }
