@@ -137,7 +137,7 @@ pub fn check_not_legacy(path: &Path, head: &[u8]) -> Result<()> {
     if head.starts_with(&LEGACY_MAGIC) || (head.len() >= 262 && &head[257..262] == b"ustar") {
         return Err(Error::format(path, LEGACY_MSG));
     }
-    if head.first() == Some(&0x80) && !head.starts_with(b"PK") {
+    if head.first() == Some(&0x80) {
         return Err(Error::format(
             path,
             format!("a bare pickle stream, not torch.save's zip container; if it came from torch.save it is the {LEGACY_MSG}"),
