@@ -380,7 +380,7 @@ impl Archive {
 
     /// The `data.pkl` pickle: an `OrderedDict` of `_rebuild_tensor_v2` calls (protocol 2).
     pub fn pickle(&self) -> Vec<u8> {
-        let mut w = pickle::Pickler::new();
+        let mut w = super::pickle_write::Pickler::new();
         if let Some(k) = &self.wrapper {
             w.empty_dict();
             w.str(k);
