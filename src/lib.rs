@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod io;
 pub mod model;
 pub mod tensor;
 pub mod volume;

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod series;
+
 #[derive(Parser, Debug)]
 #[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
 pub struct Cli {
@@ -10,8 +12,13 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// List the DICOM series under a path and show which one would be chosen.
+    Series(series::SeriesArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Series(a) => series::run(a),
+    }
 }
