@@ -59,8 +59,8 @@ fn reversed_slice_axis_loads_to_the_same_world_positions() {
     // Slice column pointing against row x column: the loader orders k the other way.
     let dir = tempfile::tempdir().unwrap();
     let mut affine = oblique_affine(1.0, 1.0, 3.0, -20.0, [5.0, -7.0, 40.0]);
-    for r in 0..3 {
-        affine[r][2] = -affine[r][2];
+    for row in affine.iter_mut().take(3) {
+        row[2] = -row[2];
     }
     let vol = unique_i16([8, 6, 5], affine, Rescale::IDENTITY);
     write_mr_series(&vol, &meta("rev", 1, "T1"), dir.path()).unwrap();

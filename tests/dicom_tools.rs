@@ -267,12 +267,10 @@ fn geometry_matches_dcm2niix() {
     // Oblique about two axes, anisotropic pixels, distinct value at every voxel.
     let mut affine = oblique_affine(0.6, 0.9, 3.5, 14.0, [-52.0, 31.5, -80.25]);
     let (c, s) = (9f64.to_radians().cos(), 9f64.to_radians().sin());
-    for col in 0..4 {
-        let (x, y) = (affine[0][col], affine[1][col]);
-        if col < 3 {
-            affine[0][col] = c * x - s * y;
-            affine[1][col] = s * x + c * y;
-        }
+    // Rotate the three axis columns (not the origin) by 9 degrees about S-I.
+    let [row0, row1, _, _] = &mut affine;
+    for (x, y) in row0.iter_mut().zip(row1.iter_mut()).take(3) {
+        (*x, *y) = (c * *x - s * *y, s * *x + c * *y);
     }
     let vol: StoredVolume = unique_i16([36, 28, 9], affine, Rescale::IDENTITY);
     write_mr_series(&vol, &meta("niix", 4, "T1 TSE obl"), &src).unwrap();
@@ -307,4 +305,43 @@ fn geometry_matches_dcm2niix() {
         assert!(d < 1e-3, "voxel ({i},{j},{k}) value {v}: ours {ours:?}, dcm2niix {lps_niix:?} (LPS mm)");
     }
     eprintln!("dcm2niix geometry: {checked} voxels, worst world distance {worst:.2e} mm (sform stored as float32)");
+}
+
+/// Corrupt the compressed stream of one slice in every encapsulated syntax (and the deflated
+/// data set): loading must return (an error, or values if the codec cannot tell), never panic.
+#[test]
+fn corrupt_compressed_data_never_panics() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let vol = smooth_i16([40, 32, 4], oblique_affine(1.0, 1.0, 3.0, 0.0, [0.0; 3]), Rescale::IDENTITY);
+    write_mr_series(&vol, &meta("corrupt", 1, "T1"), &src).unwrap();
+    let mut outcomes = Vec::new();
+    for (n, c) in LOSSLESS_16.iter().enumerate().filter(|(_, c)| c.tool != "dcmconv" || c.ts.ends_with(".99")) {
+        let Some(t) = tool(c.tool) else { continue };
+        let dst = work.path().join(format!("c{n}"));
+        convert_dir(&t, c.args, &src, &dst);
+        let victim = files(&dst)[1].clone();
+        let clean = std::fs::read(&victim).unwrap();
+        for (variant, seed) in [("xor", 0x5Au8), ("zero", 0u8)] {
+            let mut b = clean.clone();
+            let len = b.len();
+            let start = len.saturating_sub(len / 3).max(len / 2);
+            for (i, x) in b[start..len - 12].iter_mut().enumerate() {
+                *x = if seed == 0 { 0 } else { *x ^ seed.wrapping_add(i as u8) };
+            }
+            std::fs::write(&victim, &b).unwrap();
+            let r = std::panic::catch_unwind(|| load_series(&dst, &Selection::only()).map(|_| ()));
+            match r {
+                Err(_) => panic!("{} ({variant}): loading a corrupt file panicked", c.name),
+                Ok(Ok(())) => outcomes.push(format!("{} {variant}: loaded (codec did not detect)", c.name)),
+                Ok(Err(e)) => {
+                    assert!(e.to_string().contains(&*victim.file_name().unwrap().to_string_lossy()), "{e}");
+                    outcomes.push(format!("{} {variant}: {e}", c.name));
+                }
+            }
+        }
+    }
+    for o in outcomes {
+        eprintln!("{o}");
+    }
 }

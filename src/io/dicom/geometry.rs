@@ -85,11 +85,13 @@ impl Stack {
     /// Voxel (i = column, j = row, k = slice) -> LPS mm.
     pub fn affine(&self) -> Affine {
         let mut a = crate::volume::IDENTITY;
-        for r in 0..3 {
-            a[r][0] = self.row_dir[r] * self.pixel_spacing[1];
-            a[r][1] = self.col_dir[r] * self.pixel_spacing[0];
-            a[r][2] = self.normal[r] * self.slice_spacing;
-            a[r][3] = self.origin[r];
+        for (r, row) in a.iter_mut().take(3).enumerate() {
+            *row = [
+                self.row_dir[r] * self.pixel_spacing[1],
+                self.col_dir[r] * self.pixel_spacing[0],
+                self.normal[r] * self.slice_spacing,
+                self.origin[r],
+            ];
         }
         a
     }

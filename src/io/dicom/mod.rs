@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod geometry;
+mod guard;
 pub mod header;
 pub mod info;
 pub mod load;

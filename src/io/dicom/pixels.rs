@@ -9,6 +9,7 @@ use dicom_object::open_file;
 use dicom_pixeldata::PixelDecoder;
 
 use super::error::{DResult, DicomError};
+use super::guard::contain;
 use super::header::{FileHeader, Rescale};
 use super::scan::error_chain;
 
@@ -112,28 +113,42 @@ fn convert(bytes: &[u8], fmt: SampleFormat, rescale: Rescale, out: &mut Vec<f32>
 pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
     check_pixel_format(h)?;
     let path: &Path = &h.path;
-    let obj = open_file(path).map_err(|e| {
-        if is_eof(&e) {
-            DicomError::TruncatedPixelData {
-                path: path.to_path_buf(),
-                detail: format!("the file ends early ({})", error_chain(&e)),
+    let obj = contain(|| open_file(path))
+        .map_err(|panic| DicomError::Unreadable {
+            path: path.to_path_buf(),
+            reason: format!("parser failed: {panic}"),
+        })?
+        .map_err(|e| {
+            if is_eof(&e) {
+                DicomError::TruncatedPixelData {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "the file ends before the data it declares (truncated or corrupt): {}",
+                        error_chain(&e)
+                    ),
+                }
+            } else {
+                DicomError::Unreadable { path: path.to_path_buf(), reason: error_chain(&e) }
             }
-        } else {
-            DicomError::Unreadable { path: path.to_path_buf(), reason: error_chain(&e) }
-        }
-    })?;
+        })?;
     match obj.element_opt(tags::PIXEL_DATA) {
         Ok(Some(_)) => {}
         _ => return Err(DicomError::NoPixelData { path: path.to_path_buf() }),
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        let reason = error_chain(&e);
-        if is_eof(&e) {
-            DicomError::TruncatedPixelData { path: path.to_path_buf(), detail: reason }
-        } else {
-            DicomError::Decode { path: path.to_path_buf(), transfer_syntax: h.transfer_syntax.clone(), reason }
-        }
-    })?;
+    let decoded = contain(|| obj.decode_pixel_data())
+        .map_err(|panic| DicomError::Decode {
+            path: path.to_path_buf(),
+            transfer_syntax: h.transfer_syntax.clone(),
+            reason: format!("the decoder failed on corrupt data ({panic})"),
+        })?
+        .map_err(|e| {
+            let reason = error_chain(&e);
+            if is_eof(&e) {
+                DicomError::TruncatedPixelData { path: path.to_path_buf(), detail: reason }
+            } else {
+                DicomError::Decode { path: path.to_path_buf(), transfer_syntax: h.transfer_syntax.clone(), reason }
+            }
+        })?;
     let fmt = SampleFormat::of(h);
     let frame_bytes = h.rows as usize * h.cols as usize * fmt.bytes;
     let frames = h.number_of_frames as usize;

@@ -13,6 +13,7 @@ use dicom_object::OpenFileOptions;
 use rayon::prelude::*;
 
 use super::error::{DResult, DicomError};
+use super::guard::contain;
 use super::header::{is_image, read_header, FileHeader};
 
 /// The outcome of scanning a path.
@@ -77,11 +78,11 @@ fn classify(path: &Path) -> DResult<FileKind> {
     if !has_dicm_preamble(path)? {
         return Ok(FileKind::NotDicom);
     }
-    let obj = match OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(FileKind::Bad(DicomError::Unreadable { path: path.to_path_buf(), reason: error_chain(&e) }))
-        }
+    let unreadable = |reason: String| Ok(FileKind::Bad(DicomError::Unreadable { path: path.to_path_buf(), reason }));
+    let obj = match contain(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path)) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return unreadable(error_chain(&e)),
+        Err(panic) => return unreadable(format!("parser failed: {panic}")),
     };
     if !is_image(&obj) {
         // dicom-rs ends a data set quietly when the file ends inside an element tag, so a file

@@ -166,3 +166,71 @@ pub fn choose(path: &Path, series: &[SeriesInfo], sel: &Selection) -> DResult<Ch
     }
     Ok(choice)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(uid: &str, modality: &str, tilt: f64, t1: Option<bool>, slices: usize, number: Option<i64>) -> SeriesInfo {
+        SeriesInfo {
+            uid: uid.into(),
+            study_uid: None,
+            frame_of_reference_uid: None,
+            modality: modality.into(),
+            description: String::new(),
+            series_number: number,
+            protocol_name: String::new(),
+            sequence_name: String::new(),
+            patient_id: String::new(),
+            files: slices,
+            slices,
+            rows: 8,
+            cols: 8,
+            pixel_spacing: Some([1.0, 1.0]),
+            slice_spacing: Some(4.0),
+            slice_thickness: None,
+            orientation: String::new(),
+            tilt_from_axial_deg: Some(tilt),
+            single_orientation: true,
+            image_type: vec![],
+            echo_time: None,
+            repetition_time: None,
+            t1_weighted: t1,
+            t1_evidence: String::new(),
+            multiframe: false,
+            transfer_syntaxes: vec![],
+            problem: None,
+        }
+    }
+
+    fn pick(series: &[SeriesInfo]) -> String {
+        series[choose(Path::new("p"), series, &Selection::auto()).unwrap().index].uid.clone()
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let mut loc = info("loc", "MR", 0.0, Some(true), 30, Some(1));
+        loc.single_orientation = false;
+        let ct = info("ct", "CT", 0.0, None, 50, Some(2));
+        let sag = info("sag", "MR", 90.0, Some(true), 40, Some(3));
+        let t2 = info("t2", "MR", 10.0, Some(false), 35, Some(4));
+        let unknown = info("unk", "MR", 44.0, None, 12, Some(5));
+        let t1 = info("t1", "MR", 5.0, Some(true), 20, Some(6));
+        let t1b = info("t1b", "MR", 5.0, Some(true), 22, None);
+        assert_eq!(pick(&[loc.clone(), ct.clone(), sag.clone(), t2.clone(), unknown.clone(), t1.clone()]), "t1");
+        assert_eq!(pick(&[t1.clone(), t1b.clone()]), "t1b"); // most slices
+        assert_eq!(pick(&[t2.clone(), unknown.clone()]), "unk"); // unknown contrast beats T2
+        assert_eq!(pick(&[sag.clone(), ct.clone()]), "sag"); // MR beats CT
+        assert_eq!(pick(std::slice::from_ref(&ct)), "ct");
+        let e = choose(Path::new("p"), std::slice::from_ref(&ct), &Selection::auto().require_mr()).unwrap_err();
+        assert!(matches!(e, DicomError::NotMr { .. }), "{e}");
+        // Ties: lowest series number, missing numbers last, then UID.
+        let a = info("1.9", "MR", 0.0, Some(true), 20, None);
+        let b = info("1.10", "MR", 0.0, Some(true), 20, Some(7));
+        let c = info("1.2", "MR", 0.0, Some(true), 20, Some(7));
+        assert_eq!(pick(&[a.clone(), b.clone(), c.clone()]), "1.10");
+        assert_eq!(pick(&[c, b, a]), "1.10");
+        let only = [info("1.9", "MR", 0.0, None, 1, None), info("2.9", "MR", 0.0, None, 1, None)];
+        assert!(matches!(choose(Path::new("p"), &only, &Selection::only()), Err(DicomError::MixedSeries { .. })));
+    }
+}

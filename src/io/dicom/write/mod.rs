@@ -123,7 +123,7 @@ impl StoredVolume {
 
     fn validate(&self) -> DResult<()> {
         let bad = |m: String| Err(DicomError::InvalidWrite(m));
-        if self.dims.iter().any(|&d| d == 0) || self.dims[0] > u16::MAX as usize || self.dims[1] > u16::MAX as usize {
+        if self.dims.contains(&0) || self.dims[0] > u16::MAX as usize || self.dims[1] > u16::MAX as usize {
             return bad(format!("dims {:?}: each in-plane size must be 1..65535 and there must be a slice", self.dims));
         }
         if numel(self.dims) != self.samples.len() {
