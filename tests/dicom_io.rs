@@ -27,7 +27,9 @@ fn classic_series_round_trip_exact_values_and_geometry() {
     let dir = tempfile::tempdir().unwrap();
     let affine = oblique_affine(0.75, 0.6, 4.0, 12.0, [-20.5, 33.25, -71.0]);
     let vol = unique_i16([40, 30, 7], affine, Rescale { slope: 0.5, intercept: -100.0 });
-    let paths = write_mr_series(&vol, &meta("rt", 3, "T1 TSE tra"), dir.path()).unwrap();
+    // SliceThickness (3 mm) differs from the 4 mm step: the spacing must come from positions.
+    let m = fmseg::io::dicom::MrSeriesMeta { slice_thickness: Some(3.0), ..meta("rt", 3, "T1 TSE tra") };
+    let paths = write_mr_series(&vol, &m, dir.path()).unwrap();
     assert_eq!(paths.len(), 7);
 
     let l = load_series(dir.path(), &Selection::auto()).unwrap();
@@ -46,11 +48,12 @@ fn classic_series_round_trip_exact_values_and_geometry() {
     let ps = info.pixel_spacing.unwrap();
     assert!((ps[0] - 0.6).abs() < 1e-12 && (ps[1] - 0.75).abs() < 1e-12, "{ps:?}");
     assert!((info.slice_spacing.unwrap() - 4.0).abs() < 1e-9);
+    assert_eq!(info.slice_thickness, Some(3.0));
     assert!(info.problem.is_none());
 
     // Same seed, same UIDs: writing again gives byte-identical files.
     let dir2 = tempfile::tempdir().unwrap();
-    let paths2 = write_mr_series(&vol, &meta("rt", 3, "T1 TSE tra"), dir2.path()).unwrap();
+    let paths2 = write_mr_series(&vol, &m, dir2.path()).unwrap();
     assert_eq!(std::fs::read(&paths[3]).unwrap(), std::fs::read(&paths2[3]).unwrap());
 }
 
@@ -316,6 +319,25 @@ fn not_dicom_and_unreadable_dicom() {
     let (dir, _) = series6();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
     assert!(load_series(dir.path(), &Selection::auto()).is_ok());
+}
+
+#[test]
+fn non_uniform_spacing_names_the_gap() {
+    let (dir, p) = series6();
+    // Move slice 4 by 0.6 mm along the normal (series6: 5 mm steps, tilted 5 deg about L-R).
+    let t = 5f64.to_radians();
+    let ipp = [0.0, t.sin() * (15.0 + 0.6), t.cos() * (15.0 + 0.6)];
+    rewrite(&p[3], |o| {
+        let v = format!("{}\\{}\\{}", ipp[0], ipp[1], ipp[2]);
+        o.put(DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, PrimitiveValue::from(v)));
+    });
+    match dicom_err(load_series(dir.path(), &Selection::auto()).unwrap_err()) {
+        DicomError::NonUniformSpacing { before, after, gap, median, .. } => {
+            assert_eq!((before, after), (name(&p[2]), name(&p[3])));
+            assert!((gap - 5.6).abs() < 1e-6 && (median - 5.0).abs() < 1e-6, "{gap} {median}");
+        }
+        e => panic!("{e}"),
+    }
 }
 
 #[test]
