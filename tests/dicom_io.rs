@@ -95,6 +95,37 @@ fn per_slice_rescale_and_8_bit() {
 }
 
 #[test]
+fn unsigned_16_bit_and_bits_stored_below_16() {
+    let affine = oblique_affine(1.0, 1.0, 2.0, 0.0, [0.0; 3]);
+    let vol = unique_i16([20, 16, 3], affine, Rescale::IDENTITY); // stored values -480..479
+    let StoredSamples::I16(stored) = &vol.samples else { unreachable!() };
+
+    // PixelRepresentation 0: the same bit patterns read as unsigned.
+    let dir = tempfile::tempdir().unwrap();
+    for p in write_mr_series(&vol, &meta("u16", 1, "T1"), dir.path()).unwrap() {
+        rewrite(&p, |o| {
+            o.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)));
+        });
+    }
+    let l = load_series(dir.path(), &Selection::auto()).unwrap();
+    let want: Vec<f32> = stored.iter().map(|&v| v as u16 as f32).collect();
+    assert_eq!(l.volume.data, want);
+
+    // BitsStored 8, HighBit 7, signed: bits above the 8th are ignored, bit 7 is the sign.
+    let dir = tempfile::tempdir().unwrap();
+    for p in write_mr_series(&vol, &meta("b8", 1, "T1"), dir.path()).unwrap() {
+        rewrite(&p, |o| {
+            o.put(DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)));
+            o.put(DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)));
+        });
+    }
+    let l = load_series(dir.path(), &Selection::auto()).unwrap();
+    let want: Vec<f32> = stored.iter().map(|&v| (v as u16 as u8) as i8 as f32).collect();
+    assert!(want.iter().zip(stored).any(|(&w, &v)| w != v as f32), "the test must see masking");
+    assert_eq!(l.volume.data, want);
+}
+
+#[test]
 fn enhanced_multiframe_with_per_frame_rescale() {
     let dir = tempfile::tempdir().unwrap();
     let affine = oblique_affine(0.8, 0.7, 3.5, 8.0, [-30.0, 10.0, 5.0]);
