@@ -7,9 +7,12 @@
 
 pub mod backend;
 pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod io;
+pub mod linalg;
 pub mod model;
+pub mod pipeline;
 pub mod tensor;
 pub mod volume;
 pub mod weights;

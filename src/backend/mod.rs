@@ -7,6 +7,7 @@
 //! when the next kernel loads its input.
 
 pub mod cpu;
+pub mod profile;
 
 use crate::error::Result;
 use crate::tensor::{Dims, HostTensor};

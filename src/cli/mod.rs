@@ -1,8 +1,11 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
-use clap::{Parser, Subcommand};
-
+pub mod bench;
+pub mod convert_weights;
+pub mod forward;
 pub mod series;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
@@ -15,10 +18,19 @@ pub struct Cli {
 pub enum Command {
     /// List the DICOM series under a path and show which one would be chosen.
     Series(series::SeriesArgs),
+    /// Time the network: ms per patch, patches/s, peak memory, time per layer.
+    Bench(bench::BenchArgs),
+    /// One network pass on a tensor file (.npy / .safetensors): logits and attention maps out.
+    Forward(forward::ForwardArgs),
+    /// Convert network weights between .pth, safetensors and the frozen format, checking them.
+    ConvertWeights(convert_weights::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Series(a) => series::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::ConvertWeights(a) => convert_weights::run(a),
+        Command::Forward(a) => forward::run(a),
     }
 }

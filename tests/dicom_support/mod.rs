@@ -73,15 +73,20 @@ pub fn meta(seed: &str, series_number: i64, description: &str) -> MrSeriesMeta {
     }
 }
 
-/// A program on PATH, or `None` with a visible skip notice.
+/// A program on PATH, or `None` with a visible skip notice. With `FMSEG_REQUIRE_DICOM_TOOLS`
+/// set (CI, after scripts/install-debian-deps.sh) a missing tool is a failure, not a skip.
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
         let p = dir.join(name);
         if p.is_file() {
             return Some(p);
         }
     }
+    assert!(
+        std::env::var_os("FMSEG_REQUIRE_DICOM_TOOLS").is_none(),
+        "`{name}` not found on PATH but FMSEG_REQUIRE_DICOM_TOOLS is set (run scripts/install-debian-deps.sh)"
+    );
     eprintln!("SKIPPED: `{name}` not found on PATH (run scripts/install-debian-deps.sh)");
     None
 }
