@@ -346,10 +346,15 @@ fn not_dicom_and_unreadable_dicom() {
     junk.extend_from_slice(&[0xFF; 40]);
     std::fs::write(dir.path().join("broken.dcm"), &junk).unwrap();
     expect_error(dir.path(), "broken.dcm", |e| matches!(e, DicomError::Unreadable { .. }));
-    // Non-DICOM files next to a good series are skipped quietly.
-    let (dir, _) = series6();
+    // Non-DICOM files, a dangling symlink and an interrupted write's temporary file next to a
+    // good series are skipped quietly.
+    let (dir, p) = series6();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
-    assert!(load_series(dir.path(), &Selection::auto()).is_ok());
+    std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling")).unwrap();
+    std::fs::copy(&p[0], dir.path().join(".IM1_0001.dcm.tmp")).unwrap();
+    let l = load_series(dir.path(), &Selection::auto()).unwrap();
+    assert_eq!(l.volume.dims[2], 6);
+    assert_eq!(fmseg::io::dicom::scan_series(dir.path()).unwrap().skipped_non_dicom, 3);
 }
 
 #[test]

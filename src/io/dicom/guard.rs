@@ -2,7 +2,8 @@
 //! input (e.g. the RLE decoder indexes past a short segment); fmseg must turn any file content
 //! into an error instead. [`contain`] runs a closure under `catch_unwind` with the panic
 //! message silenced on this thread (a process-wide hook, installed once, that defers to the
-//! previous hook everywhere else).
+//! previous hook everywhere else). This relies on unwinding: a profile with `panic = "abort"`
+//! would turn such a file back into a crash.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -21,7 +21,7 @@ use super::header::{is_image, read_header, FileHeader};
 pub struct Scan {
     /// Image headers grouped by SeriesInstanceUID (sorted by UID; files sorted by path).
     pub series: BTreeMap<String, Vec<FileHeader>>,
-    /// Files without the DICOM preamble.
+    /// Files without the DICOM preamble (and dangling symlinks, temporary files).
     pub skipped_non_dicom: usize,
     /// DICOM objects that are not images (no Rows/Columns: DICOMDIR, SR, presentation states).
     pub skipped_non_image: usize,
@@ -45,26 +45,47 @@ pub fn has_dicm_preamble(path: &Path) -> DResult<bool> {
     Ok(got == 132 && &buf[128..132] == b"DICM")
 }
 
-fn list_files(root: &Path) -> DResult<Vec<PathBuf>> {
+/// Our own (and the NIfTI writer's) in-progress temporary files: `.name.tmp`, `.name.tmp-...`.
+fn is_temporary(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.contains(".tmp"))
+}
+
+/// Files under `root` in name order, and how many entries were passed over (dangling symlinks,
+/// temporary files of an interrupted write). Other walk errors (permissions, symlink loops)
+/// are errors: skipping them could silently drop slices.
+fn list_files(root: &Path) -> DResult<(Vec<PathBuf>, usize)> {
     let meta = std::fs::metadata(root).map_err(|e| DicomError::io(root, e))?;
     if meta.is_file() {
-        return Ok(vec![root.to_path_buf()]);
+        return Ok((vec![root.to_path_buf()], 0));
     }
     let mut files = Vec::new();
+    let mut passed_over = 0;
     for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
-        let entry = entry.map_err(|e| {
-            let p = e.path().unwrap_or(root).to_path_buf();
-            let msg = e.to_string();
-            match e.into_io_error() {
-                Some(io) => DicomError::io(&p, io),
-                None => DicomError::malformed(&p, msg),
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => {
+                log::debug!("skipping {}: {e}", e.path().unwrap_or(root).display());
+                passed_over += 1;
+                continue;
             }
-        })?;
+            Err(e) => {
+                let p = e.path().unwrap_or(root).to_path_buf();
+                let msg = e.to_string();
+                return Err(match e.into_io_error() {
+                    Some(io) => DicomError::io(&p, io),
+                    None => DicomError::malformed(&p, msg),
+                });
+            }
+        };
         if entry.file_type().is_file() {
-            files.push(entry.into_path());
+            if is_temporary(entry.path()) {
+                passed_over += 1;
+            } else {
+                files.push(entry.into_path());
+            }
         }
     }
-    Ok(files)
+    Ok((files, passed_over))
 }
 
 enum FileKind {
@@ -135,9 +156,9 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// Scan `path` (a directory tree or one file). I/O errors on the path itself are errors; broken
 /// DICOM files are collected in [`Scan::unreadable`].
 pub fn scan(path: &Path) -> DResult<Scan> {
-    let files = list_files(path)?;
+    let (files, passed_over) = list_files(path)?;
     let kinds: Vec<DResult<FileKind>> = files.par_iter().map(|f| classify(f)).collect();
-    let mut out = Scan::default();
+    let mut out = Scan { skipped_non_dicom: passed_over, ..Scan::default() };
     for k in kinds {
         match k? {
             FileKind::NotDicom => out.skipped_non_dicom += 1,
