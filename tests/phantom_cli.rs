@@ -2,11 +2,12 @@
 //! library, and its errors.
 
 use fmseg::cli::phantom::diagnosis_of;
+use fmseg::io::dicom::{load_volume, Selection};
 use fmseg::io::nifti;
 use fmseg::phantom::manifest::{CaseManifest, SetManifest};
 use fmseg::phantom::patient::Diagnosis;
 use fmseg::phantom::rng::case_seed;
-use fmseg::phantom::{generate_case, PhantomConfig};
+use fmseg::phantom::{generate_case, plan, PhantomConfig};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -31,14 +32,22 @@ fn writes_a_set_that_matches_the_library() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("set");
     let d = dir.to_str().unwrap();
-    let out = fmseg(&["phantom", "--out", d, "--seed", "5", "--cases", "2", "--axspa-fraction", "0.5", "--preview"]);
+    // A set whose two cases store their slices in opposite orders.
+    let descending = |s: u64, i: usize| {
+        let cfg = PhantomConfig { diagnosis: Some(diagnosis_of(i, 0.5)), ..PhantomConfig::default() };
+        plan(case_seed(s, i as u64), &cfg).acquisition.slices_descending
+    };
+    let seed = (1u64..).find(|&s| descending(s, 0) != descending(s, 1)).unwrap();
+    let seed_arg = seed.to_string();
+    let out =
+        fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--cases", "2", "--axspa-fraction", "0.5", "--preview"]);
     assert!(out.status.success());
     let set: SetManifest = read_json(&dir.join("manifest.json"));
-    assert_eq!(set.set_seed, 5);
+    assert_eq!(set.set_seed, seed);
     assert_eq!(set.cases.len(), 2);
     for (i, e) in set.cases.iter().enumerate() {
         assert_eq!(e.id, format!("case_{i:03}"));
-        assert_eq!(e.seed, case_seed(5, i as u64));
+        assert_eq!(e.seed, case_seed(seed, i as u64));
         assert_eq!(e.diagnosis, diagnosis_of(i, 0.5));
         for f in &e.files {
             assert!(dir.join(f).is_file(), "{f} listed but missing");
@@ -47,6 +56,7 @@ fn writes_a_set_that_matches_the_library() {
         for f in ["manifest.json", "fm_mask.nii.gz", "preview.png"] {
             assert!(cdir.join(f).is_file(), "{}/{f} missing", e.id);
         }
+        let ndcm = std::fs::read_dir(cdir.join("dicom")).unwrap().count();
         let m: CaseManifest = read_json(&cdir.join("manifest.json"));
         assert_eq!(m.seed, e.seed);
         assert_eq!(m.patient.diagnosis, e.diagnosis);
@@ -73,6 +83,27 @@ fn writes_a_set_that_matches_the_library() {
             e.id
         );
         assert!(c.mask.iter().zip(&mask.data).all(|(&a, &b)| a as f32 == b));
+        // The DICOM series reads back as the library's image (the loader orders slices along
+        // row x column, so a series stored head-to-foot comes back with k reversed).
+        assert_eq!(ndcm, m.acquisition.dims[2], "one file per slice");
+        let (img, _) = load_volume(&cdir.join("dicom"), &Selection::auto()).unwrap();
+        assert_eq!(img.dims, c.image.dims);
+        let flipped = (0..3).map(|r| img.affine[r][2] * c.image.affine[r][2]).sum::<f64>() < 0.0;
+        assert_eq!(flipped, m.acquisition.slices_descending, "{}", e.id);
+        let [n0, n1, n2] = img.dims;
+        for i in (0..n0).step_by(7) {
+            for j in (0..n1).step_by(5) {
+                for k in 0..n2 {
+                    let kk = if flipped { n2 - 1 - k } else { k };
+                    assert_eq!(img.get(i, j, k), c.image.get(i, j, kk), "{} voxel ({i},{j},{k})", e.id);
+                }
+            }
+        }
+        let kk = if flipped { n2 - 1 } else { 0 };
+        let (w0, w1) = (img.world([0.0, 0.0, 0.0]), c.image.world([0.0, 0.0, kk as f64]));
+        for r in 0..3 {
+            assert!((w0[r] - w1[r]).abs() < 1e-3, "{}: first voxel at {w0:?} vs {w1:?}", e.id);
+        }
     }
     // The preview is a real PNG.
     let png = std::fs::read(dir.join("case_000/preview.png")).unwrap();

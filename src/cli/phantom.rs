@@ -1,17 +1,20 @@
 //! `fmseg phantom`: writes a set of synthetic SIJ studies with their ground truth.
 //!
-//! Per case `DIR/case_XXX/`: `fm_mask.nii.gz` (the ground-truth mask on the image grid, uint8),
-//! `manifest.json` (patient, acquisition, scanner effects, lesions), optionally `preview.png`;
-//! and `DIR/manifest.json` listing the set. Case `i` has seed
+//! Per case `DIR/case_XXX/`: `dicom/*.dcm` (the study as a classic MR Image Storage series:
+//! int16 samples with the vendor-like rescale, the oblique geometry, the patient's sex, age,
+//! field strength and timing), `fm_mask.nii.gz` (the ground-truth mask on the image grid,
+//! uint8), `manifest.json` (patient, acquisition, scanner effects, lesions), optionally
+//! `preview.png`; and `DIR/manifest.json` listing the set. Case `i` has seed
 //! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
 //! `floor((i + 1) F) > floor(i F)`, so any prefix of the set holds the requested fraction.
 
+use crate::io::dicom::{write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
 use crate::io::nifti::{self, WriteType};
 use crate::phantom::manifest::{write_json, SetEntry, SetManifest, GENERATOR_VERSION};
 use crate::phantom::patient::Diagnosis;
 use crate::phantom::preview::{even_slices, montage, write_png};
 use crate::phantom::rng::case_seed;
-use crate::phantom::{generate_case, Case, PhantomConfig};
+use crate::phantom::{generate_case, Case, PhantomConfig, Sex};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -105,6 +108,42 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
 pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();
+    let m = &case.manifest;
+    let a = &m.acquisition;
+    let rescale = Rescale { slope: m.scanner.rescale_slope, intercept: m.scanner.rescale_intercept };
+    let stored =
+        StoredVolume::new(case.image.dims, StoredSamples::I16(case.stored.clone()), case.image.affine, vec![rescale])
+            .context("the generated image cannot be stored as a DICOM series")?;
+    let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let (series, protocol) = match a.vendor.as_str() {
+        "GE-like" => ("AX T1 FSE OBL", "SIJ AX T1"),
+        "Philips-like" => ("T1W_TSE_TRA", "T1W_TSE_TRA"),
+        "Canon-like" => ("T1 FSE AX OBL", "T1_FSE_AX"),
+        _ => ("t1_tse_tra_obl", "t1_tse_tra"),
+    };
+    let meta = MrSeriesMeta {
+        uid_seed: format!("fmseg-phantom-v{GENERATOR_VERSION}-{}", case.seed),
+        patient_name: format!("PHANTOM^{}", id.to_uppercase()),
+        patient_id: format!("PH{:016X}", case.seed),
+        patient_birth_date: format!("{}0101", 2024 - m.patient.age_years as i64),
+        patient_sex: match m.patient.sex {
+            Sex::Male => "M".into(),
+            Sex::Female => "F".into(),
+        },
+        study_description: "SIJ MRI (synthetic)".into(),
+        series_description: series.into(),
+        protocol_name: protocol.into(),
+        manufacturer: "fmseg phantom".into(),
+        model_name: a.vendor.clone(),
+        echo_time: a.echo_time_ms,
+        repetition_time: a.repetition_time_ms,
+        echo_train_length: a.echo_train_length as i64,
+        magnetic_field_strength: a.field_strength_t,
+        slice_thickness: Some(a.slice_thickness_mm),
+        ..MrSeriesMeta::default()
+    };
+    let dcm = write_mr_series(&stored, &meta, &dir.join("dicom"))?;
+    files.extend(dcm.iter().filter_map(|p| p.file_name()).map(|f| format!("dicom/{}", f.to_string_lossy())));
     nifti::write(dir.join("fm_mask.nii.gz"), &case.mask_volume(), WriteType::U8)?;
     files.push("fm_mask.nii.gz".to_string());
     write_json(&dir.join("manifest.json"), &case.manifest)?;
