@@ -158,6 +158,21 @@ impl Bumps {
         Bumps { v, n, origin: lo, step }
     }
 
+    /// Height only (cheaper than [`Bumps::at`]).
+    #[inline]
+    pub fn height(&self, a: f32, b: f32) -> f32 {
+        let u = ((a - self.origin[0]) / self.step[0]).clamp(0.0, (self.n[0] - 2) as f32);
+        let w = ((b - self.origin[1]) / self.step[1]).clamp(0.0, (self.n[1] - 2) as f32);
+        let (iu, iw) = ((u as usize).min(self.n[0] - 2), (w as usize).min(self.n[1] - 2));
+        let (fu, fw) = (u - iu as f32, w - iw as f32);
+        let (su, sw) = (fu * fu * (3.0 - 2.0 * fu), fw * fw * (3.0 - 2.0 * fw));
+        let r0 = iu * self.n[1] + iw;
+        let r1 = r0 + self.n[1];
+        let a0 = self.v[r0] + (self.v[r0 + 1] - self.v[r0]) * sw;
+        let a1 = self.v[r1] + (self.v[r1 + 1] - self.v[r1]) * sw;
+        a0 + (a1 - a0) * su
+    }
+
     /// Height and its derivatives along both coordinates (clamped outside the rectangle).
     #[inline]
     pub fn at(&self, a: f32, b: f32) -> (f32, f32, f32) {
@@ -190,7 +205,8 @@ mod bump_tests {
         let mut r = Rng::new(5, 5);
         let b = Bumps::new(&mut r, [-50.0, -80.0], [50.0, 80.0], [12.0, 16.0], 1.0);
         for &(a, c) in &[(3.3f32, 7.1f32), (-20.0, 40.5), (33.0, -61.0)] {
-            let (_, da, dc) = b.at(a, c);
+            let (h, da, dc) = b.at(a, c);
+            assert!((h - b.height(a, c)).abs() < 1e-6);
             let e = 1e-2;
             let na = (b.at(a + e, c).0 - b.at(a - e, c).0) / (2.0 * e);
             let nc = (b.at(a, c + e).0 - b.at(a, c - e).0) / (2.0 * e);

@@ -588,7 +588,7 @@ impl FatProfile {
             + self.lateral * u * u
             + self.posterior * v.max(0.0).powi(2)
             + self.anterior * (-v).max(0.0).powi(2)
-            + self.ripple.at(x, y).0;
+            + self.ripple.height(x, y);
         t.max(2.0)
     }
 }
@@ -676,14 +676,18 @@ pub struct BowelNet {
 
 impl Field for BowelNet {
     fn dist(&self, p: V3) -> f32 {
-        let c = self.cavity.dist(p);
-        if c > 10.0 {
-            return c;
+        // Behind the cavity's posterior curve: no need for the (dearer) wall distance.
+        let back = self.cavity.cavity.back(p);
+        if back > 10.0 {
+            return back;
         }
         // The field changes by about 1.5 per lattice cell: distance ~ value / slope.
         let n = self.tex.fbm2(&self.lattice, p).abs() - self.width;
         let d = n / (1.5 * self.tex.inv_scale[0]);
-        d.max(c)
+        if d > 10.0 {
+            return d;
+        }
+        d.max(self.cavity.dist(p))
     }
     fn bounds(&self) -> Aabb {
         self.cavity.bounds()
@@ -811,7 +815,6 @@ impl Painter<'_> {
             share,
             soft: self.rng.uniform_f32(0.08, 0.25),
             fine_amp: self.rng.uniform_f32(0.03, 0.08),
-            drift: Texture::isotropic(self.rng, 20.0),
             drift_amp: self.rng.uniform_f32(0.03, 0.1),
             joints,
             clear: self.rng.uniform_f32(7.0, 10.0),

@@ -70,8 +70,7 @@ pub struct Marrow {
     pub share: f32,
     pub soft: f32,
     pub fine_amp: f32,
-    /// Slow intensity drift of the red marrow.
-    pub drift: Texture,
+    /// Amplitude of a slow intensity drift of the red marrow.
     pub drift_amp: f32,
     pub joints: Arc<[Joint; 2]>,
     /// Yellow marrow fades in from `clear` to `clear + 6` mm from a joint surface.
@@ -104,7 +103,9 @@ impl Marrow {
 impl Shade for Marrow {
     fn at(&self, p: V3) -> f32 {
         let y = self.yellow_weight(p);
-        let red = self.red * (1.0 + self.drift_amp * self.drift.at(&self.lattice, p));
+        // The slow drift reads the patch texture at a quarter of its frequency.
+        let q = [p[1] * 0.25, p[2] * 0.25, p[0] * 0.25];
+        let red = self.red * (1.0 + self.drift_amp * self.patch.at(&self.lattice, q));
         let v = red + (self.yellow - red) * y;
         v * (1.0 + self.fine_amp * self.fine.at(&self.lattice, p))
     }
