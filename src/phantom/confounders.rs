@@ -287,7 +287,7 @@ pub fn sample_confounders(
     // Modic-like fatty endplate change at L5-S1.
     if rng.chance(0.1 + 0.1 * older) {
         let s = &pv.sacrum.s;
-        let plate = super::pelvis::Plate {
+        let plate = super::shapes::Plate {
             z: s.z_top - 2.5,
             half: rng.uniform_f32(1.5, 3.5),
             slope: 0.0,
@@ -296,7 +296,7 @@ pub fn sample_confounders(
         };
         let layer = Layer::new(
             "endplate change",
-            super::pelvis::Clip { a: Box::new(plate), b: sacrum.clone(), grow: s.cortex },
+            super::shapes::Clip { a: Box::new(plate), b: sacrum.clone(), grow: s.cortex },
             Flat(c.yellow_marrow * rng.uniform_f32(0.95, 1.08)),
         );
         layers.push(layer);

@@ -17,6 +17,7 @@
 pub mod acquisition;
 pub mod anatomy;
 pub mod confounders;
+pub mod layers;
 pub mod lesions;
 pub mod manifest;
 pub mod noise;
@@ -28,14 +29,16 @@ pub mod rng;
 pub mod scanner;
 pub mod scene;
 pub mod sdf;
+pub mod shapes;
 pub mod tissue;
 
 use crate::volume::Volume;
 use acquisition::{grid_of, sample_acquisition, Pose};
 use anatomy::{Bone, Side};
+use layers::{anatomy_layers, Painter};
 use manifest::{CaseManifest, LesionRecord};
 use patient::{sample_patient, Diagnosis};
-use pelvis::{anatomy_layers, sample_pelvis, Painter, Pelvis};
+use pelvis::{sample_pelvis, Pelvis};
 use render::{render, Grid};
 use rng::{stream, Rng};
 use scene::{FmSet, Scene};

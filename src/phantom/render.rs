@@ -24,7 +24,7 @@ const MARGIN: f32 = 8.0;
 
 /// Blocks of this many voxels a side are evaluated voxel by voxel (see `PlaneFill`).
 const BLOCK: usize = 4;
-const _: () = assert!(BLOCK >= 2 && BLOCK.is_power_of_two() && (TOP as usize) % BLOCK == 0);
+const _: () = assert!(BLOCK >= 2 && BLOCK.is_power_of_two() && (TOP as usize).is_multiple_of(BLOCK));
 
 /// Half the widest in-plane ramp (0.64 mm at 0.9 mm pixels for a distance of slope 1), with
 /// room for steeper approximate distances and the error of interpolated neighbours. With this
