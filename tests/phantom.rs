@@ -242,7 +242,7 @@ fn tissue_means(c: &Case) -> std::collections::HashMap<&'static str, (f64, usize
             for j in (0..n1).step_by(3) {
                 let Some((name, band)) = c.tissue_at(i, j, k, 1.5) else { continue };
                 let key = match (name, band) {
-                    ("body", 1) => "subcutaneous fat",
+                    ("subcutaneous fat", 0) => "subcutaneous fat",
                     ("muscle", 0) => "muscle",
                     ("sacrum" | "ilium", 1) => "marrow",
                     ("fm", _) => "fm",

@@ -8,7 +8,7 @@ use super::pelvis::{BowelContent, Pelvis};
 use super::rng::Rng;
 use super::scene::{Flat, Layer, Mottled, Shade, Textured};
 use super::sdf::{Aabb, Capsule, Field, V3};
-use super::shapes::{BowelNet, Canal, Clip, Compartment, L5Arch, Plate};
+use super::shapes::{BowelNet, Canal, Clip, Compartment, L5Arch, Outside, Plate, Skin, Subcutis};
 use super::tissue::{Contrast, Marrow};
 use std::sync::Arc;
 
@@ -68,35 +68,14 @@ pub struct AnatomyLayers {
 pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
     let c = p.c.clone();
     let mut soft = Vec::new();
-    let fat = p.fat(c.fat);
-    let skin = p.rng.uniform_f32(1.0, 2.2);
-    soft.push(Layer::new("body", pv.body.clone(), Flat(c.skin)).band(skin, fat));
-    let shade = p.muscle(pv.fat_infiltration);
-    soft.push(Layer::new(
-        "muscle",
-        Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: false },
-        shade,
-    ));
-    let septum_fat = c.fat * 0.92;
-    soft.push(Layer::new(
-        "midline septum",
-        Clip { a: Box::new(pv.midline.clone()), b: pv.fascia.clone(), grow: 0.0 },
-        Flat(septum_fat),
-    ));
-    for s in &pv.septa {
-        soft.push(Layer::new(
-            "fat plane",
-            Clip { a: Box::new(s.clone()), b: pv.fascia.clone(), grow: 0.0 },
-            Flat(septum_fat),
-        ));
-    }
+    // Painted back to front, each layer hiding what it covers: the body filled with (pelvic)
+    // fat; the bowel and vessels; the muscle compartment, which hides whatever of them lies
+    // inside the fascia but outside the pelvic cavity; fat planes and the named muscles; and
+    // last the subcutaneous fat and skin, which hide anything outside the fascia. So nothing
+    // needs clipping to the cavity or the fascia.
     let level = c.fat * p.rng.uniform_f32(0.9, 1.0);
     let pelvic_fat = p.fat(level);
-    soft.push(Layer::new(
-        "pelvic fat",
-        Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: true },
-        pelvic_fat,
-    ));
+    soft.push(Layer::new("pelvic fat", pv.body.clone(), pelvic_fat));
     // Small-bowel loops: a tangle of tubes through the cavity.
     let scale = p.rng.uniform_f32(18.0, 30.0);
     let net = BowelNet {
@@ -135,8 +114,7 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
             }),
         };
         let tube = Capsule { a: b.tube.a, b: b.tube.b, r: b.tube.r };
-        let mut l =
-            Layer::new("bowel", Clip { a: Box::new(tube), b: pv.cavity_field.clone(), grow: 0.0 }, Flat(c.bowel_wall));
+        let mut l = Layer::new("bowel", tube, Flat(c.bowel_wall));
         l.bands.push(super::scene::Band { offset: b.wall, shade: content });
         soft.push(l);
     }
@@ -144,10 +122,27 @@ pub fn anatomy_layers(pv: &Pelvis, p: &mut Painter, age: f64) -> AnatomyLayers {
         let level = if *artery { c.artery } else { c.vein * p.rng.uniform_f32(0.8, 1.2) };
         soft.push(Layer::new("vessel", Capsule { a: v.a, b: v.b, r: v.r }, Flat(level)));
     }
+    let shade = p.muscle(pv.fat_infiltration);
+    soft.push(Layer::new(
+        "muscle",
+        Compartment { fascia: pv.fascia.clone(), cavity: pv.cavity.clone(), inside: false },
+        shade,
+    ));
+    let septum_fat = c.fat * 0.92;
+    soft.push(Layer::new("midline septum", pv.midline.clone(), Flat(septum_fat)));
+    for s in &pv.septa {
+        soft.push(Layer::new("fat plane", s.clone(), Flat(septum_fat)));
+    }
     for (name, field) in &pv.muscles {
         let shade = p.muscle(pv.fat_infiltration);
         soft.push(Layer::new(name, field.clone(), shade));
     }
+    let fat = p.fat(c.fat);
+    let skin = p.rng.uniform_f32(1.0, 2.2);
+    soft.push(Layer::new("subcutaneous fat", Subcutis { fascia: pv.fascia.clone(), skin }, fat));
+    soft.push(Layer::new("skin", Skin { body: pv.body.clone(), skin }, Flat(c.skin)));
+    // Outside the body: air over anything that reaches beyond the skin.
+    soft.push(Layer::new("air", Outside(pv.body.clone()), Flat(0.0)));
     let lig_fat = p.rng.uniform_f32(0.05, 0.3);
     for jn in pv.joints.iter() {
         let depth = p.rng.uniform_f32(10.0, 20.0);

@@ -23,7 +23,7 @@ pub enum LesionShape {
     Irregular,
 }
 
-/// Deepest reach of any lesion below the subchondral bone surface, mm.
+/// Deepest reach of any lesion below the bone surface at the joint (cortex included), mm.
 pub const MAX_DEPTH_MM: f32 = 12.0;
 
 /// A lesion as drawn (before rendering decides how many voxels it covers).
@@ -35,7 +35,8 @@ pub struct LesionSpec {
     /// Centre along the joint (y) and level (z), pelvis frame.
     pub y0: f32,
     pub z0: f32,
-    /// Half extents along the joint and along z; depth into bone.
+    /// Half extents along the joint and along z; depth into the marrow below the subchondral
+    /// plate.
     pub rs: f32,
     pub rz: f32,
     pub depth: f32,
@@ -69,7 +70,8 @@ impl LesionField {
     #[inline]
     fn shape_dist(&self, p: V3) -> f32 {
         let sp = &self.spec;
-        let n = self.depth_of(p);
+        // Depth below the subchondral plate (the marrow's edge), where the lesion starts.
+        let n = self.depth_of(p) - self.cortex;
         let s = p[1] - sp.y0;
         let t = p[2] - sp.z0;
         match sp.shape {
@@ -110,7 +112,7 @@ impl Field for LesionField {
         let jn = &self.joint;
         let sb = if sp.bone == Bone::Ilium { 1.0 } else { -1.0 };
         let (j, jy, _) = jn.j(sp.y0, sp.z0);
-        let xl = j + sb * (jn.h + 0.5 * sp.depth);
+        let xl = j + sb * (jn.h + self.cortex + 0.5 * sp.depth);
         let rx = 0.5 * sp.depth + jy.abs() * sp.rs + 4.0;
         Aabb::around([jn.side.sigma() * xl, sp.y0, sp.z0], [rx, sp.rs + 3.0, sp.rz + 3.0])
     }
@@ -161,7 +163,7 @@ pub fn sample_lesions(
             LesionShape::Triangle => rng.uniform_f32(4.0, 10.0),
             _ => rng.uniform_f32(3.0, 11.0),
         }
-        .min(MAX_DEPTH_MM - 0.5);
+        .min(MAX_DEPTH_MM - 2.5);
         let area = match shape {
             LesionShape::Band => v / (0.75 * std::f32::consts::PI * depth),
             LesionShape::Triangle => v / (0.5 * std::f32::consts::PI * depth),

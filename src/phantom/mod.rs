@@ -542,3 +542,28 @@ mod dev_layers_at {
         }
     }
 }
+
+#[cfg(test)]
+mod dev_lesion_yield {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn lesion_yield() {
+        for seed in 101..109u64 {
+            let cfg = PhantomConfig { diagnosis: Some(Diagnosis::AxSpA), ..Default::default() };
+            let b = build(seed, &cfg);
+            let c = generate_case(seed, &cfg);
+            eprintln!("seed {seed}: slice {:.1} mm", c.manifest.acquisition.slice_spacing_mm);
+            for sp in &b.specs {
+                eprintln!(
+                    "  planned {:?} {:?} {:?} rs {:.1} rz {:.1} depth {:.1} z0 {:.1} ml {:.3}",
+                    sp.side, sp.bone, sp.shape, sp.rs, sp.rz, sp.depth, sp.z0, sp.planned_ml
+                );
+            }
+            for l in &c.manifest.lesions {
+                eprintln!("  rendered {:?} {:?} {:?} {} vox {:.3} ml", l.side, l.bone, l.shape, l.voxels, l.volume_ml);
+            }
+        }
+    }
+}

@@ -345,7 +345,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
     };
 
     // Body outline from the muscles plus subcutaneous fat.
-    let depth = rng.uniform_f32(70.0, 115.0) * size;
+    let depth = rng.uniform_f32(95.0, 150.0) * size;
     let wall = rng.uniform_f32(6.0, 14.0) * bulk;
     let front_inner: Vec<f32> = ZS.iter().map(|&z| s.y_ant_mid(z) - depth - 10.0 * z / 55.0).collect();
     let hab = patient.habitus as f32;

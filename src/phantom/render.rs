@@ -188,7 +188,7 @@ pub fn render_with(scene: &Scene, grid: &Grid, cull: bool) -> Rendered {
     let plane = n0 * n1;
     // Each chunk evaluates two planes beyond its slices: larger chunks waste less, smaller
     // ones spread over more threads (the result is the same either way).
-    let chunk = n2.div_ceil(2 * rayon::current_num_threads()).clamp(2, 8);
+    let chunk = n2.div_ceil(rayon::current_num_threads()).clamp(2, 32);
     let chunks: Vec<(usize, usize)> = (0..n2.div_ceil(chunk)).map(|c| (c * chunk, ((c + 1) * chunk).min(n2))).collect();
     let parts: Vec<(Vec<f32>, Vec<u16>)> =
         chunks.par_iter().map(|&(k0, k1)| render_chunk(scene, grid, k0, k1, cull)).collect();

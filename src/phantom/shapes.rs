@@ -36,10 +36,9 @@ impl Field for BodyOutline {
         d
     }
     fn bounds(&self) -> Aabb {
-        let (a0, a1) = self.a.range(-250.0, 250.0);
-        let (f0, _) = self.yf.range(-250.0, 250.0);
-        let (_, b1) = self.yb.range(-250.0, 250.0);
-        let _ = a0;
+        let a1 = self.a.range(-250.0, 250.0).1;
+        let f0 = self.yf.range(-250.0, 250.0).0;
+        let b1 = self.yb.range(-250.0, 250.0).1;
         Aabb::new([-a1, f0, -250.0], [a1, b1, 250.0])
     }
 }
@@ -125,6 +124,51 @@ impl Cavity {
     }
 }
 
+/// The subcutaneous fat: inside the skin, outside the fascia.
+pub struct Subcutis {
+    pub fascia: Arc<Fascia>,
+    pub skin: f32,
+}
+
+impl Field for Subcutis {
+    fn dist(&self, p: V3) -> f32 {
+        let b = self.fascia.body.dist(p);
+        let f = b + self.fascia.fat.at(&self.fascia.body, p);
+        (b + self.skin).max(-f)
+    }
+    fn bounds(&self) -> Aabb {
+        self.fascia.bounds()
+    }
+}
+
+/// Everything outside a shape (within the shape's box grown by 50 mm).
+pub struct Outside<F: Field>(pub Arc<F>);
+
+impl<F: Field> Field for Outside<F> {
+    fn dist(&self, p: V3) -> f32 {
+        -self.0.dist(p)
+    }
+    fn bounds(&self) -> Aabb {
+        self.0.bounds().grow(50.0)
+    }
+}
+
+/// The skin: a shell `skin` mm thick under the body outline.
+pub struct Skin {
+    pub body: Arc<BodyOutline>,
+    pub skin: f32,
+}
+
+impl Field for Skin {
+    fn dist(&self, p: V3) -> f32 {
+        let b = self.body.dist(p);
+        (b + 0.5 * self.skin).abs() - 0.5 * self.skin
+    }
+    fn bounds(&self) -> Aabb {
+        self.body.bounds()
+    }
+}
+
 /// Inside the fascia and outside the cavity (`inside = false`), or inside both.
 pub struct Compartment {
     pub fascia: Arc<Fascia>,
@@ -149,7 +193,14 @@ impl Field for Compartment {
         }
     }
     fn bounds(&self) -> Aabb {
-        self.fascia.bounds()
+        let b = self.fascia.bounds();
+        if !self.inside {
+            return b;
+        }
+        // The cavity lies in front of its posterior curve.
+        let c = &self.cavity;
+        let back = c.back_mid.range(b.lo[2], b.hi[2]).1.max(c.tip_y.range(b.lo[2], b.hi[2]).1);
+        Aabb::new(b.lo, [b.hi[0], b.hi[1].min(back + 5.0), b.hi[2]])
     }
 }
 
@@ -164,18 +215,15 @@ pub struct BowelNet {
 
 impl Field for BowelNet {
     fn dist(&self, p: V3) -> f32 {
-        // Behind the cavity's posterior curve: no need for the (dearer) wall distance.
+        // Cut at the cavity's posterior curve only: elsewhere outside the cavity the muscle
+        // compartment and the subcutaneous fat are painted over it.
         let back = self.cavity.cavity.back(p);
         if back > 10.0 {
             return back;
         }
         // The field changes by about 1.5 per lattice cell: distance ~ value / slope.
         let n = self.tex.fbm2(&self.lattice, p).abs() - self.width;
-        let d = n / (1.5 * self.tex.inv_scale[0]);
-        if d > 10.0 {
-            return d;
-        }
-        d.max(self.cavity.dist(p))
+        (n / (1.5 * self.tex.inv_scale[0])).max(back)
     }
     fn bounds(&self) -> Aabb {
         self.cavity.bounds()
