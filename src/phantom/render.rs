@@ -210,6 +210,25 @@ struct Samples {
     ni: usize,
     nj: usize,
     d: Vec<f32>,
+    /// Per plane, the `BLOCK`-aligned blocks found to lie wholly outside the shape by more than
+    /// the layer's reach (nothing of the layer shows there): `[plane][bi][bj]`, blocks counted
+    /// from `blo`.
+    outside: Vec<bool>,
+    blo: [i64; 2],
+    nb: [usize; 2],
+}
+
+impl Samples {
+    /// Whether voxels `(i, j)` of block `(bi, bj)` lie outside the shape on plane `k` and both
+    /// neighbouring planes.
+    #[inline]
+    fn block_outside(&self, bi: i64, bj: i64, k: usize) -> bool {
+        let (a, b) = ((bi - self.blo[0]) as usize, (bj - self.blo[1]) as usize);
+        let per = self.nb[0] * self.nb[1];
+        let kk = k + 1 - self.k0;
+        let at = |p: usize| self.outside[p * per + a * self.nb[1] + b];
+        at(kk - 1) && at(kk) && at(kk + 1)
+    }
 }
 
 /// Evaluation of one plane of a box by recursive subdivision of blocks aligned to the grid
@@ -223,6 +242,10 @@ struct PlaneFill<'a, F: FnMut(V3) -> f32> {
     grid: &'a Grid,
     f: &'a mut F,
     plane: &'a mut [f32],
+    /// This plane's part of [`Samples::outside`].
+    outside: &'a mut [bool],
+    blo: [i64; 2],
+    nb: [usize; 2],
     /// Which voxels will read this plane's values: see [`Visible`].
     vis: Option<Visible<'a>>,
     /// Absolute index range held by `plane` (inclusive), rows `i`, columns `j`.
@@ -251,7 +274,19 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
         let (di, dj) = ((ib - ia) as f32, (jb - ja) as f32);
         let diag = ((di * self.px[0]).powi(2) + (dj * self.px[1]).powi(2)).sqrt();
         let far = self.base + 0.75 * diag;
-        if c.iter().all(|&v| v > far) || c.iter().all(|&v| v < -far) {
+        let out = c.iter().all(|&v| v > far);
+        if out || c.iter().all(|&v| v < -far) {
+            if out {
+                let bs = BLOCK as i64;
+                for bi in ia.div_euclid(bs)..ib.div_euclid(bs) {
+                    for bj in ja.div_euclid(bs)..jb.div_euclid(bs) {
+                        let (a, b) = (bi - self.blo[0], bj - self.blo[1]);
+                        if a >= 0 && b >= 0 && (a as usize) < self.nb[0] && (b as usize) < self.nb[1] {
+                            self.outside[a as usize * self.nb[1] + b as usize] = true;
+                        }
+                    }
+                }
+            }
             for i in r0..=r1 {
                 let u = (i - ia) as f32 / di;
                 let (l, r) = (c[0] + (c[2] - c[0]) * u, c[1] + (c[3] - c[1]) * u);
@@ -353,14 +388,21 @@ impl Samples {
         let (j0, j1) = (b[1][0], b[1][1]);
         let (ni, nj, nk) = (i1 - i0 + 3, j1 - j0 + 3, k1 - k0 + 3);
         let mut d = vec![0.0f32; ni * nj * nk];
+        let bs = BLOCK as i64;
+        let blo = [(i0 as i64 - 1).div_euclid(bs), (j0 as i64 - 1).div_euclid(bs)];
+        let nb = [
+            ((i1 as i64 + 1).div_euclid(bs) - blo[0] + 1) as usize,
+            ((j1 as i64 + 1).div_euclid(bs) - blo[1] + 1) as usize,
+        ];
+        let mut outside = vec![false; nb[0] * nb[1] * nk];
         let col = |c: usize| (grid.m[0][c].powi(2) + grid.m[1][c].powi(2) + grid.m[2][c].powi(2)).sqrt();
         let px = [col(0), col(1)];
         let lo = [i0 as i64 - 1, j0 as i64 - 1];
         let hi = [i1 as i64 + 1, j1 as i64 + 1];
-        for (kk, plane) in d.chunks_mut(ni * nj).enumerate() {
+        for (kk, (plane, outside)) in d.chunks_mut(ni * nj).zip(outside.chunks_mut(nb[0] * nb[1])).enumerate() {
             let k = (k0 + kk) as f32 - 1.0;
             let vis = vis.map(|v| Visible { k: k as i64, ..v });
-            let mut pf = PlaneFill { grid, f: &mut f, plane, vis, lo, hi, nj, k, base, px };
+            let mut pf = PlaneFill { grid, f: &mut f, plane, outside, blo, nb, vis, lo, hi, nj, k, base, px };
             for bi in lo[0].div_euclid(TOP)..=hi[0].div_euclid(TOP) {
                 for bj in lo[1].div_euclid(TOP)..=hi[1].div_euclid(TOP) {
                     let (ia, ja) = (bi * TOP, bj * TOP);
@@ -370,7 +412,7 @@ impl Samples {
                 }
             }
         }
-        Samples { k0, i0, j0, ni, nj, d }
+        Samples { k0, i0, j0, ni, nj, d, outside, blo, nb }
     }
 
     /// Index of voxel `(i, j, k)` (grid indices inside the box).
@@ -460,36 +502,48 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
         let base = layer.bands.iter().map(|b| b.offset).fold(0.0, f32::max) + RAMP;
         let vis = Visible { trans: &trans, k0, nk, n1, plane, k: 0 };
         let s = Samples::eval(grid, b, base + slack, Some(vis), |p| layer.field.dist(p));
+        let bs = BLOCK as i64;
         for k in b[2][0]..=b[2][1] {
-            for i in b[0][0]..=b[0][1] {
-                let row = (k - k0) * plane + i * n1;
-                for j in b[1][0]..=b[1][1] {
-                    let t = trans[row + j];
-                    if t <= OPAQUE {
+            for bi in (b[0][0] as i64).div_euclid(bs)..=(b[0][1] as i64).div_euclid(bs) {
+                for bj in (b[1][0] as i64).div_euclid(bs)..=(b[1][1] as i64).div_euclid(bs) {
+                    if s.block_outside(bi, bj, k) {
                         continue;
                     }
-                    let c = s.at(i, j, k);
-                    let pk = s.ni * s.nj;
-                    if s.d[c].min(s.d[c - pk]).min(s.d[c + pk]) > RAMP {
-                        continue;
-                    }
-                    let l = local(&s, i, j, k);
-                    let mut t = t;
-                    let mut add = 0.0;
-                    for band in layer.bands.iter().rev() {
-                        let o = band.offset;
-                        let c = coverage(l.dm + o, l.d0 + o, l.dp + o, l.w, a);
-                        if c <= 0.0 {
-                            continue;
+                    let (i_lo, i_hi) =
+                        ((bi * bs).max(b[0][0] as i64) as usize, ((bi + 1) * bs - 1).min(b[0][1] as i64) as usize);
+                    let (j_lo, j_hi) =
+                        ((bj * bs).max(b[1][0] as i64) as usize, ((bj + 1) * bs - 1).min(b[1][1] as i64) as usize);
+                    for i in i_lo..=i_hi {
+                        let row = (k - k0) * plane + i * n1;
+                        for j in j_lo..=j_hi {
+                            let t = trans[row + j];
+                            if t <= OPAQUE {
+                                continue;
+                            }
+                            let c = s.at(i, j, k);
+                            let pk = s.ni * s.nj;
+                            if s.d[c].min(s.d[c - pk]).min(s.d[c + pk]) > RAMP {
+                                continue;
+                            }
+                            let l = local(&s, i, j, k);
+                            let mut t = t;
+                            let mut add = 0.0;
+                            for band in layer.bands.iter().rev() {
+                                let o = band.offset;
+                                let c = coverage(l.dm + o, l.d0 + o, l.dp + o, l.w, a);
+                                if c <= 0.0 {
+                                    continue;
+                                }
+                                add += t * c * band.shade.at(grid.pos(i as f32, j as f32, k as f32));
+                                t *= 1.0 - c;
+                                if t <= OPAQUE {
+                                    break;
+                                }
+                            }
+                            acc[row + j] += add;
+                            trans[row + j] = t;
                         }
-                        add += t * c * band.shade.at(grid.pos(i as f32, j as f32, k as f32));
-                        t *= 1.0 - c;
-                        if t <= OPAQUE {
-                            break;
-                        }
                     }
-                    acc[row + j] += add;
-                    trans[row + j] = t;
                 }
             }
         }
