@@ -7,12 +7,20 @@
 //! confounders, the acquisition (tilted slab, matrix, pixel size, slices, field strength,
 //! vendor habits) and the scanner's effects (bias, noise, ghosts, blur or ringing, wrap). The
 //! anatomy lives in a pelvis frame as implicit shapes ([`sdf`], [`anatomy`], [`pelvis`]); the
-//! renderer ([`render`]) samples them on the oblique grid with partial-volume anti-aliasing,
+//! renderer ([`mod@render`]) samples them on the oblique grid with partial-volume anti-aliasing,
 //! and the mask is the lesions' coverage thresholded at one half.
 //!
-//! Layout: [`patient`] -> [`acquisition`] -> [`anatomy`] / [`pelvis`] / [`tissue`] ->
-//! [`lesions`] / [`confounders`] -> [`scene`] -> [`render`] -> [`scanner`]; [`manifest`] is
-//! what gets written next to the images and [`preview`] draws PNG montages.
+//! Layout: [`rng`], [`noise`] and [`sdf`] underneath; [`patient`] and [`acquisition`] (who and
+//! how); [`anatomy`] (joints, sacrum, ilia), [`shapes`] and [`pelvis`] (soft tissue, the whole
+//! pelvis drawn per case); [`tissue`] (intensities, marrow), [`lesions`], [`confounders`];
+//! [`layers`] and [`scene`] (what gets painted, in order); [`mod@render`] (partial-volume
+//! rasterisation) and [`scanner`] (bias, noise, artefacts, int16 storage); [`manifest`] is what
+//! gets written next to the images and [`preview`] draws PNG montages.
+//!
+//! Development aids (ignored tests, run by hand): `PHANTOM_SEEDS=1,2 PHANTOM_OUT=/tmp/p cargo
+//! test --release --lib phantom::dev_preview -- --ignored` writes montages (`PHANTOM_IDEAL=1`
+//! without scanner effects, `PHANTOM_K=0,5` chosen slices); `phantom::dev::layer_timing` times
+//! each layer.
 
 pub mod acquisition;
 pub mod anatomy;
@@ -411,9 +419,10 @@ mod tests {
     }
 }
 
+/// Development aids, run by hand (ignored by default; they check nothing): per-layer timing,
+/// montages of chosen slices, and the layers' distances at one voxel.
 #[cfg(test)]
 mod dev {
-    //! Development aids (ignored by default): per-layer timing and a labelled preview.
     use super::*;
 
     /// `cargo test --release phantom::dev::layer_timing -- --ignored --nocapture`
@@ -437,6 +446,7 @@ mod dev {
     }
 }
 
+/// See [`dev`].
 #[cfg(test)]
 mod dev_preview {
     use super::*;
@@ -486,35 +496,7 @@ mod dev_preview {
     }
 }
 
-#[cfg(test)]
-mod dev_probe {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn probe_ilium() {
-        let b = build(5, &PhantomConfig::default());
-        let il = &b.pelvis.ilia[0];
-        for z in [-20.0f32, 0.0, 20.0] {
-            let (x, y, r) = il.psis(z);
-            let jn = &il.joint;
-            eprintln!(
-                "z {z}: psis ({x:.1},{y:.1}) r {r:.1}; ya {:.1} yp {:.1}; J(yp) {:.1}; d at psis {:.2}; sacrum post(x) {:.1}",
-                jn.ya.at(z),
-                jn.yp(z),
-                jn.j(jn.yp(z), z).0,
-                il.dist([x, y, z]),
-                b.pelvis.sacrum.s.y_post(x, z)
-            );
-            for yy in [0.0f32, 10.0, 20.0, 30.0, 40.0] {
-                let row: Vec<String> =
-                    (0..12).map(|i| format!("{:6.1}", il.dist([10.0 + i as f32 * 5.0, yy, z]))).collect();
-                eprintln!("  y {yy:5.1}: {}", row.join(" "));
-            }
-        }
-    }
-}
-
+/// See [`dev`].
 #[cfg(test)]
 mod dev_layers_at {
     use super::*;
@@ -538,31 +520,6 @@ mod dev_layers_at {
             let d = l.field.dist(p);
             if d.abs() < 15.0 {
                 eprintln!("{:24} d {d:7.2} (k-1 {:7.2}, k+1 {:7.2})", l.name, l.field.dist(pm), l.field.dist(pp));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod dev_lesion_yield {
-    use super::*;
-
-    #[test]
-    #[ignore]
-    fn lesion_yield() {
-        for seed in 101..109u64 {
-            let cfg = PhantomConfig { diagnosis: Some(Diagnosis::AxSpA), ..Default::default() };
-            let b = build(seed, &cfg);
-            let c = generate_case(seed, &cfg);
-            eprintln!("seed {seed}: slice {:.1} mm", c.manifest.acquisition.slice_spacing_mm);
-            for sp in &b.specs {
-                eprintln!(
-                    "  planned {:?} {:?} {:?} rs {:.1} rz {:.1} depth {:.1} z0 {:.1} ml {:.3}",
-                    sp.side, sp.bone, sp.shape, sp.rs, sp.rz, sp.depth, sp.z0, sp.planned_ml
-                );
-            }
-            for l in &c.manifest.lesions {
-                eprintln!("  rendered {:?} {:?} {:?} {} vox {:.3} ml", l.side, l.bone, l.shape, l.voxels, l.volume_ml);
             }
         }
     }
