@@ -108,6 +108,25 @@ fn writes_a_set_that_matches_the_library() {
     // The preview is a real PNG.
     let png = std::fs::read(dir.join("case_000/preview.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Extending the set with --first keeps the listing whole.
+    let out = fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--first", "2", "--axspa-fraction", "0.5"]);
+    assert!(out.status.success());
+    let set: SetManifest = read_json(&dir.join("manifest.json"));
+    assert_eq!(set.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["case_000", "case_001", "case_002"]);
+    assert_eq!(set.cases[2].seed, case_seed(seed, 2));
+    // Another set into the same directory is refused.
+    let out = fmseg(&["phantom", "--out", d, "--seed", "77", "--first", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different set"));
+    // A second run into the same directory refuses to overwrite, unless forced.
+    let out = fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--cases", "1", "--axspa-fraction", "0.5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let before = std::fs::read(dir.join("case_000/manifest.json")).unwrap();
+    let out = fmseg(&["phantom", "--out", d, "--seed", "99", "--cases", "1", "--force"]);
+    assert!(out.status.success());
+    assert_ne!(std::fs::read(dir.join("case_000/manifest.json")).unwrap(), before, "not replaced");
+    assert!(!dir.join("case_000/preview.png").exists(), "files of the replaced case left behind");
     // No temporary files left behind.
     for entry in walk(&dir) {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();

@@ -42,6 +42,9 @@ pub struct PhantomArgs {
     /// Also write `preview.png` (a montage of slices with the mask outlined) per case.
     #[arg(long)]
     pub preview: bool,
+    /// Replace case directories that already exist (otherwise that is an error).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The diagnosis of case `i` for an axSpA fraction `f`.
@@ -60,6 +63,37 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
     if args.cases == 0 {
         bail!("--cases must be at least 1");
     }
+    let ids: Vec<String> = (args.first..args.first + args.cases).map(|i| format!("case_{i:03}")).collect();
+    if !args.force {
+        if let Some(id) = ids.iter().find(|id| args.out.join(id).exists()) {
+            bail!("{} already exists (use --force to replace it)", args.out.join(id).display());
+        }
+    }
+    // An existing set manifest: extended when it is the same set, else only replaced on --force.
+    let set_path = args.out.join("manifest.json");
+    let previous = match std::fs::read_to_string(&set_path) {
+        Ok(text) => {
+            let p: SetManifest = serde_json::from_str(&text)
+                .with_context(|| format!("{} exists but is not a phantom set manifest", set_path.display()))?;
+            let same = p.set_seed == args.seed
+                && p.generator_version == GENERATOR_VERSION
+                && p.axspa_fraction == args.axspa_fraction;
+            match (same, args.force) {
+                (true, _) => Some(p),
+                (false, true) => None,
+                (false, false) => bail!(
+                    "{} lists a different set (seed {}, axSpA fraction {}, generator {}): use another --out, \
+                     or --force to start a new set there",
+                    set_path.display(),
+                    p.set_seed,
+                    p.axspa_fraction,
+                    p.generator_version
+                ),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", set_path.display())),
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output directory {}", args.out.display()))?;
     let mut entries = Vec::new();
@@ -73,8 +107,25 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
         };
         let t = Instant::now();
         let case = generate_case(seed, &cfg);
-        let id = format!("case_{i:03}");
-        let files = write_case(&args.out.join(&id), &case, args.preview).with_context(|| format!("writing {id}"))?;
+        let id = ids[i - args.first].clone();
+        // Written under a temporary name and renamed when complete: a failure leaves no
+        // half-written case behind.
+        let tmp = args.out.join(format!(".{id}.tmp-{}", std::process::id()));
+        let dest = args.out.join(&id);
+        let written = write_case(&tmp, &case, args.preview).and_then(|files| {
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+            }
+            std::fs::rename(&tmp, &dest).with_context(|| format!("cannot move {} into place", dest.display()))?;
+            Ok(files)
+        });
+        let files = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e.context(format!("writing {}", dest.display())));
+            }
+        };
         eprintln!(
             "{id}: seed {seed}, {:?}, {} lesion(s), {:.2} ml FM, {:?} voxels, {:.0} ms",
             case.manifest.patient.diagnosis,
@@ -93,18 +144,23 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
             files: files.iter().map(|f| format!("{id}/{f}")).collect(),
         });
     }
+    // Cases made earlier into the same set (with `--first`) stay listed.
+    let mut cases = previous.map(|p| p.cases).unwrap_or_default();
+    cases.retain(|c| !entries.iter().any(|e| e.id == c.id));
+    cases.extend(entries);
+    cases.sort_by(|a, b| a.id.cmp(&b.id));
     let set = SetManifest {
         generator: "fmseg-phantom".into(),
         generator_version: GENERATOR_VERSION,
         set_seed: args.seed,
         axspa_fraction: args.axspa_fraction,
-        cases: entries,
+        cases,
     };
-    write_json(&args.out.join("manifest.json"), &set)?;
+    write_json(&set_path, &set)?;
     Ok(())
 }
 
-/// Writes one case's files into `dir`; returns their names relative to `dir`.
+/// Writes one case's files into `dir` (created); returns their names relative to `dir`.
 pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut files = Vec::new();
