@@ -4,7 +4,9 @@
 //! int16 samples with the vendor-like rescale, the oblique geometry, the patient's sex, age,
 //! field strength and timing), `fm_mask.nii.gz` (the ground-truth mask on the image grid,
 //! uint8), `manifest.json` (patient, acquisition, scanner effects, lesions), optionally
-//! `preview.png`; and `DIR/manifest.json` listing the set. Case `i` has seed
+//! `preview.png`; and `DIR/manifest.json` listing the set (extended by later runs of the same
+//! set with `--first`; existing case directories are only replaced with `--force`). Each case
+//! is written under a temporary name and renamed when complete. Case `i` has seed
 //! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
 //! `floor((i + 1) F) > floor(i F)`, so any prefix of the set holds the requested fraction.
 
