@@ -7,6 +7,8 @@
 //! when the next kernel loads its input.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::error::Result;
 use crate::tensor::{Dims, HostTensor};
