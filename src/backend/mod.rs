@@ -9,6 +9,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod profile;
 
 use crate::error::Result;
 use crate::tensor::{Dims, HostTensor};

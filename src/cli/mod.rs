@@ -1,5 +1,7 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
+pub mod bench;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -10,8 +12,13 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Time the network: ms per patch, patches/s, peak memory, time per layer.
+    Bench(bench::BenchArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Bench(a) => bench::run(a),
+    }
 }

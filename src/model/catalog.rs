@@ -170,3 +170,48 @@ pub fn level_dims(dims: Dims) -> [Dims; 5] {
     let l4 = [l3[0] / 2, l3[1] / 2, l3[2] / 2];
     [l0, l1, l2, l3, l4]
 }
+
+/// Floating-point operations (2 per multiply-add) of one forward pass over an input of `dims`,
+/// counting convolutions and transposed convolutions (everything else is memory-bound).
+pub fn forward_flops(dims: Dims) -> f64 {
+    let l = level_dims(dims);
+    let half = |d: Dims| [d[0] / 2, d[1] / 2, d[2] / 2];
+    let quarter = |d: Dims| [d[0] / 4, d[1] / 4, d[2] / 4];
+    let vox = |d: Dims| (d[0] * d[1] * d[2]) as f64;
+    let mut total = 0.0;
+    for layer in layers().iter().filter(|l| l.alias_of.is_none()) {
+        let p = layer.prefix.as_str();
+        let level = |name: &str| -> usize {
+            match name {
+                "conv_0" | "attention_0" | "final_conv" | "up_1" => 0,
+                "down_1" | "attention_1" | "up_2" => 1,
+                "down_2" | "attention_2" | "up_3" => 2,
+                "down_3" | "attention_3" | "up_4" => 3,
+                _ => 4,
+            }
+        };
+        let top = p.split('.').next().unwrap_or(p);
+        let at = match top {
+            "attention_3" | "attention_4" => half(l[level(top)]),
+            "context_block_1" => {
+                let b = l[4];
+                match p.split('.').nth(1).unwrap_or("") {
+                    "conv2_1" => half(b),
+                    "conv2_2" => quarter(b),
+                    "conv2_3" => [b[0] / 12, b[1], b[2]],
+                    "conv2_4" => [b[0], b[1] / 12, b[2]],
+                    "conv2_5" => [b[0], b[1], b[2] / 8],
+                    _ => b,
+                }
+            }
+            // A transposed conv is counted per input voxel: its input is one level down.
+            _ if p.ends_with(".up") => l[level(top) + 1],
+            _ => l[level(top)],
+        };
+        total += match layer.kind {
+            LayerKind::Conv(s) => 2.0 * vox(at) * (s.cin * s.cout * s.taps()) as f64,
+            LayerKind::ConvT(s) => 2.0 * vox(at) * (s.cin * s.cout * s.k.iter().product::<usize>()) as f64,
+        };
+    }
+    total
+}

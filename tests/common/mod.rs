@@ -27,3 +27,36 @@ pub fn fixture(name: &str) -> Option<PathBuf> {
     assert!(p.is_file(), "missing reference fixture {}", p.display());
     Some(p)
 }
+
+/// A small deterministic generator (SplitMix64) so tests need no extra crates.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Seeded from the clock unless `FMSEG_TEST_SEED` is set; the seed is printed so a failure
+    /// can be replayed.
+    pub fn fresh(label: &str) -> Self {
+        let seed = std::env::var("FMSEG_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("{label}: FMSEG_TEST_SEED={seed}");
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn tensor(&mut self, shape: &[usize]) -> fmseg::tensor::HostTensor {
+        let n = shape.iter().product();
+        fmseg::tensor::HostTensor { shape: shape.to_vec(), data: (0..n).map(|_| self.uniform()).collect() }
+    }
+}

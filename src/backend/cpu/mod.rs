@@ -1,3 +1,378 @@
-//! The CPU engine: float32 values and accumulation, channels-last, multi-threaded.
+//! The CPU engine: float32 values and accumulation, channels-last `(N, H, W, D, C)` tensors,
+//! multi-threaded with a private rayon pool, buffers recycled through a pool.
 
+pub mod buffer;
+pub mod conv;
+pub mod layout;
+pub mod norm;
+pub mod pool;
 pub mod reference;
+pub mod resize;
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::{Backend, ConvSpec, ConvTSpec};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Dims, HostTensor};
+use buffer::{Buffer, Pool};
+use conv::PackedConv;
+
+/// A batch of feature maps, channels-last: `data[((s * H + h) * W + w) * D + d) * C + c]`.
+pub struct CpuTensor {
+    pub n: usize,
+    pub c: usize,
+    pub dims: Dims,
+    pub data: Buffer,
+}
+
+impl CpuTensor {
+    fn sample_len(&self) -> usize {
+        numel(self.dims) * self.c
+    }
+    pub fn sample(&self, s: usize) -> &[f32] {
+        &self.data[s * self.sample_len()..][..self.sample_len()]
+    }
+}
+
+pub struct CpuConvT {
+    spec: ConvTSpec,
+    packed: PackedConv,
+}
+
+/// The CPU backend. `threads` worker threads (all cores by default).
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    buffers: Arc<Pool>,
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// `threads = 0` uses every available core.
+    pub fn new(threads: usize) -> Result<Self> {
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fmseg-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Device(format!("cannot start {threads} CPU worker threads: {e}")))?;
+        Ok(CpuBackend { pool, buffers: Arc::new(Pool::default()), threads })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` on this backend's worker threads.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Drops the recycled buffers (memory goes back to the OS).
+    pub fn release_buffers(&self) {
+        self.buffers.clear();
+    }
+
+    fn tensor(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
+        let data = Buffer::new(self.buffers.take(n * c * numel(dims)), Some(self.buffers.clone()));
+        CpuTensor { n, c, dims, data }
+    }
+
+    /// Wraps channels-last data (for callers that already hold that layout).
+    pub fn from_channels_last(&self, n: usize, c: usize, dims: Dims, data: Vec<f32>) -> Result<CpuTensor> {
+        if data.len() != n * c * numel(dims) {
+            return Err(Error::Shape(format!("{} values for a {n}x{c}x{dims:?} tensor", data.len())));
+        }
+        Ok(CpuTensor { n, c, dims, data: Buffer::new(data, Some(self.buffers.clone())) })
+    }
+
+    fn conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor) {
+        let spec = conv.spec;
+        let needs_pad = spec.k.iter().any(|&k| k > 1);
+        let mut scratch = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
+        let out_len = out.sample_len();
+        for s in 0..x.n {
+            let dst = &mut out.data[s * out_len..][..out_len];
+            match scratch.as_mut() {
+                Some(p) => {
+                    conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
+                    conv::conv_sample(p, x.dims, conv, dst);
+                }
+                None => conv::conv_sample(x.sample(s), x.dims, conv, dst),
+            }
+        }
+        if let Some(p) = scratch {
+            self.buffers.give(p);
+        }
+    }
+}
+
+fn same_shape(a: &CpuTensor, b: &CpuTensor, what: &str) -> Result<()> {
+    if a.n != b.n || a.c != b.c || a.dims != b.dims {
+        return Err(Error::Shape(format!(
+            "{what}: shapes differ ({}x{}x{:?} vs {}x{}x{:?})",
+            a.n, a.c, a.dims, b.n, b.c, b.dims
+        )));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Conv = PackedConv;
+    type ConvT = CpuConvT;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", self.threads)
+    }
+
+    fn upload(&self, x: &HostTensor) -> Result<CpuTensor> {
+        let (n, c, dims) = x.ncdims()?;
+        let vox = numel(dims);
+        let mut t = self.tensor(n, c, dims);
+        self.install(|| {
+            for s in 0..n {
+                let cl = layout::to_channels_last(&x.data[s * c * vox..][..c * vox], c, vox);
+                t.data[s * c * vox..][..c * vox].copy_from_slice(&cl);
+            }
+        });
+        Ok(t)
+    }
+
+    fn download(&self, x: &CpuTensor) -> Result<HostTensor> {
+        let vox = numel(x.dims);
+        let mut data = Vec::with_capacity(x.n * x.c * vox);
+        self.install(|| {
+            for s in 0..x.n {
+                data.extend_from_slice(&layout::to_channels_first(x.sample(s), x.c, vox));
+            }
+        });
+        HostTensor::new(vec![x.n, x.c, x.dims[0], x.dims[1], x.dims[2]], data)
+    }
+
+    fn shape(&self, x: &CpuTensor) -> (usize, usize, Dims) {
+        (x.n, x.c, x.dims)
+    }
+
+    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<PackedConv> {
+        if weight.shape != spec.weight_shape() {
+            return Err(Error::Shape(format!("conv weight {:?}, expected {:?}", weight.shape, spec.weight_shape())));
+        }
+        if let Some(b) = bias {
+            if b.shape != [spec.cout] {
+                return Err(Error::Shape(format!("conv bias {:?}, expected [{}]", b.shape, spec.cout)));
+            }
+        }
+        Ok(PackedConv::new(spec, &weight.data, bias.map(|b| b.data.as_slice())))
+    }
+
+    fn prepare_conv_t(&self, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CpuConvT> {
+        if weight.shape != spec.weight_shape() || bias.shape != [spec.cout] {
+            return Err(Error::Shape(format!(
+                "transposed conv weight {:?} / bias {:?}, expected {:?} / [{}]",
+                weight.shape,
+                bias.shape,
+                spec.weight_shape(),
+                spec.cout
+            )));
+        }
+        Ok(CpuConvT {
+            spec,
+            packed: PackedConv::from_transposed(spec.cin, spec.cout, spec.k, &weight.data, &bias.data),
+        })
+    }
+
+    fn conv(&self, x: &CpuTensor, conv: &PackedConv) -> Result<CpuTensor> {
+        if x.c != conv.spec.cin {
+            return Err(Error::Shape(format!("conv expects {} input channels, got {}", conv.spec.cin, x.c)));
+        }
+        let mut out = self.tensor(x.n, conv.spec.cout, x.dims);
+        self.install(|| self.conv_into(x, conv, &mut out));
+        Ok(out)
+    }
+
+    fn instance_norm(&self, mut x: CpuTensor, residual: Option<&CpuTensor>, relu: bool) -> Result<CpuTensor> {
+        if let Some(r) = residual {
+            same_shape(&x, r, "instance norm residual")?;
+        }
+        let len = x.sample_len();
+        let c = x.c;
+        self.install(|| {
+            for s in 0..x.n {
+                let xs = &mut x.data[s * len..][..len];
+                let stats = norm::channel_stats(xs, c);
+                norm::apply(xs, c, &stats, residual.map(|r| r.sample(s)), relu);
+            }
+        });
+        Ok(x)
+    }
+
+    fn max_pool(&self, x: &CpuTensor, k: Dims) -> Result<CpuTensor> {
+        let od = [x.dims[0] / k[0], x.dims[1] / k[1], x.dims[2] / k[2]];
+        if od.contains(&0) {
+            return Err(Error::Shape(format!("max pool {k:?} of a {:?} tensor leaves nothing", x.dims)));
+        }
+        let mut out = self.tensor(x.n, x.c, od);
+        let ol = out.sample_len();
+        self.install(|| {
+            for s in 0..x.n {
+                pool::max_pool(x.sample(s), x.dims, x.c, k, &mut out.data[s * ol..][..ol]);
+            }
+        });
+        Ok(out)
+    }
+
+    fn adaptive_avg_pool(&self, x: &CpuTensor, od: Dims) -> Result<CpuTensor> {
+        if od.contains(&0) {
+            return Err(Error::Shape(format!("adaptive pool of {:?} to {od:?}", x.dims)));
+        }
+        let mut out = self.tensor(x.n, x.c, od);
+        let ol = out.sample_len();
+        self.install(|| {
+            for s in 0..x.n {
+                pool::adaptive_avg_pool(x.sample(s), x.dims, x.c, od, &mut out.data[s * ol..][..ol]);
+            }
+        });
+        Ok(out)
+    }
+
+    fn resize_trilinear(&self, x: &CpuTensor, od: Dims) -> Result<CpuTensor> {
+        let mut out = self.tensor(x.n, x.c, od);
+        let ol = out.sample_len();
+        self.install(|| {
+            for s in 0..x.n {
+                resize::resize_trilinear(x.sample(s), x.dims, x.c, od, &mut out.data[s * ol..][..ol]);
+            }
+        });
+        Ok(out)
+    }
+
+    fn up_add(&self, x: &CpuTensor, ct: &CpuConvT, skip: &CpuTensor) -> Result<CpuTensor> {
+        let ConvTSpec { cin, cout, k } = ct.spec;
+        if x.c != cin || skip.c != cout || x.n != skip.n {
+            return Err(Error::Shape(format!(
+                "up stage: input {}ch, skip {}ch, transposed conv {cin}->{cout}",
+                x.c, skip.c
+            )));
+        }
+        let up = [x.dims[0] * k[0], x.dims[1] * k[1], x.dims[2] * k[2]];
+        let sd = skip.dims;
+        if (0..3).any(|i| sd[i] < up[i] || sd[i] > up[i] + 1) {
+            return Err(Error::Shape(format!("up stage: upsampled {up:?} cannot be padded to the skip's {sd:?}")));
+        }
+        // The transposed conv as a 1x1 conv to (tap, cout) channels, then a gather that applies
+        // the replicate pad (index clamping) and adds the skip.
+        let mut wide = self.tensor(x.n, ct.packed.spec.cout, x.dims);
+        let mut out = self.tensor(x.n, cout, sd);
+        self.install(|| {
+            self.conv_into(x, &ct.packed, &mut wide);
+            let wl = wide.sample_len();
+            let ol = out.sample_len();
+            for s in 0..x.n {
+                let w = &wide.data[s * wl..][..wl];
+                let sk = skip.sample(s);
+                let o = &mut out.data[s * ol..][..ol];
+                o.par_chunks_mut(sd[1] * sd[2] * cout).enumerate().for_each(|(h, plane)| {
+                    let hu = h.min(up[0] - 1);
+                    for wv in 0..sd[1] {
+                        let wu = wv.min(up[1] - 1);
+                        for z in 0..sd[2] {
+                            let zu = z.min(up[2] - 1);
+                            let src_vox = ((hu / k[0]) * x.dims[1] + wu / k[1]) * x.dims[2] + zu / k[2];
+                            let tap = ((hu % k[0]) * k[1] + wu % k[1]) * k[2] + zu % k[2];
+                            let src = &w[(src_vox * k.iter().product::<usize>() + tap) * cout..][..cout];
+                            let vox = (h * sd[1] + wv) * sd[2] + z;
+                            let skv = &sk[vox * cout..][..cout];
+                            let dst = &mut plane[(wv * sd[2] + z) * cout..][..cout];
+                            for ch in 0..cout {
+                                dst[ch] = skv[ch] + src[ch];
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok(out)
+    }
+
+    fn sum(&self, xs: &[&CpuTensor], relu: bool) -> Result<CpuTensor> {
+        let first = xs.first().ok_or_else(|| Error::Shape("sum of no tensors".into()))?;
+        for x in &xs[1..] {
+            same_shape(first, x, "sum")?;
+        }
+        let mut out = self.tensor(first.n, first.c, first.dims);
+        let lo = if relu { 0.0 } else { f32::NEG_INFINITY };
+        self.install(|| {
+            out.data.par_chunks_mut(1 << 14).enumerate().for_each(|(i, dst)| {
+                let (off, len) = (i << 14, dst.len());
+                dst.copy_from_slice(&first.data[off..][..len]);
+                for x in &xs[1..] {
+                    for (d, v) in dst.iter_mut().zip(&x.data[off..][..len]) {
+                        *d += v;
+                    }
+                }
+                dst.iter_mut().for_each(|d| *d = d.max(lo));
+            });
+        });
+        Ok(out)
+    }
+
+    fn sigmoid_sum(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        same_shape(a, b, "sigmoid of a sum")?;
+        let mut out = self.tensor(a.n, a.c, a.dims);
+        self.install(|| {
+            out.data.par_chunks_mut(1 << 14).enumerate().for_each(|(i, dst)| {
+                let off = i << 14;
+                for ((d, x), y) in dst.iter_mut().zip(&a.data[off..]).zip(&b.data[off..]) {
+                    *d = 1.0 / (1.0 + (-(x + y)).exp());
+                }
+            });
+        });
+        Ok(out)
+    }
+
+    fn attend(&self, mut x: CpuTensor, w: &CpuTensor) -> Result<CpuTensor> {
+        if w.n != x.n || w.dims != x.dims || (w.c != 1 && w.c != x.c) {
+            return Err(Error::Shape(format!("attention map {}x{:?} for a {}x{:?} tensor", w.c, w.dims, x.c, x.dims)));
+        }
+        let c = x.c;
+        let wc = w.c;
+        self.install(|| {
+            let xl = x.sample_len();
+            for s in 0..x.n {
+                let ws = w.sample(s);
+                let xs = &mut x.data[s * xl..][..xl];
+                xs.par_chunks_mut(4096 * c).enumerate().for_each(|(i, chunk)| {
+                    for (j, v) in chunk.chunks_exact_mut(c).enumerate() {
+                        let vox = i * 4096 + j;
+                        if wc == 1 {
+                            let g = ws[vox];
+                            v.iter_mut().for_each(|e| *e = *e * g + *e);
+                        } else {
+                            for (e, g) in v.iter_mut().zip(&ws[vox * c..][..c]) {
+                                *e = *e * g + *e;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok(x)
+    }
+
+    fn concat(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        if a.n != b.n || a.dims != b.dims {
+            return Err(Error::Shape(format!("concat of {:?} and {:?}", a.dims, b.dims)));
+        }
+        let c = a.c + b.c;
+        let mut out = self.tensor(a.n, c, a.dims);
+        self.install(|| {
+            out.data.par_chunks_mut(c).enumerate().for_each(|(v, dst)| {
+                dst[..a.c].copy_from_slice(&a.data[v * a.c..][..a.c]);
+                dst[a.c..].copy_from_slice(&b.data[v * b.c..][..b.c]);
+            });
+        });
+        Ok(out)
+    }
+}

@@ -1,0 +1,329 @@
+//! 3-D convolution on the CPU: a direct ("implicit GEMM") convolution over a zero-padded
+//! channels-last copy of the input.
+//!
+//! With the input padded to `(H+2ph, W+2pw, D+2pd, Cin)`, every output voxel's window starts at
+//! the same padded coordinates as the voxel itself, so tap `(a, b, c)` of a whole run of output
+//! rows is the same run of padded rows shifted by one constant. A register-tiled micro-kernel
+//! multiplies `MR` consecutive rows by an `NR`-wide panel of packed weights, summing over taps
+//! and input channels with no im2col copy. Rows are taken per output plane `h` in padded
+//! `(w, d)` order; rows whose `d` falls in the padding are computed and dropped (none for
+//! kernels with no extent along D, about 2/D extra otherwise).
+
+use rayon::prelude::*;
+
+use crate::backend::ConvSpec;
+use crate::tensor::{Dims, HostTensor};
+
+/// Output channels per micro-kernel panel (two AVX2 vectors).
+pub const NR: usize = 16;
+/// Rows per micro-kernel call (6x16 uses 12 of the 16 AVX2 registers for accumulators).
+pub const MR: usize = 6;
+
+/// Convolution weights packed for the micro-kernel: `[cout / NR][tap][cin][NR]`, zero-padded to a
+/// whole number of panels; bias likewise.
+pub struct PackedConv {
+    pub spec: ConvSpec,
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub panels: usize,
+}
+
+impl PackedConv {
+    /// `weight` is PyTorch's `(cout, cin, kH, kW, kD)`.
+    pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>) -> Self {
+        let taps = spec.taps();
+        let panels = spec.cout.div_ceil(NR);
+        let mut w = vec![0f32; panels * taps * spec.cin * NR];
+        for co in 0..spec.cout {
+            let (p, j) = (co / NR, co % NR);
+            for ci in 0..spec.cin {
+                for t in 0..taps {
+                    w[((p * taps + t) * spec.cin + ci) * NR + j] = weight[(co * spec.cin + ci) * taps + t];
+                }
+            }
+        }
+        let mut b = vec![0f32; panels * NR];
+        if let Some(bias) = bias {
+            b[..spec.cout].copy_from_slice(&bias[..spec.cout]);
+        }
+        PackedConv { spec, w, bias: b, panels }
+    }
+
+    /// Packs a transposed convolution with kernel = stride as a 1x1 convolution whose output
+    /// channels are `(tap, cout)`: `weight` is PyTorch's `(cin, cout, kH, kW, kD)`.
+    pub fn from_transposed(cin: usize, cout: usize, k: Dims, weight: &[f32], bias: &[f32]) -> Self {
+        let taps = k[0] * k[1] * k[2];
+        let wide = taps * cout;
+        // As a (wide, cin, 1, 1, 1) convolution weight.
+        let mut w = vec![0f32; wide * cin];
+        for ci in 0..cin {
+            for co in 0..cout {
+                for t in 0..taps {
+                    w[(t * cout + co) * cin + ci] = weight[(ci * cout + co) * taps + t];
+                }
+            }
+        }
+        let b: Vec<f32> = (0..wide).map(|i| bias[i % cout]).collect();
+        PackedConv::new(ConvSpec { cin, cout: wide, k: [1, 1, 1], bias: true }, &w, Some(&b))
+    }
+}
+
+/// Geometry of one convolution over a padded input.
+#[derive(Clone, Copy)]
+struct Geometry {
+    dims: Dims,
+    padded: Dims,
+    cin: usize,
+    cout: usize,
+}
+
+/// Copies one sample `(H, W, D, C)` into a zero-padded `(H+2ph, W+2pw, D+2pd, C)` buffer with
+/// `slack` extra zero rows at the end (garbage rows of the last plane read up to `kd - 1` rows
+/// past the padded volume).
+pub fn pad_input(x: &[f32], dims: Dims, c: usize, pad: Dims, out: &mut [f32]) {
+    let padded = [dims[0] + 2 * pad[0], dims[1] + 2 * pad[1], dims[2] + 2 * pad[2]];
+    let plane = padded[1] * padded[2] * c;
+    let (body, tail) = out.split_at_mut(padded[0] * plane);
+    tail.fill(0.0);
+    body.par_chunks_mut(plane).enumerate().for_each(|(hp, dst)| {
+        if hp < pad[0] || hp >= pad[0] + dims[0] {
+            dst.fill(0.0);
+            return;
+        }
+        let h = hp - pad[0];
+        for (wp, run) in dst.chunks_mut(padded[2] * c).enumerate() {
+            if wp < pad[1] || wp >= pad[1] + dims[1] {
+                run.fill(0.0);
+                continue;
+            }
+            let w = wp - pad[1];
+            let src = &x[(h * dims[1] + w) * dims[2] * c..][..dims[2] * c];
+            run[..pad[2] * c].fill(0.0);
+            run[pad[2] * c..][..dims[2] * c].copy_from_slice(src);
+            run[(pad[2] + dims[2]) * c..].fill(0.0);
+        }
+    });
+}
+
+/// Number of floats `pad_input` writes for an input of `dims` x `c`.
+pub fn padded_len(dims: Dims, c: usize, k: Dims) -> usize {
+    let pad = [k[0] / 2, k[1] / 2, k[2] / 2];
+    let padded = [dims[0] + 2 * pad[0], dims[1] + 2 * pad[1], dims[2] + 2 * pad[2]];
+    (padded[0] * padded[1] * padded[2] + k[2]) * c
+}
+
+/// Convolves one sample. `padded` is the output of [`pad_input`] (or the input itself for a
+/// kernel with no padding); `out` is `(H, W, D, cout)`.
+pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32]) {
+    let spec = conv.spec;
+    let pad = spec.pad();
+    let g = Geometry {
+        dims,
+        padded: [dims[0] + 2 * pad[0], dims[1] + 2 * pad[1], dims[2] + 2 * pad[2]],
+        cin: spec.cin,
+        cout: spec.cout,
+    };
+    let k = spec.k;
+    // Row offset of each tap relative to the window origin, in floats.
+    let offsets: Vec<usize> = (0..k[0])
+        .flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| (a, b, c))))
+        .map(|(a, b, c)| ((a * g.padded[1] + b) * g.padded[2] + c) * g.cin)
+        .collect();
+    let plane_out = dims[1] * dims[2] * g.cout;
+    let kernel = select_kernel();
+    out.par_chunks_mut(plane_out).enumerate().for_each(|(h, out_plane)| {
+        conv_plane(padded, &g, conv, &offsets, h, out_plane, kernel);
+    });
+}
+
+type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
+
+fn select_kernel() -> Kernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return avx2::kernel_6x16;
+        }
+    }
+    kernel_generic
+}
+
+fn conv_plane(
+    padded: &[f32],
+    g: &Geometry,
+    conv: &PackedConv,
+    offsets: &[usize],
+    h: usize,
+    out_plane: &mut [f32],
+    kernel: Kernel,
+) {
+    let rows = g.dims[1] * g.padded[2];
+    let plane_base = h * g.padded[1] * g.padded[2] * g.cin;
+    let taps = offsets.len();
+    let panel_len = taps * g.cin * NR;
+    let max_off = offsets.last().copied().unwrap_or(0);
+    let mut acc = [[0f32; NR]; MR];
+    for p in 0..conv.panels {
+        let wpanel = &conv.w[p * panel_len..][..panel_len];
+        let bias = &conv.bias[p * NR..][..NR];
+        let cols = NR.min(g.cout - p * NR);
+        let mut q0 = 0;
+        while q0 < rows {
+            // The last block is shifted back to stay whole; overlapping rows are recomputed identically.
+            let start = if q0 + MR <= rows || rows < MR { q0 } else { rows - MR };
+            let n_rows = MR.min(rows - start);
+            let a_first = plane_base + start * g.cin;
+            if n_rows == MR && a_first + (MR - 1) * g.cin + max_off + g.cin <= padded.len() {
+                // SAFETY: every A row read, `a_first + r*cin + off + ci` for r < MR, off <= max_off,
+                // ci < cin, is inside `padded` (checked above); the weight panel holds taps*cin*NR floats.
+                unsafe { kernel(padded.as_ptr().add(a_first), g.cin, offsets, wpanel.as_ptr(), &mut acc) };
+            } else {
+                kernel_checked(padded, a_first, n_rows, g.cin, offsets, wpanel, &mut acc);
+            }
+            for (r, acc_row) in acc.iter().enumerate().take(n_rows) {
+                let q = start + r;
+                let (w, d) = (q / g.padded[2], q % g.padded[2]);
+                if d >= g.dims[2] {
+                    continue;
+                }
+                let dst = &mut out_plane[(w * g.dims[2] + d) * g.cout + p * NR..][..cols];
+                for j in 0..cols {
+                    dst[j] = acc_row[j] + bias[j];
+                }
+            }
+            q0 = start + MR;
+        }
+    }
+}
+
+/// Portable micro-kernel (any CPU); LLVM vectorises the inner `NR` loop.
+///
+/// # Safety
+/// `a` must be valid for reads at `r*cin + off + ci` for `r < MR`, every `off` in `offsets`,
+/// `ci < cin`; `b` for `offsets.len()*cin*NR` floats.
+unsafe fn kernel_generic(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]) {
+    *acc = [[0.0; NR]; MR];
+    let mut bp = b;
+    for &off in offsets {
+        for ci in 0..cin {
+            let brow = std::slice::from_raw_parts(bp, NR);
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let av = *a.add(r * cin + off + ci);
+                for j in 0..NR {
+                    acc_row[j] += av * brow[j];
+                }
+            }
+            bp = bp.add(NR);
+        }
+    }
+}
+
+/// Bounds-checked kernel for blocks too close to the buffer's end (tiny tensors only).
+fn kernel_checked(
+    padded: &[f32],
+    a_first: usize,
+    n_rows: usize,
+    cin: usize,
+    offsets: &[usize],
+    wpanel: &[f32],
+    acc: &mut [[f32; NR]; MR],
+) {
+    *acc = [[0.0; NR]; MR];
+    for (t, &off) in offsets.iter().enumerate() {
+        for ci in 0..cin {
+            let brow = &wpanel[(t * cin + ci) * NR..][..NR];
+            for (r, acc_row) in acc.iter_mut().enumerate().take(n_rows) {
+                let av = padded.get(a_first + r * cin + off + ci).copied().unwrap_or(0.0);
+                for j in 0..NR {
+                    acc_row[j] += av * brow[j];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// 6x16 AVX2/FMA micro-kernel: 12 accumulator registers, two weight vectors and one broadcast.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; pointers as for `kernel_generic`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]) {
+        let mut c00 = _mm256_setzero_ps();
+        let mut c01 = _mm256_setzero_ps();
+        let mut c10 = _mm256_setzero_ps();
+        let mut c11 = _mm256_setzero_ps();
+        let mut c20 = _mm256_setzero_ps();
+        let mut c21 = _mm256_setzero_ps();
+        let mut c30 = _mm256_setzero_ps();
+        let mut c31 = _mm256_setzero_ps();
+        let mut c40 = _mm256_setzero_ps();
+        let mut c41 = _mm256_setzero_ps();
+        let mut c50 = _mm256_setzero_ps();
+        let mut c51 = _mm256_setzero_ps();
+        let mut bp = b;
+        for &off in offsets {
+            let a0 = a.add(off);
+            let (a1, a2, a3, a4, a5) =
+                (a0.add(cin), a0.add(2 * cin), a0.add(3 * cin), a0.add(4 * cin), a0.add(5 * cin));
+            for ci in 0..cin {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                bp = bp.add(NR);
+                let x = _mm256_broadcast_ss(&*a0.add(ci));
+                c00 = _mm256_fmadd_ps(x, b0, c00);
+                c01 = _mm256_fmadd_ps(x, b1, c01);
+                let x = _mm256_broadcast_ss(&*a1.add(ci));
+                c10 = _mm256_fmadd_ps(x, b0, c10);
+                c11 = _mm256_fmadd_ps(x, b1, c11);
+                let x = _mm256_broadcast_ss(&*a2.add(ci));
+                c20 = _mm256_fmadd_ps(x, b0, c20);
+                c21 = _mm256_fmadd_ps(x, b1, c21);
+                let x = _mm256_broadcast_ss(&*a3.add(ci));
+                c30 = _mm256_fmadd_ps(x, b0, c30);
+                c31 = _mm256_fmadd_ps(x, b1, c31);
+                let x = _mm256_broadcast_ss(&*a4.add(ci));
+                c40 = _mm256_fmadd_ps(x, b0, c40);
+                c41 = _mm256_fmadd_ps(x, b1, c41);
+                let x = _mm256_broadcast_ss(&*a5.add(ci));
+                c50 = _mm256_fmadd_ps(x, b0, c50);
+                c51 = _mm256_fmadd_ps(x, b1, c51);
+            }
+        }
+        let o = acc.as_mut_ptr() as *mut f32;
+        for (r, (lo, hi)) in
+            [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate()
+        {
+            _mm256_storeu_ps(o.add(r * NR), lo);
+            _mm256_storeu_ps(o.add(r * NR + 8), hi);
+        }
+    }
+}
+
+/// Host-tensor convenience used by tests: PyTorch-layout in and out, one thread pool's worth.
+pub fn conv_host(x: &HostTensor, weight: &HostTensor, bias: Option<&[f32]>) -> HostTensor {
+    let (n, cin, dims) = x.ncdims().expect("5-D input");
+    let spec = ConvSpec {
+        cin,
+        cout: weight.shape[0],
+        k: [weight.shape[2], weight.shape[3], weight.shape[4]],
+        bias: bias.is_some(),
+    };
+    let conv = PackedConv::new(spec, &weight.data, bias);
+    let vox = dims[0] * dims[1] * dims[2];
+    let mut out = vec![0f32; n * spec.cout * vox];
+    for s in 0..n {
+        let cl = super::layout::to_channels_last(&x.data[s * cin * vox..][..cin * vox], cin, vox);
+        let mut padded = vec![0f32; padded_len(dims, cin, spec.k)];
+        pad_input(&cl, dims, cin, spec.pad(), &mut padded);
+        let mut o = vec![0f32; vox * spec.cout];
+        conv_sample(&padded, dims, &conv, &mut o);
+        out[s * spec.cout * vox..][..spec.cout * vox]
+            .copy_from_slice(&super::layout::to_channels_first(&o, spec.cout, vox));
+    }
+    HostTensor { shape: vec![n, spec.cout, dims[0], dims[1], dims[2]], data: out }
+}

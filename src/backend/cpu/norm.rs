@@ -1,0 +1,92 @@
+//! Instance normalisation (no affine, eps 1e-5, biased variance) fused with the residual add
+//! and ReLU that follow it everywhere in the network.
+
+use rayon::prelude::*;
+
+pub const EPS: f64 = 1e-5;
+
+/// A channel's statistics: the mean as an unevaluated sum `hi + lo` of two floats (so that
+/// `(x - hi) - lo` keeps float64 accuracy where the mean is large against the spread) and
+/// `1/sqrt(var + eps)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    pub mean_hi: f32,
+    pub mean_lo: f32,
+    pub rstd: f32,
+}
+
+/// Per-channel statistics of one channels-last sample.
+///
+/// Sums run in f64 around a per-channel shift (the mean of the first voxels), so the variance
+/// keeps full precision even where a channel's mean is large against its spread.
+pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
+    let vox = x.len() / c;
+    let probe = vox.min(1024).max(1);
+    let mut shift = vec![0f64; c];
+    for v in x.chunks_exact(c).take(probe) {
+        for ch in 0..c {
+            shift[ch] += v[ch] as f64;
+        }
+    }
+    shift.iter_mut().for_each(|s| *s /= probe as f64);
+    const CHUNK_VOX: usize = 4096;
+    let (sum, sq) = x
+        .par_chunks(CHUNK_VOX * c)
+        .map(|chunk| {
+            let mut s = vec![0f64; c];
+            let mut q = vec![0f64; c];
+            for v in chunk.chunks_exact(c) {
+                for ch in 0..c {
+                    let d = v[ch] as f64 - shift[ch];
+                    s[ch] += d;
+                    q[ch] += d * d;
+                }
+            }
+            (s, q)
+        })
+        .reduce(
+            || (vec![0f64; c], vec![0f64; c]),
+            |(mut s1, mut q1), (s2, q2)| {
+                for ch in 0..c {
+                    s1[ch] += s2[ch];
+                    q1[ch] += q2[ch];
+                }
+                (s1, q1)
+            },
+        );
+    (0..c)
+        .map(|ch| {
+            let m = sum[ch] / vox as f64;
+            let var = (sq[ch] / vox as f64 - m * m).max(0.0);
+            let mean = m + shift[ch];
+            let mean_hi = mean as f32;
+            Stats { mean_hi, mean_lo: (mean - mean_hi as f64) as f32, rstd: (1.0 / (var + EPS).sqrt()) as f32 }
+        })
+        .collect()
+}
+
+/// In place: `x = relu?((x - mean) * rstd + residual)`.
+pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
+    let hi: Vec<f32> = stats.iter().map(|s| s.mean_hi).collect();
+    let lo_: Vec<f32> = stats.iter().map(|s| s.mean_lo).collect();
+    let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
+    const CHUNK_VOX: usize = 4096;
+    let lo = if relu { 0.0 } else { f32::NEG_INFINITY };
+    x.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| match residual {
+        Some(r) => {
+            let r = &r[i * CHUNK_VOX * c..][..chunk.len()];
+            for (v, rv) in chunk.chunks_exact_mut(c).zip(r.chunks_exact(c)) {
+                for ch in 0..c {
+                    v[ch] = ((v[ch] - hi[ch] - lo_[ch]) * rstd[ch] + rv[ch]).max(lo);
+                }
+            }
+        }
+        None => {
+            for v in chunk.chunks_exact_mut(c) {
+                for ch in 0..c {
+                    v[ch] = ((v[ch] - hi[ch] - lo_[ch]) * rstd[ch]).max(lo);
+                }
+            }
+        }
+    });
+}

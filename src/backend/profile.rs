@@ -1,0 +1,202 @@
+//! A backend decorator that times every op, for `fmseg bench --layers`: each call is labelled
+//! with its op, kernel and sizes, and the table lists time and achieved rate per label.
+//! Backends whose ops are asynchronous must make `sync` wait for the device.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::backend::{Backend, ConvSpec, ConvTSpec};
+use crate::error::Result;
+use crate::tensor::{numel, Dims, HostTensor};
+
+/// Prepared weights remember their spec so that timings can be labelled.
+pub struct Labelled<T> {
+    inner: T,
+    spec: ConvSpec,
+}
+
+pub struct LabelledT<T> {
+    inner: T,
+    spec: ConvTSpec,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OpStat {
+    pub calls: usize,
+    pub seconds: f64,
+    pub flops: f64,
+}
+
+pub struct Profiled<B: Backend> {
+    pub inner: B,
+    sync: Box<dyn Fn(&B) + Send + Sync>,
+    stats: Mutex<HashMap<String, OpStat>>,
+    clock: Clock,
+}
+
+/// What a timing measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Elapsed time.
+    Wall,
+    /// CPU time of the whole process (all threads): on a loaded machine, with one worker
+    /// thread, this is the op's own cost.
+    ProcessCpu,
+}
+
+impl Clock {
+    pub fn now(self) -> f64 {
+        match self {
+            Clock::Wall => {
+                static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+                START.get_or_init(Instant::now).elapsed().as_secs_f64()
+            }
+            Clock::ProcessCpu => process_cpu_seconds(),
+        }
+    }
+}
+
+/// CPU time consumed by this process so far, in seconds.
+pub fn process_cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9;
+        }
+    }
+    0.0
+}
+
+impl<B: Backend> Profiled<B> {
+    /// `sync` waits for all queued work of the backend (a no-op for the CPU).
+    pub fn new(inner: B, sync: impl Fn(&B) + Send + Sync + 'static) -> Self {
+        Profiled { inner, sync: Box::new(sync), stats: Mutex::new(HashMap::new()), clock: Clock::Wall }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn timed<R>(&self, label: impl FnOnce() -> String, flops: f64, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        (self.sync)(&self.inner);
+        let t0 = self.clock.now();
+        let r = f()?;
+        (self.sync)(&self.inner);
+        let dt = self.clock.now() - t0;
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let e = s.entry(label()).or_default();
+        e.calls += 1;
+        e.seconds += dt;
+        e.flops += flops;
+        Ok(r)
+    }
+
+    /// Timings by label, slowest first.
+    pub fn table(&self) -> Vec<(String, OpStat)> {
+        let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = s.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+        v
+    }
+
+    pub fn reset(&self) {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+fn dims_label(d: Dims) -> String {
+    format!("{}x{}x{}", d[0], d[1], d[2])
+}
+
+impl<B: Backend> Backend for Profiled<B> {
+    type Tensor = B::Tensor;
+    type Conv = Labelled<B::Conv>;
+    type ConvT = LabelledT<B::ConvT>;
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn upload(&self, x: &HostTensor) -> Result<B::Tensor> {
+        self.timed(|| "upload".into(), 0.0, || self.inner.upload(x))
+    }
+    fn download(&self, x: &B::Tensor) -> Result<HostTensor> {
+        self.timed(|| "download".into(), 0.0, || self.inner.download(x))
+    }
+    fn shape(&self, x: &B::Tensor) -> (usize, usize, Dims) {
+        self.inner.shape(x)
+    }
+    fn prepare_conv(&self, spec: ConvSpec, w: &HostTensor, b: Option<&HostTensor>) -> Result<Self::Conv> {
+        Ok(Labelled { inner: self.inner.prepare_conv(spec, w, b)?, spec })
+    }
+    fn prepare_conv_t(&self, spec: ConvTSpec, w: &HostTensor, b: &HostTensor) -> Result<Self::ConvT> {
+        Ok(LabelledT { inner: self.inner.prepare_conv_t(spec, w, b)?, spec })
+    }
+    fn conv(&self, x: &B::Tensor, c: &Self::Conv) -> Result<B::Tensor> {
+        let (n, _, d) = self.inner.shape(x);
+        let s = c.spec;
+        let flops = 2.0 * (n * numel(d) * s.cin * s.cout * s.taps()) as f64;
+        self.timed(
+            || format!("conv {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
+            flops,
+            || self.inner.conv(x, &c.inner),
+        )
+    }
+    fn instance_norm(&self, x: B::Tensor, r: Option<&B::Tensor>, relu: bool) -> Result<B::Tensor> {
+        let (_, c, d) = self.inner.shape(&x);
+        self.timed(|| format!("instance_norm {c}ch @{}", dims_label(d)), 0.0, || self.inner.instance_norm(x, r, relu))
+    }
+    fn conv_norm(&self, x: &B::Tensor, c: &Self::Conv, r: Option<&B::Tensor>, relu: bool) -> Result<B::Tensor> {
+        let (n, _, d) = self.inner.shape(x);
+        let s = c.spec;
+        let flops = 2.0 * (n * numel(d) * s.cin * s.cout * s.taps()) as f64;
+        self.timed(
+            || format!("conv+norm {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
+            flops,
+            || self.inner.conv_norm(x, &c.inner, r, relu),
+        )
+    }
+    fn max_pool(&self, x: &B::Tensor, k: Dims) -> Result<B::Tensor> {
+        let (_, c, d) = self.inner.shape(x);
+        self.timed(|| format!("max_pool {} {c}ch @{}", dims_label(k), dims_label(d)), 0.0, || self.inner.max_pool(x, k))
+    }
+    fn adaptive_avg_pool(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
+        let (_, c, d) = self.inner.shape(x);
+        self.timed(
+            || format!("adaptive_avg_pool {c}ch @{}", dims_label(d)),
+            0.0,
+            || self.inner.adaptive_avg_pool(x, o),
+        )
+    }
+    fn resize_trilinear(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
+        let (_, c, _) = self.inner.shape(x);
+        self.timed(|| format!("resize_trilinear {c}ch @{}", dims_label(o)), 0.0, || self.inner.resize_trilinear(x, o))
+    }
+    fn up_add(&self, x: &B::Tensor, ct: &Self::ConvT, skip: &B::Tensor) -> Result<B::Tensor> {
+        let (n, _, d) = self.inner.shape(x);
+        let s = ct.spec;
+        let flops = 2.0 * (n * numel(d) * s.cin * s.cout * numel(s.k)) as f64;
+        self.timed(
+            || format!("up_add {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
+            flops,
+            || self.inner.up_add(x, &ct.inner, skip),
+        )
+    }
+    fn sum(&self, xs: &[&B::Tensor], relu: bool) -> Result<B::Tensor> {
+        self.timed(|| "sum".into(), 0.0, || self.inner.sum(xs, relu))
+    }
+    fn sigmoid_sum(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
+        let (_, _, d) = self.inner.shape(a);
+        self.timed(|| format!("sigmoid_sum @{}", dims_label(d)), 0.0, || self.inner.sigmoid_sum(a, b))
+    }
+    fn attend(&self, x: B::Tensor, w: &B::Tensor) -> Result<B::Tensor> {
+        let (_, c, d) = self.inner.shape(&x);
+        self.timed(|| format!("attend {c}ch @{}", dims_label(d)), 0.0, || self.inner.attend(x, w))
+    }
+    fn concat(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
+        self.timed(|| "concat".into(), 0.0, || self.inner.concat(a, b))
+    }
+}

@@ -1,0 +1,136 @@
+//! `fmseg bench`: patches per second and milliseconds per patch of the network, peak memory,
+//! and optionally the time per layer against its arithmetic.
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::profile::{Clock, Profiled};
+use crate::backend::Backend as _;
+use crate::engine::Engine;
+use crate::model::init::{random_input, random_state_dict};
+use crate::tensor::Dims;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// cpu (cuda comes with the GPU engine).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Worker threads for the CPU engine (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Batch sizes to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<usize>,
+    /// Patch size H,W,D.
+    #[arg(long, value_delimiter = ',', default_value = "192,192,16")]
+    pub dims: Vec<usize>,
+    /// Timed repetitions per batch size (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Weights file (.pth, .safetensors, frozen); default: seeded random weights.
+    #[arg(long)]
+    pub weights: Option<std::path::PathBuf>,
+    /// Also print the time per layer.
+    #[arg(long)]
+    pub layers: bool,
+    /// Measure process CPU time instead of elapsed time (for a loaded machine; use with
+    /// --threads 1 to get each op's own cost).
+    #[arg(long)]
+    pub cpu_time: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.device != "cpu" {
+        bail!("--device {}: this build benchmarks the CPU engine only", args.device);
+    }
+    let dims: Dims = args.dims.as_slice().try_into().context("--dims takes three sizes H,W,D")?;
+    let sd = match &args.weights {
+        Some(p) => bail!("--weights {}: weights loading lands with the weights module", p.display()),
+        None => random_state_dict(0),
+    };
+    let cpu = CpuBackend::new(args.threads)?;
+    let threads = cpu.threads();
+    let flops = crate::model::catalog::forward_flops(dims);
+    let mut rows = Vec::new();
+    let clock = if args.cpu_time { Clock::ProcessCpu } else { Clock::Wall };
+    if args.layers {
+        let engine = Engine::new(Profiled::new(cpu, |_| {}).with_clock(clock), &sd)?;
+        let x = random_input(1, 1, dims);
+        engine.logits(&x)?;
+        engine.backend().reset();
+        let t0 = clock.now();
+        engine.logits(&x)?;
+        let total = clock.now() - t0;
+        print_layers(&engine.backend().table(), total);
+        return Ok(());
+    }
+    let engine = Engine::new(cpu, &sd)?;
+    for &n in &args.batch {
+        let x = random_input(n as u64, n, dims);
+        engine.logits(&x)?; // warm-up: buffers and page faults
+        let mut times = Vec::with_capacity(args.iters);
+        for _ in 0..args.iters.max(1) {
+            let t0 = clock.now();
+            let y = engine.logits(&x)?;
+            times.push(clock.now() - t0);
+            std::hint::black_box(y);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        rows.push((n, median, times[0]));
+    }
+    let peak = peak_rss_bytes();
+    if args.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, med, best)| {
+                serde_json::json!({"batch": n, "ms_per_patch": med * 1e3 / *n as f64, "best_ms_per_patch": best * 1e3 / *n as f64,
+                "patches_per_s": *n as f64 / med, "gflops": flops * *n as f64 / med / 1e9})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"device": engine.backend().name(), "threads": threads, "dims": dims,
+            "gflop_per_patch": flops / 1e9, "peak_rss_bytes": peak, "results": v})
+        );
+        return Ok(());
+    }
+    println!("device: {}   patch {}x{}x{}   {:.1} GFLOP/patch", engine.backend().name(), dims[0], dims[1], dims[2], flops / 1e9);
+    println!("{:>6} {:>14} {:>14} {:>12} {:>10}", "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s");
+    for (n, med, best) in rows {
+        println!(
+            "{:>6} {:>14.1} {:>14.1} {:>12.3} {:>10.1}",
+            n,
+            med * 1e3 / n as f64,
+            best * 1e3 / n as f64,
+            n as f64 / med,
+            flops * n as f64 / med / 1e9
+        );
+    }
+    match peak {
+        Some(b) => println!("peak memory (RSS high-water mark): {:.0} MiB", b as f64 / (1 << 20) as f64),
+        None => println!("peak memory: unavailable on this OS"),
+    }
+    Ok(())
+}
+
+fn print_layers(table: &[(String, crate::backend::profile::OpStat)], total: f64) {
+    println!("{:>9} {:>6} {:>7} {:>9}  op", "ms", "%", "calls", "GFLOP/s");
+    for (label, s) in table {
+        let rate = if s.flops > 0.0 { format!("{:.1}", s.flops / s.seconds / 1e9) } else { "-".into() };
+        println!("{:>9.2} {:>6.1} {:>7} {:>9}  {label}", s.seconds * 1e3, 100.0 * s.seconds / total, s.calls, rate);
+    }
+    println!("{:>9.2} total", total * 1e3);
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

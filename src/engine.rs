@@ -1,0 +1,77 @@
+//! The one entry point for inference: weights resident on a backend, `forward(batch)` in
+//! PyTorch layout, logits and attention maps out. The pipeline, the benches, the CLI and an
+//! embedding application all go through it.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::{unet25d, Output, Unet25d};
+use crate::tensor::HostTensor;
+use crate::weights::StateDict;
+
+pub struct Engine<B: Backend> {
+    backend: B,
+    model: Unet25d<B>,
+}
+
+impl<B: Backend> Engine<B> {
+    /// Prepares the network's weights on `backend` (packed, converted or uploaded once).
+    pub fn new(backend: B, weights: &StateDict) -> Result<Self> {
+        let model = Unet25d::new(&backend, weights)?;
+        Ok(Engine { backend, model })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn model(&self) -> &Unet25d<B> {
+        &self.model
+    }
+
+    /// Logits `(N, 2, H, W, D)` and the maps `w0, w1, w2` for an input `(N, 1, H, W, D)`.
+    pub fn forward(&self, x: &HostTensor) -> Result<Output<HostTensor>> {
+        self.forward_probed(x, &mut |_, _| Ok(()))
+    }
+
+    /// As [`Engine::forward`], handing each stage output (PyTorch layout) to `probe`.
+    pub fn forward_probed(
+        &self,
+        x: &HostTensor,
+        probe: &mut dyn FnMut(&str, HostTensor) -> Result<()>,
+    ) -> Result<Output<HostTensor>> {
+        check_input(x)?;
+        let be = &self.backend;
+        let xt = be.upload(x)?;
+        let out = self.model.forward_probed(be, &xt, &mut |name, t| probe(name, be.download(t)?))?;
+        Ok(Output {
+            logits: be.download(&out.logits)?,
+            w0: be.download(&out.w0)?,
+            w1: be.download(&out.w1)?,
+            w2: be.download(&out.w2)?,
+        })
+    }
+
+    /// Logits only, staying on the backend until the end (no map downloads).
+    pub fn logits(&self, x: &HostTensor) -> Result<HostTensor> {
+        check_input(x)?;
+        let be = &self.backend;
+        let out = self.model.forward(be, &be.upload(x)?)?;
+        be.download(&out.logits)
+    }
+}
+
+/// A network input: `(N, 1, H, W, D)`, `N >= 1`, H, W >= 192, D >= 16, finite values.
+pub fn check_input(x: &HostTensor) -> Result<()> {
+    let (n, c, dims) = x.ncdims()?;
+    if n == 0 {
+        return Err(Error::Shape("empty batch".into()));
+    }
+    unet25d::check_input(c, dims)?;
+    if let Some(i) = x.first_non_finite() {
+        let count = x.data.iter().filter(|v| !v.is_finite()).count();
+        return Err(Error::Value(format!(
+            "input holds {count} non-finite value(s) (NaN or Inf), the first at flat index {i}"
+        )));
+    }
+    Ok(())
+}
