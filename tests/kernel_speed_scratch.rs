@@ -1,5 +1,5 @@
 //! TEMPORARY: micro-kernel ceiling on cache-resident data, thread CPU time.
-use fmseg::backend::cpu::conv::{pad_input, padded_len, conv_sample, PackedConv};
+use fmseg::backend::cpu::conv::{conv_sample, pad_input, padded_len, PackedConv};
 use fmseg::backend::ConvSpec;
 
 fn cpu_time() -> f64 {
@@ -12,7 +12,13 @@ fn cpu_time() -> f64 {
 #[ignore]
 fn kernel_ceiling() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    for (dims, cin, cout, k) in [([8, 24, 16], 32, 32, [3, 3, 1]), ([192, 192, 16], 32, 32, [3, 3, 1]), ([12, 12, 8], 256, 256, [3, 3, 3]), ([24, 24, 16], 128, 128, [3, 3, 3]), ([48,48,16],64,64,[3,3,1])] {
+    for (dims, cin, cout, k) in [
+        ([8, 24, 16], 32, 32, [3, 3, 1]),
+        ([192, 192, 16], 32, 32, [3, 3, 1]),
+        ([12, 12, 8], 256, 256, [3, 3, 3]),
+        ([24, 24, 16], 128, 128, [3, 3, 3]),
+        ([48, 48, 16], 64, 64, [3, 3, 1]),
+    ] {
         let spec = ConvSpec { cin, cout, k, bias: true };
         let w: Vec<f32> = (0..cout * cin * spec.taps()).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
         let conv = PackedConv::new(spec, &w, None);

@@ -165,11 +165,7 @@ impl<B: Backend> Backend for Profiled<B> {
     }
     fn adaptive_avg_pool(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
         let (_, c, d) = self.inner.shape(x);
-        self.timed(
-            || format!("adaptive_avg_pool {c}ch @{}", dims_label(d)),
-            0.0,
-            || self.inner.adaptive_avg_pool(x, o),
-        )
+        self.timed(|| format!("adaptive_avg_pool {c}ch @{}", dims_label(d)), 0.0, || self.inner.adaptive_avg_pool(x, o))
     }
     fn resize_trilinear(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
         let (_, c, _) = self.inner.shape(x);

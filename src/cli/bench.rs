@@ -99,7 +99,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("device: {}   patch {}x{}x{}   {:.1} GFLOP/patch", engine.backend().name(), dims[0], dims[1], dims[2], flops / 1e9);
+    println!(
+        "device: {}   patch {}x{}x{}   {:.1} GFLOP/patch",
+        engine.backend().name(),
+        dims[0],
+        dims[1],
+        dims[2],
+        flops / 1e9
+    );
     println!("{:>6} {:>14} {:>14} {:>12} {:>10}", "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s");
     for (n, med, best) in rows {
         println!(

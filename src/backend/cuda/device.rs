@@ -1,7 +1,8 @@
 //! The CUDA device: driver discovery, context and stream, the embedded kernel modules (loaded
 //! lazily, once) and kernel launches. Every driver call's result is checked and turned into an
 //! [`Error::Device`] that says what failed; debug builds (and `FMSEG_CUDA_SYNC=1`) synchronise
-//! after every launch so a faulting kernel is named at its launch.
+//! after every launch so a faulting kernel is named at its launch (`FMSEG_CUDA_SYNC=0` turns
+//! that off).
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -94,7 +95,11 @@ impl Device {
         // One stream and stream-ordered reuse: cudarc's per-buffer event tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(|e| derr("cannot create a CUDA stream", e))?;
-        let sync_each_launch = cfg!(debug_assertions) || std::env::var_os("FMSEG_CUDA_SYNC").is_some_and(|v| v != "0");
+        // FMSEG_CUDA_SYNC=1 / 0 forces the per-launch check on / off (benchmarks of test builds).
+        let sync_each_launch = match std::env::var("FMSEG_CUDA_SYNC") {
+            Ok(v) => v != "0",
+            Err(_) => cfg!(debug_assertions),
+        };
         Ok(Device {
             ctx,
             stream,
