@@ -129,6 +129,23 @@ const KERNELS: [Dims; 8] = [[3, 3, 1], [1, 1, 3], [3, 3, 3], [3, 1, 1], [1, 3, 1
 // ---------------------------------------------------------------------------------------
 // device
 
+/// Needs no GPU: with FMSEG_REQUIRE_KERNELS=1 (scripts/gpu-check.sh packing), a build whose
+/// kernels were not compiled fails here instead of skipping every GPU test on the GPU machine.
+#[test]
+fn kernels_are_embedded() {
+    let required = std::env::var("FMSEG_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
+    if !fmseg::backend::cuda::KERNELS_BUILT {
+        assert!(!required, "this build has no CUDA kernels (nvcc was not found by build.rs)");
+        eprintln!("SKIPPED: this build has no CUDA kernels");
+        return;
+    }
+    for m in fmseg::backend::cuda::Module::ALL {
+        assert!(!m.ptx().is_empty() && m.cubin_sm90a().len() > 1000, "module {} is empty", m.name());
+        assert!(m.ptx().contains(".target sm_80"), "module {}: PTX target", m.name());
+    }
+    eprintln!("{}", fmseg::backend::cuda::KERNEL_RESOURCES);
+}
+
 #[test]
 fn name_reports_gpu_and_compute_capability() {
     let Some(be) = gpu() else { return };
@@ -616,18 +633,64 @@ fn read_safetensors(path: &std::path::Path) -> Vec<(String, HostTensor)> {
     out
 }
 
-#[test]
-fn network_reference_checkpoint_matches_fixture() {
-    let Some(dir) = gpu_fixtures() else { return };
-    let Some(be) = gpu() else { return };
+const CASES: [&str; 2] = ["case_seed0_192x192x16.safetensors", "case_seed0_200x232x18.safetensors"];
+
+/// The packed checkpoint, checked against the parameter catalog (every key, every shape).
+fn load_packed_weights(dir: &std::path::Path) -> StateDict {
     let mut sd = StateDict::new();
     for (k, t) in read_safetensors(&dir.join("weights_seed0.safetensors")) {
         sd.insert(k, t);
     }
+    for (key, shape) in fmseg::model::catalog::tensor_keys() {
+        let t = sd.get(&key).unwrap_or_else(|| panic!("packed weights lack {key}"));
+        assert_eq!(t.shape, shape, "packed weights: {key}");
+        assert!(t.first_non_finite().is_none(), "packed weights: {key} has non-finite values");
+    }
+    sd
+}
+
+fn load_case(dir: &std::path::Path, case: &str) -> Vec<(String, HostTensor)> {
+    let t = read_safetensors(&dir.join(case));
+    let input = t.iter().find(|(n, _)| n == "input").unwrap_or_else(|| panic!("{case}: no input"));
+    let logits = t.iter().find(|(n, _)| n == "logits").unwrap_or_else(|| panic!("{case}: no logits"));
+    let (n, c, d) = input.1.ncdims().unwrap();
+    assert_eq!((n, c), (1, 1), "{case}: input shape");
+    assert_eq!(logits.1.shape, vec![1, 2, d[0], d[1], d[2]], "{case}: logits shape");
+    t
+}
+
+/// Needs no GPU: checks the files scripts/gpu-check.sh packed (run there before they travel).
+#[test]
+fn packed_fixtures_are_valid() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let sd = load_packed_weights(&dir);
+    eprintln!("packed weights: {} tensors", sd.len());
+    for case in CASES {
+        let t = load_case(&dir, case);
+        eprintln!("{case}: {:?}", t.iter().map(|(n, v)| (n.as_str(), v.shape.clone())).collect::<Vec<_>>());
+    }
+}
+
+/// Needs no GPU: the float32 CPU engine on the packed (fp16-rounded) weights and input. Shows
+/// how much of the GPU's error budget the fp16 rounding of weights and input alone takes.
+#[test]
+fn cpu_engine_on_packed_fixtures() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let engine = Engine::new(CpuBackend::new(0).unwrap(), &load_packed_weights(&dir)).unwrap();
+    let t = load_case(&dir, CASES[0]);
+    let get = |k: &str| t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let logits = engine.logits(&get("input")).unwrap();
+    compare_logits("CPU engine, fp16-rounded weights and input", &logits, &get("logits"));
+}
+
+#[test]
+fn network_reference_checkpoint_matches_fixture() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let sd = load_packed_weights(&dir);
+    let Some(be) = gpu() else { return };
     let engine = Engine::new(be, &sd).unwrap();
-    for case in ["case_seed0_192x192x16.safetensors", "case_seed0_200x232x18.safetensors"] {
-        let path = dir.join(case);
-        let t = read_safetensors(&path);
+    for case in CASES {
+        let t = load_case(&dir, case);
         let get = |k: &str| {
             t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{case}: no {k}"))
         };

@@ -71,7 +71,13 @@ impl Device {
                 "no CUDA driver found (libcuda.so is not installed or not on the library path)".into(),
             ));
         }
-        cu::init().map_err(|e| derr("cannot initialise the CUDA driver", e))?;
+        cu::init().map_err(|e| {
+            if e.0 == sys::CUresult::CUDA_ERROR_NO_DEVICE {
+                Error::Device("no CUDA GPU found (the driver is installed but reports no device)".into())
+            } else {
+                derr("cannot initialise the CUDA driver", e)
+            }
+        })?;
         let count = cu::device::get_count().map_err(|e| derr("cannot count CUDA devices", e))?;
         if count <= 0 {
             return Err(Error::Device("no CUDA GPU found".into()));
