@@ -45,10 +45,13 @@ extern "C" __global__ void window_accumulate_f32(const __grid_constant__ WindowP
     }
 }
 
-// acc[c][v] /= wsum[v].
+// acc[c][v] /= wsum[v]; voxels no window covered (none, with the pipeline's window grid) get 0.
 extern "C" __global__ void window_normalise_f32(const __grid_constant__ WindowParams p) {
     const size_t vvox = (size_t)p.h * p.w * p.d;
-    for (size_t e = gtid(); e < vvox * p.c; e += gstride()) p.acc[e] /= p.wsum[e % vvox];
+    for (size_t e = gtid(); e < vvox * p.c; e += gstride()) {
+        const float w = p.wsum[e % vvox];
+        p.acc[e] = w > 0.f ? p.acc[e] / w : 0.f;
+    }
 }
 
 // In-place softmax over the channels of acc (C, H, W, D).

@@ -8,7 +8,7 @@ the epilogue's stores, tile statistics and the transposed variant's scatter with
 padding). Copies land either at issue or as late as cp.async.wait_group allows, so reusing a
 stage too early shows up as a mismatch. It mirrors the CUDA source by hand: keep the two in step.
 
-    python3 scripts/emulate_conv_mma.py [--seed N]
+    python3 scripts/emulate/conv_mma.py [--seed N]
 """
 import argparse
 import itertools
