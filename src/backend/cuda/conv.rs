@@ -115,36 +115,11 @@ impl CudaBackend {
         if spec.k.iter().any(|&k| k == 0 || k % 2 == 0) {
             return Err(Error::Shape(format!("{what}: 'same' padding needs odd kernel sizes")));
         }
-        let (cin, cout, taps) = (spec.cin, spec.cout, spec.taps());
+        let (cin, cout) = (spec.cin, spec.cout);
         let kernel = ConvKernel::choose(cin, cout);
-        // PyTorch's (cout, cin, taps) -> (cout, taps, cin): each output channel's K row runs over
-        // taps, then input channels, matching the kernels' k-tile order.
-        let at = |co: usize, t: usize, ci: usize| w.data[(co * cin + ci) * taps + t];
         let (wt, wf) = match kernel {
-            ConvKernel::Mma { .. } => {
-                let mut v = Vec::with_capacity(cout * taps * cin);
-                for co in 0..cout {
-                    for t in 0..taps {
-                        for ci in 0..cin {
-                            v.push(f16::from_f32(at(co, t, ci)));
-                        }
-                    }
-                }
-                (Some(self.upload_slice(&v)?), None)
-            }
-            ConvKernel::Direct { cob } => {
-                let padded = cout.div_ceil(cob) * cob;
-                let mut v = vec![0f32; padded * taps * cin];
-                for co in 0..cout {
-                    for t in 0..taps {
-                        for ci in 0..cin {
-                            // Same fp16 rounding of the weights as the tensor-core path.
-                            v[(co * taps + t) * cin + ci] = f16::from_f32(at(co, t, ci)).to_f32();
-                        }
-                    }
-                }
-                (None, Some(self.upload_slice(&v)?))
-            }
+            ConvKernel::Mma { .. } => (Some(self.upload_slice(&pack_mma_weights(&spec, &w.data))?), None),
+            ConvKernel::Direct { cob } => (None, Some(self.upload_slice(&pack_direct_weights(&spec, &w.data, cob))?)),
         };
         let bias = b.map(|b| self.upload_slice(&b.data)).transpose()?;
         Ok(CudaConv { spec, kernel, wt, wf, bias })
@@ -155,7 +130,6 @@ impl CudaBackend {
         check_weight(&what, w, &spec.weight_shape())?;
         check_bias(&what, b, spec.cout)?;
         let (cin, cout) = (spec.cin, spec.cout);
-        let offs = numel(spec.k);
         let bn = match ConvKernel::choose(cin, cout) {
             ConvKernel::Mma { bn } => bn,
             ConvKernel::Direct { .. } => {
@@ -165,15 +139,7 @@ impl CudaBackend {
                 )))
             }
         };
-        // PyTorch (cin, cout, offsets) -> (offsets, cout, cin).
-        let mut v = Vec::with_capacity(offs * cout * cin);
-        for o in 0..offs {
-            for co in 0..cout {
-                for ci in 0..cin {
-                    v.push(f16::from_f32(w.data[(ci * cout + co) * offs + o]));
-                }
-            }
-        }
+        let v = pack_convt_weights(&spec, &w.data);
         Ok(CudaConvT { spec, bn, wt: self.upload_slice(&v)?, bias: self.upload_slice(&b.data)? })
     }
 
@@ -296,6 +262,51 @@ impl CudaBackend {
     }
 }
 
+/// PyTorch's `(cout, cin, taps)` -> fp16 `(cout, taps, cin)`: each output channel's GEMM row
+/// runs over taps, then input channels, the kernels' k-tile order.
+pub(crate) fn pack_mma_weights(spec: &ConvSpec, w: &[f32]) -> Vec<f16> {
+    let (cin, cout, taps) = (spec.cin, spec.cout, spec.taps());
+    let mut v = Vec::with_capacity(cout * taps * cin);
+    for co in 0..cout {
+        for t in 0..taps {
+            for ci in 0..cin {
+                v.push(f16::from_f32(w[(co * cin + ci) * taps + t]));
+            }
+        }
+    }
+    v
+}
+
+/// PyTorch's `(cout, cin, taps)` -> f32 `(cout padded to cob, taps, cin)`, rounded through fp16
+/// like the tensor-core path so both kernels compute the same function; padding channels are 0.
+pub(crate) fn pack_direct_weights(spec: &ConvSpec, w: &[f32], cob: usize) -> Vec<f32> {
+    let (cin, cout, taps) = (spec.cin, spec.cout, spec.taps());
+    let mut v = vec![0f32; cout.div_ceil(cob) * cob * taps * cin];
+    for co in 0..cout {
+        for t in 0..taps {
+            for ci in 0..cin {
+                v[(co * taps + t) * cin + ci] = f16::from_f32(w[(co * cin + ci) * taps + t]).to_f32();
+            }
+        }
+    }
+    v
+}
+
+/// PyTorch's transposed weight `(cin, cout, offsets)` -> fp16 `(offsets, cout, cin)`: one GEMM
+/// B matrix per kernel offset.
+pub(crate) fn pack_convt_weights(spec: &ConvTSpec, w: &[f32]) -> Vec<f16> {
+    let (cin, cout, offs) = (spec.cin, spec.cout, numel(spec.k));
+    let mut v = Vec::with_capacity(offs * cout * cin);
+    for o in 0..offs {
+        for co in 0..cout {
+            for ci in 0..cin {
+                v.push(f16::from_f32(w[(ci * cout + co) * offs + o]));
+            }
+        }
+    }
+    v
+}
+
 /// Dynamic shared memory of conv_mma.cu: the A and B stages, the input's per-channel
 /// (scale, shift), and the statistics reduction (4 warps x BN sums + BN means).
 fn mma_smem(bn: usize, cin: usize) -> usize {
@@ -321,6 +332,36 @@ mod tests {
             }
             if let LayerKind::ConvT(s) = l.kind {
                 assert!(matches!(ConvKernel::choose(s.cin, s.cout), ConvKernel::Mma { .. }), "{}", l.prefix);
+            }
+        }
+    }
+
+    #[test]
+    fn weight_packing_puts_input_channels_innermost() {
+        // Weight value = its PyTorch flat index, so every packed slot names where it came from.
+        let spec = ConvSpec { cin: 3, cout: 5, k: [3, 1, 2], bias: false };
+        let w: Vec<f32> = (0..5 * 3 * 6).map(|i| i as f32).collect();
+        let m = pack_mma_weights(&spec, &w);
+        let d = pack_direct_weights(&spec, &w, 8);
+        assert_eq!(d.len(), 8 * 6 * 3);
+        for co in 0..5 {
+            for t in 0..6 {
+                for ci in 0..3 {
+                    let want = ((co * 3 + ci) * 6 + t) as f32;
+                    assert_eq!(m[(co * 6 + t) * 3 + ci].to_f32(), want);
+                    assert_eq!(d[(co * 6 + t) * 3 + ci], want);
+                }
+            }
+        }
+        assert!(d[5 * 6 * 3..].iter().all(|&v| v == 0.0), "padding channels are zero");
+        let ts = ConvTSpec { cin: 4, cout: 2, k: [2, 2, 1] };
+        let w: Vec<f32> = (0..4 * 2 * 4).map(|i| i as f32).collect();
+        let p = pack_convt_weights(&ts, &w);
+        for o in 0..4 {
+            for co in 0..2 {
+                for ci in 0..4 {
+                    assert_eq!(p[(o * 2 + co) * 4 + ci].to_f32(), ((ci * 2 + co) * 4 + o) as f32);
+                }
             }
         }
     }

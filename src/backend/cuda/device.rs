@@ -200,8 +200,8 @@ impl Device {
                 self.max_dynamic_smem()
             )));
         }
-        let f = self.function(module, name)?;
         self.bind()?;
+        let f = self.function(module, name)?;
         let mut p = *params;
         let mut args = [&mut p as *mut P as *mut c_void];
         unsafe { cu::launch_kernel(f.0, grid, block, smem as u32, self.stream.cu_stream(), &mut args) }.map_err(
