@@ -75,3 +75,51 @@ pub fn check_input(x: &HostTensor) -> Result<()> {
     }
     Ok(())
 }
+
+/// Where to run: parsed from `--device cpu|cuda|auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The multi-threaded CPU engine (float32).
+    Cpu,
+    /// The FP16 CUDA engine; an error if no usable GPU is present.
+    Cuda,
+    /// CUDA when a usable GPU is present, else the CPU.
+    Auto,
+}
+
+/// An engine on whichever device was chosen at run time.
+pub enum AnyEngine {
+    Cpu(Engine<crate::backend::cpu::CpuBackend>),
+}
+
+impl AnyEngine {
+    /// Builds the engine for `device` with `threads` CPU workers (0 = all cores).
+    pub fn new(device: Device, threads: usize, weights: &StateDict) -> Result<Self> {
+        match device {
+            Device::Cpu | Device::Auto => {
+                Ok(AnyEngine::Cpu(Engine::new(crate::backend::cpu::CpuBackend::new(threads)?, weights)?))
+            }
+            Device::Cuda => Err(Error::Device(
+                "this build of fmseg has no CUDA engine (built without the `cuda` feature or without nvcc)".into(),
+            )),
+        }
+    }
+
+    pub fn device_name(&self) -> String {
+        match self {
+            AnyEngine::Cpu(e) => e.backend().name(),
+        }
+    }
+
+    pub fn forward(&self, x: &HostTensor) -> Result<Output<HostTensor>> {
+        match self {
+            AnyEngine::Cpu(e) => e.forward(x),
+        }
+    }
+
+    pub fn logits(&self, x: &HostTensor) -> Result<HostTensor> {
+        match self {
+            AnyEngine::Cpu(e) => e.logits(x),
+        }
+    }
+}

@@ -189,3 +189,48 @@ fn shape_errors_are_errors_not_panics() {
     let conv = be.prepare_conv(ConvSpec { cin: 5, cout: 2, k: [1, 1, 1], bias: false }, &w, None).unwrap();
     assert!(be.conv(&x, &conv).is_err());
 }
+
+#[test]
+fn fused_conv_norm_matches_conv_then_norm() {
+    let be = backend();
+    let mut rng = Rng::fresh("conv_norm");
+    for (k, cin, cout, res, relu) in [
+        ([3, 3, 1], 5, 16, true, true),
+        ([1, 1, 3], 8, 33, false, true),
+        ([3, 1, 1], 16, 1, false, false),
+        ([1, 1, 1], 32, 2, true, false),
+    ] {
+        let dims = [7, 9, 5];
+        let x = rng.tensor(&[2, cin, dims[0], dims[1], dims[2]]);
+        let w = rng.tensor(&[cout, cin, k[0], k[1], k[2]]);
+        let b = rng.tensor(&[cout]);
+        let r = rng.tensor(&[2, cout, dims[0], dims[1], dims[2]]);
+        let conv = be.prepare_conv(ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
+        let rt = be.upload(&r).unwrap();
+        let y = be.conv_norm(&be.upload(&x).unwrap(), &conv, res.then_some(&rt), relu).unwrap();
+        let want = reference::instance_norm(&reference::conv3d(&x, &w, Some(&b.data)), res.then_some(&r), relu);
+        check(&format!("conv_norm k={k:?} {cin}->{cout} res={res} relu={relu}"), &be.download(&y).unwrap(), &want, TOL);
+    }
+}
+
+#[test]
+fn winograd_in_plane_3x3_matches_reference_on_odd_sizes() {
+    let be = backend();
+    let direct = CpuBackend::new(2).unwrap().with_winograd(false);
+    let mut rng = Rng::fresh("winograd");
+    for (dims, cin, cout) in [([7, 9, 6], 8, 5), ([5, 4, 7], 17, 33), ([2, 3, 16], 32, 32), ([9, 2, 6], 40, 70), ([3, 5, 13], 12, 16)] {
+        let x = rng.tensor(&[2, cin, dims[0], dims[1], dims[2]]);
+        let w = rng.tensor(&[cout, cin, 3, 3, 1]);
+        let b = rng.tensor(&[cout]);
+        let spec = ConvSpec { cin, cout, k: [3, 3, 1], bias: true };
+        let want = reference::conv3d(&x, &w, Some(&b.data));
+        for (name, be) in [("winograd", &be), ("direct", &direct)] {
+            let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+            let xt = be.upload(&x).unwrap();
+            let y = be.download(&be.conv(&xt, &conv).unwrap()).unwrap();
+            check(&format!("{name} 3x3x1 {cin}->{cout} dims={dims:?}"), &y, &want, TOL);
+            let y = be.download(&be.conv_norm(&xt, &conv, None, true).unwrap()).unwrap();
+            check(&format!("{name} 3x3x1+norm {cin}->{cout} dims={dims:?}"), &y, &reference::instance_norm(&want, None, true), TOL);
+        }
+    }
+}

@@ -49,7 +49,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let dims: Dims = args.dims.as_slice().try_into().context("--dims takes three sizes H,W,D")?;
     let sd = match &args.weights {
-        Some(p) => bail!("--weights {}: weights loading lands with the weights module", p.display()),
+        Some(p) => crate::weights::load_canonical(p)?,
         None => random_state_dict(0),
     };
     let cpu = CpuBackend::new(args.threads)?;

@@ -1,6 +1,8 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
 pub mod bench;
+pub mod convert_weights;
+pub mod forward;
 
 use clap::{Parser, Subcommand};
 
@@ -15,10 +17,16 @@ pub struct Cli {
 pub enum Command {
     /// Time the network: ms per patch, patches/s, peak memory, time per layer.
     Bench(bench::BenchArgs),
+    /// One network pass on a tensor file (.npy / .safetensors): logits and attention maps out.
+    Forward(forward::ForwardArgs),
+    /// Convert network weights between .pth, safetensors and the frozen format, checking them.
+    ConvertWeights(convert_weights::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::ConvertWeights(a) => convert_weights::run(a),
+        Command::Forward(a) => forward::run(a),
     }
 }

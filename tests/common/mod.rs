@@ -60,3 +60,46 @@ impl Rng {
         fmseg::tensor::HostTensor { shape: shape.to_vec(), data: (0..n).map(|_| self.uniform()).collect() }
     }
 }
+
+/// A reference case fixture (`case_seed0_*.safetensors`): float tensors, probe indices and
+/// float64 probe values, read with their own dtypes (indices exceed float32's exact integers).
+pub struct Case {
+    bytes: Vec<u8>,
+}
+
+impl Case {
+    pub fn open(path: &std::path::Path) -> Case {
+        Case { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+    fn view(&self, key: &str) -> (Vec<usize>, Vec<u8>, safetensors::Dtype) {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("fixture is safetensors");
+        let v = st.tensor(key).unwrap_or_else(|_| panic!("fixture has no tensor {key}"));
+        (v.shape().to_vec(), v.data().to_vec(), v.dtype())
+    }
+    pub fn f32(&self, key: &str) -> fmseg::tensor::HostTensor {
+        let (shape, data, dt) = self.view(key);
+        assert_eq!(dt, safetensors::Dtype::F32, "{key}");
+        let data = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        fmseg::tensor::HostTensor::new(shape, data).unwrap()
+    }
+    pub fn f64(&self, key: &str) -> Vec<f64> {
+        let (_, data, dt) = self.view(key);
+        assert_eq!(dt, safetensors::Dtype::F64, "{key}");
+        data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+    pub fn i64(&self, key: &str) -> Vec<i64> {
+        let (_, data, dt) = self.view(key);
+        assert_eq!(dt, safetensors::Dtype::I64, "{key}");
+        data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+}
+
+/// Relative L2 error of f32 values against float64 references.
+pub fn rel_l2_f64(got: &[f32], want: &[f64]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w).powi(2);
+        den += w * w;
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}

@@ -112,9 +112,14 @@ pub fn padded_len(dims: Dims, c: usize, k: Dims) -> usize {
     (padded[0] * padded[1] * padded[2] + k[2]) * c
 }
 
+/// Per-channel sums of a conv output, `(sum x, sum x^2)` in f64: the instance norm's statistics,
+/// gathered while the output is still in registers.
+pub type ChannelSums = Vec<(f64, f64)>;
+
 /// Convolves one sample. `padded` is the output of [`pad_input`] (or the input itself for a
-/// kernel with no padding); `out` is `(H, W, D, cout)`.
-pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32]) {
+/// kernel with no padding); `out` is `(H, W, D, cout)`. With `sums`, also returns the output's
+/// per-channel sums.
+pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32], sums: bool) -> Option<ChannelSums> {
     let spec = conv.spec;
     let pad = spec.pad();
     let g = Geometry {
@@ -131,14 +136,99 @@ pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32
         .collect();
     let plane_out = dims[1] * dims[2] * g.cout;
     let kernel = select_kernel();
-    out.par_chunks_mut(plane_out).enumerate().for_each(|(h, out_plane)| {
-        conv_plane(padded, &g, conv, &offsets, h, out_plane, kernel);
-    });
+    let narrow = g.cout <= NARROW_COUT;
+    let plane = |(h, out_plane): (usize, &mut [f32])| {
+        let mut acc = sums.then(|| vec![(0f64, 0f64); g.cout]);
+        if narrow {
+            conv_plane_narrow(padded, &g, conv, &offsets, h, out_plane);
+            if let Some(acc) = acc.as_mut() {
+                for v in out_plane.chunks_exact(g.cout) {
+                    for (a, &x) in acc.iter_mut().zip(v) {
+                        a.0 += x as f64;
+                        a.1 += x as f64 * x as f64;
+                    }
+                }
+            }
+        } else {
+            conv_plane(padded, &g, conv, &offsets, h, out_plane, kernel, acc.as_deref_mut());
+        }
+        acc
+    };
+    if !sums {
+        out.par_chunks_mut(plane_out).enumerate().for_each(|p| {
+            plane(p);
+        });
+        return None;
+    }
+    let zero = || vec![(0f64, 0f64); g.cout];
+    let total =
+        out.par_chunks_mut(plane_out).enumerate().map(|p| plane(p).unwrap_or_else(zero)).reduce(zero, |mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.0 += y.0;
+                x.1 += y.1;
+            }
+            a
+        });
+    Some(total)
 }
 
-type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
+/// Output channels up to which the dot-product path beats a zero-padded 16-wide panel.
+const NARROW_COUT: usize = 4;
 
-fn select_kernel() -> Kernel {
+/// Convolution to very few output channels (the attention maps' 1, the logits' 2): one dot
+/// product per output over `taps x cin`, vectorised over 8 input channels at a time.
+fn conv_plane_narrow(
+    padded: &[f32],
+    g: &Geometry,
+    conv: &PackedConv,
+    offsets: &[usize],
+    h: usize,
+    out_plane: &mut [f32],
+) {
+    let plane_base = h * g.padded[1] * g.padded[2] * g.cin;
+    let taps = offsets.len();
+    // Unpack to [cout][tap][cin] for contiguous dot products.
+    let mut wt = vec![0f32; g.cout * taps * g.cin];
+    for co in 0..g.cout {
+        for t in 0..taps {
+            for ci in 0..g.cin {
+                wt[(co * taps + t) * g.cin + ci] = conv.w[((co / NR * taps + t) * g.cin + ci) * NR + co % NR];
+            }
+        }
+    }
+    let (chunks8, rem) = (g.cin / 8, g.cin % 8);
+    for w in 0..g.dims[1] {
+        for d in 0..g.dims[2] {
+            let a_base = plane_base + (w * g.padded[2] + d) * g.cin;
+            let mut lanes = [[0f32; 8]; NARROW_COUT];
+            let mut tail = [0f32; NARROW_COUT];
+            for (t, &off) in offsets.iter().enumerate() {
+                let a = &padded[a_base + off..][..g.cin];
+                let (a8, ar) = a.as_chunks::<8>();
+                for co in 0..g.cout {
+                    let wv = &wt[(co * taps + t) * g.cin..][..g.cin];
+                    let (w8, wr) = wv.as_chunks::<8>();
+                    for (x, y) in a8[..chunks8].iter().zip(&w8[..chunks8]) {
+                        for i in 0..8 {
+                            lanes[co][i] += x[i] * y[i];
+                        }
+                    }
+                    for (x, y) in ar[..rem].iter().zip(&wr[..rem]) {
+                        tail[co] += x * y;
+                    }
+                }
+            }
+            let dst = &mut out_plane[(w * g.dims[2] + d) * g.cout..][..g.cout];
+            for (co, o) in dst.iter_mut().enumerate() {
+                *o = lanes[co].iter().sum::<f32>() + tail[co] + conv.bias[co];
+            }
+        }
+    }
+}
+
+pub(crate) type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
+
+pub(crate) fn select_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -148,6 +238,7 @@ fn select_kernel() -> Kernel {
     kernel_generic
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv_plane(
     padded: &[f32],
     g: &Geometry,
@@ -156,6 +247,7 @@ fn conv_plane(
     h: usize,
     out_plane: &mut [f32],
     kernel: Kernel,
+    mut sums: Option<&mut [(f64, f64)]>,
 ) {
     let rows = g.dims[1] * g.padded[2];
     let plane_base = h * g.padded[1] * g.padded[2] * g.cin;
@@ -168,6 +260,8 @@ fn conv_plane(
         let bias = &conv.bias[p * NR..][..NR];
         let cols = NR.min(g.cout - p * NR);
         let mut q0 = 0;
+        // Rows already counted in the sums (the shifted last block recomputes a few).
+        let mut counted = 0;
         while q0 < rows {
             // The last block is shifted back to stay whole; overlapping rows are recomputed identically.
             let start = if q0 + MR <= rows || rows < MR { q0 } else { rows - MR };
@@ -190,7 +284,17 @@ fn conv_plane(
                 for j in 0..cols {
                     dst[j] = acc_row[j] + bias[j];
                 }
+                if let Some(sums) = sums.as_deref_mut() {
+                    if q >= counted {
+                        for (j, &v) in dst.iter().enumerate() {
+                            let s = &mut sums[p * NR + j];
+                            s.0 += v as f64;
+                            s.1 += v as f64 * v as f64;
+                        }
+                    }
+                }
             }
+            counted = start + n_rows;
             q0 = start + MR;
         }
     }
@@ -321,7 +425,7 @@ pub fn conv_host(x: &HostTensor, weight: &HostTensor, bias: Option<&[f32]>) -> H
         let mut padded = vec![0f32; padded_len(dims, cin, spec.k)];
         pad_input(&cl, dims, cin, spec.pad(), &mut padded);
         let mut o = vec![0f32; vox * spec.cout];
-        conv_sample(&padded, dims, &conv, &mut o);
+        conv_sample(&padded, dims, &conv, &mut o, false);
         out[s * spec.cout * vox..][..spec.cout * vox]
             .copy_from_slice(&super::layout::to_channels_first(&o, spec.cout, vox));
     }

@@ -8,6 +8,7 @@ pub mod norm;
 pub mod pool;
 pub mod reference;
 pub mod resize;
+pub mod winograd;
 
 use std::sync::Arc;
 
@@ -36,6 +37,13 @@ impl CpuTensor {
     }
 }
 
+/// Convolution weights on the CPU: packed for the direct kernel, and Winograd-transformed for
+/// in-plane 3x3 kernels (used where the tensor suits it).
+pub struct CpuConv {
+    pub direct: PackedConv,
+    pub winograd: Option<winograd::WinogradConv>,
+}
+
 pub struct CpuConvT {
     spec: ConvTSpec,
     packed: PackedConv,
@@ -46,6 +54,7 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     buffers: Arc<Pool>,
     threads: usize,
+    winograd: bool,
 }
 
 impl CpuBackend {
@@ -57,7 +66,14 @@ impl CpuBackend {
             .thread_name(|i| format!("fmseg-cpu-{i}"))
             .build()
             .map_err(|e| Error::Device(format!("cannot start {threads} CPU worker threads: {e}")))?;
-        Ok(CpuBackend { pool, buffers: Arc::new(Pool::default()), threads })
+        Ok(CpuBackend { pool, buffers: Arc::new(Pool::default()), threads, winograd: true })
+    }
+
+    /// Turns Winograd F(2x2,3x3) for in-plane 3x3 convolutions on or off (on by default; off,
+    /// every convolution is a direct summation).
+    pub fn with_winograd(mut self, on: bool) -> Self {
+        self.winograd = on;
+        self
     }
 
     pub fn threads(&self) -> usize {
@@ -87,24 +103,38 @@ impl CpuBackend {
         Ok(CpuTensor { n, c, dims, data: Buffer::new(data, Some(self.buffers.clone())) })
     }
 
-    fn conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor) {
+    /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
+    fn conv_into(&self, x: &CpuTensor, cv: &CpuConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
+        let out_len = out.sample_len();
+        if let Some(wg) = cv.winograd.as_ref().filter(|w| self.winograd && winograd::WinogradConv::suits(&w.spec, x.dims)) {
+            return (0..x.n)
+                .flat_map(|s| wg.conv_sample(x.sample(s), x.dims, &mut out.data[s * out_len..][..out_len], sums))
+                .collect();
+        }
+        self.direct_conv_into(x, &cv.direct, out, sums)
+    }
+
+    fn direct_conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
         let spec = conv.spec;
         let needs_pad = spec.k.iter().any(|&k| k > 1);
         let mut scratch = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
         let out_len = out.sample_len();
+        let mut all = Vec::new();
         for s in 0..x.n {
             let dst = &mut out.data[s * out_len..][..out_len];
-            match scratch.as_mut() {
+            let r = match scratch.as_mut() {
                 Some(p) => {
                     conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
-                    conv::conv_sample(p, x.dims, conv, dst);
+                    conv::conv_sample(p, x.dims, conv, dst, sums)
                 }
-                None => conv::conv_sample(x.sample(s), x.dims, conv, dst),
-            }
+                None => conv::conv_sample(x.sample(s), x.dims, conv, dst, sums),
+            };
+            all.extend(r);
         }
         if let Some(p) = scratch {
             self.buffers.give(p);
         }
+        all
     }
 }
 
@@ -120,7 +150,7 @@ fn same_shape(a: &CpuTensor, b: &CpuTensor, what: &str) -> Result<()> {
 
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
-    type Conv = PackedConv;
+    type Conv = CpuConv;
     type ConvT = CpuConvT;
 
     fn name(&self) -> String {
@@ -155,7 +185,7 @@ impl Backend for CpuBackend {
         (x.n, x.c, x.dims)
     }
 
-    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<PackedConv> {
+    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<CpuConv> {
         if weight.shape != spec.weight_shape() {
             return Err(Error::Shape(format!("conv weight {:?}, expected {:?}", weight.shape, spec.weight_shape())));
         }
@@ -164,7 +194,10 @@ impl Backend for CpuBackend {
                 return Err(Error::Shape(format!("conv bias {:?}, expected [{}]", b.shape, spec.cout)));
             }
         }
-        Ok(PackedConv::new(spec, &weight.data, bias.map(|b| b.data.as_slice())))
+        let bias = bias.map(|b| b.data.as_slice());
+        let winograd = (spec.k == [3, 3, 1] && spec.cin >= 8 && spec.cout > 4)
+            .then(|| winograd::WinogradConv::new(spec, &weight.data, bias));
+        Ok(CpuConv { direct: PackedConv::new(spec, &weight.data, bias), winograd })
     }
 
     fn prepare_conv_t(&self, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CpuConvT> {
@@ -183,12 +216,41 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn conv(&self, x: &CpuTensor, conv: &PackedConv) -> Result<CpuTensor> {
-        if x.c != conv.spec.cin {
-            return Err(Error::Shape(format!("conv expects {} input channels, got {}", conv.spec.cin, x.c)));
+    fn conv(&self, x: &CpuTensor, conv: &CpuConv) -> Result<CpuTensor> {
+        let spec = conv.direct.spec;
+        if x.c != spec.cin {
+            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
         }
-        let mut out = self.tensor(x.n, conv.spec.cout, x.dims);
-        self.install(|| self.conv_into(x, conv, &mut out));
+        let mut out = self.tensor(x.n, spec.cout, x.dims);
+        self.install(|| self.conv_into(x, conv, &mut out, false));
+        Ok(out)
+    }
+
+    /// The statistics come from the conv's epilogue, so the output is read once more only to be
+    /// normalised in place.
+    fn conv_norm(
+        &self,
+        x: &CpuTensor,
+        conv: &CpuConv,
+        residual: Option<&CpuTensor>,
+        relu: bool,
+    ) -> Result<CpuTensor> {
+        let spec = conv.direct.spec;
+        if x.c != spec.cin {
+            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
+        }
+        let mut out = self.tensor(x.n, spec.cout, x.dims);
+        if let Some(r) = residual {
+            same_shape(&out, r, "instance norm residual")?;
+        }
+        let (len, c, vox) = (out.sample_len(), out.c, numel(out.dims));
+        self.install(|| {
+            let sums = self.conv_into(x, conv, &mut out, true);
+            for (s, sums) in sums.iter().enumerate() {
+                let stats = norm::stats_from_sums(sums, vox);
+                norm::apply(&mut out.data[s * len..][..len], c, &stats, residual.map(|r| r.sample(s)), relu);
+            }
+        });
         Ok(out)
     }
 
@@ -266,7 +328,7 @@ impl Backend for CpuBackend {
         let mut wide = self.tensor(x.n, ct.packed.spec.cout, x.dims);
         let mut out = self.tensor(x.n, cout, sd);
         self.install(|| {
-            self.conv_into(x, &ct.packed, &mut wide);
+            self.direct_conv_into(x, &ct.packed, &mut wide, false);
             let wl = wide.sample_len();
             let ol = out.sample_len();
             for s in 0..x.n {

@@ -65,28 +65,61 @@ pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
         .collect()
 }
 
+/// Statistics from per-channel sums over `count` voxels (see `conv::conv_sample`).
+pub fn stats_from_sums(sums: &[(f64, f64)], count: usize) -> Vec<Stats> {
+    sums.iter()
+        .map(|&(s, q)| {
+            let mean = s / count as f64;
+            let var = (q / count as f64 - mean * mean).max(0.0);
+            let mean_hi = mean as f32;
+            Stats { mean_hi, mean_lo: (mean - mean_hi as f64) as f32, rstd: (1.0 / (var + EPS).sqrt()) as f32 }
+        })
+        .collect()
+}
+
 /// In place: `x = relu?((x - mean) * rstd + residual)`.
 pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
     let hi: Vec<f32> = stats.iter().map(|s| s.mean_hi).collect();
-    let lo_: Vec<f32> = stats.iter().map(|s| s.mean_lo).collect();
+    let lo: Vec<f32> = stats.iter().map(|s| s.mean_lo).collect();
     let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
     const CHUNK_VOX: usize = 4096;
-    let lo = if relu { 0.0 } else { f32::NEG_INFINITY };
-    x.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| match residual {
-        Some(r) => {
-            let r = &r[i * CHUNK_VOX * c..][..chunk.len()];
-            for (v, rv) in chunk.chunks_exact_mut(c).zip(r.chunks_exact(c)) {
-                for ch in 0..c {
-                    v[ch] = ((v[ch] - hi[ch] - lo_[ch]) * rstd[ch] + rv[ch]).max(lo);
-                }
-            }
-        }
-        None => {
-            for v in chunk.chunks_exact_mut(c) {
-                for ch in 0..c {
-                    v[ch] = ((v[ch] - hi[ch] - lo_[ch]) * rstd[ch]).max(lo);
-                }
-            }
+    x.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| {
+        let res = residual.map(|r| &r[i * CHUNK_VOX * c..][..chunk.len()]);
+        for (v, k) in chunk.chunks_exact_mut(c).enumerate() {
+            let r = res.map(|r| &r[v * c..][..c]);
+            normalise_voxel(k, &hi, &lo, &rstd, r, relu);
         }
     });
+}
+
+#[inline(always)]
+fn normalise_voxel(v: &mut [f32], hi: &[f32], lo: &[f32], rstd: &[f32], res: Option<&[f32]>, relu: bool) {
+    let n = v.len();
+    let (hi, lo, rstd) = (&hi[..n], &lo[..n], &rstd[..n]);
+    match (res, relu) {
+        (Some(r), true) => {
+            let r = &r[..n];
+            for j in 0..n {
+                let y = (v[j] - hi[j] - lo[j]) * rstd[j] + r[j];
+                v[j] = if y > 0.0 { y } else { 0.0 };
+            }
+        }
+        (Some(r), false) => {
+            let r = &r[..n];
+            for j in 0..n {
+                v[j] = (v[j] - hi[j] - lo[j]) * rstd[j] + r[j];
+            }
+        }
+        (None, true) => {
+            for j in 0..n {
+                let y = (v[j] - hi[j] - lo[j]) * rstd[j];
+                v[j] = if y > 0.0 { y } else { 0.0 };
+            }
+        }
+        (None, false) => {
+            for j in 0..n {
+                v[j] = (v[j] - hi[j] - lo[j]) * rstd[j];
+            }
+        }
+    }
 }

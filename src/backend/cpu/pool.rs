@@ -5,31 +5,46 @@ use rayon::prelude::*;
 use crate::backend::cpu::reference::adaptive_window;
 use crate::tensor::Dims;
 
+/// For each output `(oh, ow)` the sources are `k0 * k1` runs of `D * C` contiguous floats;
+/// reducing whole runs elementwise keeps the inner loop a straight vector max.
 pub fn max_pool(x: &[f32], dims: Dims, c: usize, k: Dims, out: &mut [f32]) {
     let od = [dims[0] / k[0], dims[1] / k[1], dims[2] / k[2]];
-    out.par_chunks_mut(od[1] * od[2] * c).enumerate().for_each(|(oh, plane)| {
-        for ow in 0..od[1] {
-            for oz in 0..od[2] {
-                let dst = &mut plane[(ow * od[2] + oz) * c..][..c];
-                dst.fill(f32::NEG_INFINITY);
-                for a in 0..k[0] {
-                    for b in 0..k[1] {
-                        for cc in 0..k[2] {
-                            let (h, w, z) = (oh * k[0] + a, ow * k[1] + b, oz * k[2] + cc);
-                            let src = &x[((h * dims[1] + w) * dims[2] + z) * c..][..c];
-                            for ch in 0..c {
-                                // NaN propagates like PyTorch's max pool.
-                                let v = src[ch];
-                                if v > dst[ch] || v.is_nan() {
-                                    dst[ch] = v;
+    let run = od[2] * c;
+    out.par_chunks_mut(od[1] * run).enumerate().for_each(|(oh, plane)| {
+        for (ow, dst) in plane.chunks_exact_mut(run).enumerate() {
+            let mut first = true;
+            for a in 0..k[0] {
+                for b in 0..k[1] {
+                    let (h, w) = (oh * k[0] + a, ow * k[1] + b);
+                    let src = &x[(h * dims[1] + w) * dims[2] * c..][..dims[2] * c];
+                    for cc in 0..k[2] {
+                        // Output z takes source z*kd + cc: a strided view when kd > 1.
+                        for (oz, d) in dst.chunks_exact_mut(c).enumerate() {
+                            let s = &src[(oz * k[2] + cc) * c..][..c];
+                            if first {
+                                d.copy_from_slice(s);
+                            } else {
+                                for (dv, &sv) in d.iter_mut().zip(s) {
+                                    *dv = max_nan(*dv, sv);
                                 }
                             }
                         }
+                        first = false;
                     }
                 }
             }
         }
     });
+}
+
+/// Max that propagates NaN, like PyTorch's pooling.
+#[inline(always)]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
 }
 
 pub fn adaptive_avg_pool(x: &[f32], dims: Dims, c: usize, od: Dims, out: &mut [f32]) {

@@ -1,0 +1,51 @@
+//! Criterion benches of the CPU engine: the whole network on one 192x192x16 patch (throughput in
+//! patches), and its hottest layers (throughput in FLOP... reported as elements = multiply-adds).
+//!
+//!     cargo bench --bench cpu            # all
+//!     cargo bench --bench cpu -- forward # the whole network only
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fmseg::backend::cpu::CpuBackend;
+use fmseg::backend::{Backend, ConvSpec};
+use fmseg::engine::Engine;
+use fmseg::model::catalog::PATCH;
+use fmseg::model::init::{random_input, random_state_dict};
+
+fn forward(c: &mut Criterion) {
+    let engine = Engine::new(CpuBackend::new(0).unwrap(), &random_state_dict(0)).unwrap();
+    let x = random_input(1, 1, PATCH);
+    let mut g = c.benchmark_group("cpu");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("forward_192x192x16_patch", |b| b.iter(|| engine.logits(&x).unwrap()));
+    g.finish();
+}
+
+fn layers(c: &mut Criterion) {
+    let be = CpuBackend::new(0).unwrap();
+    let mut g = c.benchmark_group("cpu_layers");
+    g.sample_size(10);
+    for (cin, cout, k, dims) in [
+        (32, 32, [3, 3, 1], [192, 192, 16]),
+        (32, 32, [1, 1, 3], [192, 192, 16]),
+        (128, 128, [3, 3, 3], [24, 24, 16]),
+        (256, 256, [3, 3, 3], [12, 12, 8]),
+    ] {
+        let spec = ConvSpec { cin, cout, k, bias: true };
+        let sd = random_input(7, 1, [cout * cin, k[0] * k[1], k[2]]);
+        let w = fmseg::tensor::HostTensor::new(spec.weight_shape(), sd.data).unwrap();
+        let b = fmseg::tensor::HostTensor::new(vec![cout], vec![0.1; cout]).unwrap();
+        let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+        let mut x = random_input(1, 1, [dims[0], dims[1], dims[2] * cin]);
+        x.shape = vec![1, cin, dims[0], dims[1], dims[2]];
+        let xt = be.upload(&x).unwrap();
+        let macs = (dims[0] * dims[1] * dims[2] * cin * cout * spec.taps()) as u64;
+        g.throughput(Throughput::Elements(macs));
+        let name = format!("conv_norm_{}x{}x{}_{cin}to{cout}_at_{}x{}x{}", k[0], k[1], k[2], dims[0], dims[1], dims[2]);
+        g.bench_function(name, |bch| bch.iter(|| be.conv_norm(&xt, &conv, None, true).unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forward, layers);
+criterion_main!(benches);

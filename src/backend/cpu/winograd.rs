@@ -1,0 +1,229 @@
+//! In-plane 3x3 convolutions (`(3,3,1)` kernels, the network's most common) by Winograd's
+//! F(2x2, 3x3): 16 multiplies per 2x2 output tile and input channel instead of 36.
+//!
+//! The kernel has no extent along D, so every `(d, channel)` pair of a tile position is an
+//! independent 2-D problem: the input and output transforms run over contiguous `D * C` vectors
+//! of the channels-last layout, and the 16 element-wise products become 16 small GEMMs
+//! (rows = tiles x D, K = cin, N = cout) on the same register-tiled micro-kernel as the direct
+//! convolution. Tiles are processed a few at a time so transformed data stays in L2. The
+//! transforms use only 0, +-1/2, +-1, so float32 error stays within a few ulps of direct
+//! summation. Zero padding is applied while gathering, so no padded copy is made.
+
+use rayon::prelude::*;
+
+use super::conv::{select_kernel, ChannelSums, Kernel, MR, NR};
+use crate::backend::ConvSpec;
+use crate::tensor::Dims;
+
+/// Tiles per block: `TILES * D` GEMM rows per block (48 for D = 16, a multiple of MR).
+const TILES: usize = 3;
+
+/// Transformed weights `U = G g G^T`, packed `[16][panel][cin][NR]`.
+pub struct WinogradConv {
+    pub spec: ConvSpec,
+    u: Vec<f32>,
+    bias: Vec<f32>,
+    panels: usize,
+}
+
+impl WinogradConv {
+    /// Whether a convolution runs faster this way than directly.
+    pub fn suits(spec: &ConvSpec, dims: Dims) -> bool {
+        spec.k == [3, 3, 1] && spec.cin >= 8 && spec.cout > 4 && dims[2] >= MR && dims[0] >= 2 && dims[1] >= 2
+    }
+
+    /// `weight` is PyTorch's `(cout, cin, 3, 3, 1)`.
+    pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>) -> Self {
+        assert_eq!(spec.k, [3, 3, 1]);
+        let panels = spec.cout.div_ceil(NR);
+        let mut u = vec![0f32; 16 * panels * spec.cin * NR];
+        for co in 0..spec.cout {
+            for ci in 0..spec.cin {
+                let g = &weight[(co * spec.cin + ci) * 9..][..9];
+                // G g G^T with G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], in f64.
+                let gm = |r: usize, c: usize| g[r * 3 + c] as f64;
+                let mut t = [[0f64; 3]; 4]; // G g
+                for c in 0..3 {
+                    t[0][c] = gm(0, c);
+                    t[1][c] = 0.5 * (gm(0, c) + gm(1, c) + gm(2, c));
+                    t[2][c] = 0.5 * (gm(0, c) - gm(1, c) + gm(2, c));
+                    t[3][c] = gm(2, c);
+                }
+                for (xi, row) in t.iter().enumerate() {
+                    let v = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
+                    for (nu, &val) in v.iter().enumerate() {
+                        let e = xi * 4 + nu;
+                        u[((e * panels + co / NR) * spec.cin + ci) * NR + co % NR] = val as f32;
+                    }
+                }
+            }
+        }
+        let mut b = vec![0f32; spec.cout];
+        if let Some(bias) = bias {
+            b.copy_from_slice(&bias[..spec.cout]);
+        }
+        WinogradConv { spec, u, bias: b, panels }
+    }
+
+    /// Convolves one channels-last sample `x` of `dims` into `out`; with `sums`, also returns the
+    /// output's per-channel `(sum, sum of squares)`.
+    pub fn conv_sample(&self, x: &[f32], dims: Dims, out: &mut [f32], sums: bool) -> Option<ChannelSums> {
+        let cout = self.spec.cout;
+        let plane_out = dims[1] * dims[2] * cout;
+        let kernel = select_kernel();
+        let zero = || vec![(0f64, 0f64); cout];
+        let rows = out.par_chunks_mut(2 * plane_out).enumerate().map(|(th, pair)| {
+            let mut acc = sums.then(zero);
+            self.tile_row(x, dims, th, pair, kernel, acc.as_deref_mut());
+            acc
+        });
+        if !sums {
+            rows.for_each(drop);
+            return None;
+        }
+        Some(rows.map(|a| a.unwrap_or_else(zero)).reduce(zero, |mut a, b| {
+            for (p, q) in a.iter_mut().zip(b) {
+                p.0 += q.0;
+                p.1 += q.1;
+            }
+            a
+        }))
+    }
+
+    /// One row of tiles: output rows `2*th` and `2*th + 1` (the second may not exist).
+    fn tile_row(
+        &self,
+        x: &[f32],
+        dims: Dims,
+        th: usize,
+        out: &mut [f32],
+        kernel: Kernel,
+        mut sums: Option<&mut [(f64, f64)]>,
+    ) {
+        let (cin, cout, d) = (self.spec.cin, self.spec.cout, dims[2]);
+        let (lin, lout) = (d * cin, d * cout);
+        let tiles_w = dims[1].div_ceil(2);
+        let out_rows = out.len() / (dims[1] * lout);
+        let zeros = vec![0f32; lin];
+        let mut v = vec![0f32; 16 * TILES * lin];
+        let mut scratch = vec![0f32; 16 * lin];
+        let mut ybuf: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; lout]);
+        let mut m = vec![0f32; 16 * TILES * lout];
+        let mut acc = [[0f32; NR]; MR];
+        let mut tw0 = 0;
+        while tw0 < tiles_w {
+            let nt = TILES.min(tiles_w - tw0);
+            // Input transform V = B^T P B per tile, over contiguous (d, ci) vectors.
+            for t in 0..nt {
+                let tw = tw0 + t;
+                let src = |i: usize, j: usize| -> &[f32] {
+                    let (h, w) = ((2 * th + i) as isize - 1, (2 * tw + j) as isize - 1);
+                    if h < 0 || w < 0 || h >= dims[0] as isize || w >= dims[1] as isize {
+                        &zeros
+                    } else {
+                        &x[(h as usize * dims[1] + w as usize) * lin..][..lin]
+                    }
+                };
+                let p: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| src(i, j)));
+                input_transform(&p, &mut v, t * lin, TILES * lin, lin, &mut scratch);
+            }
+            // 16 GEMMs: M[e] (rows = nt * D) = V[e] (rows x cin) * U[e] (cin x cout).
+            let rows = nt * d;
+            for e in 0..16 {
+                let ve = &v[e * TILES * lin..][..rows * cin];
+                let me = &mut m[e * TILES * lout..][..rows * cout];
+                for p in 0..self.panels {
+                    let up = &self.u[((e * self.panels + p) * cin) * NR..][..cin * NR];
+                    let cols = NR.min(cout - p * NR);
+                    let mut r0 = 0;
+                    while r0 < rows {
+                        let start = if r0 + MR <= rows { r0 } else { rows - MR };
+                        // SAFETY: rows >= MR (D >= MR, checked by `suits`), so rows start..start+MR
+                        // of `ve` (cin floats each) exist; `up` holds cin*NR floats.
+                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, &[0], up.as_ptr(), &mut acc) };
+                        for (r, a) in acc.iter().enumerate() {
+                            me[(start + r) * cout + p * NR..][..cols].copy_from_slice(&a[..cols]);
+                        }
+                        r0 = start + MR;
+                    }
+                }
+            }
+            // Output transform Y = A^T M A (one vectorised pass over (d, co)), bias, stats, store.
+            for t in 0..nt {
+                let tw = tw0 + t;
+                let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * TILES * lout + t * lout..][..lout]);
+                let [y00, y01, y10, y11] = &mut ybuf;
+                let (y00, y01, y10, y11) = (&mut y00[..lout], &mut y01[..lout], &mut y10[..lout], &mut y11[..lout]);
+                for l in 0..lout {
+                    let c: [[f32; 2]; 4] = std::array::from_fn(|xi| {
+                        let (a, b, cc, d) = (mt[4 * xi][l], mt[4 * xi + 1][l], mt[4 * xi + 2][l], mt[4 * xi + 3][l]);
+                        [a + b + cc, b - cc - d]
+                    });
+                    y00[l] = c[0][0] + c[1][0] + c[2][0];
+                    y01[l] = c[0][1] + c[1][1] + c[2][1];
+                    y10[l] = c[1][0] - c[2][0] - c[3][0];
+                    y11[l] = c[1][1] - c[2][1] - c[3][1];
+                }
+                let w0 = 2 * tw;
+                let targets = [(0, 0, &*y00), (0, 1, &*y01), (1, 0, &*y10), (1, 1, &*y11)];
+                for (a, b, y) in targets {
+                    if a >= out_rows || w0 + b >= dims[1] {
+                        continue;
+                    }
+                    let dst = &mut out[(a * dims[1] + w0 + b) * lout..][..lout];
+                    for (dc, yc) in dst.chunks_exact_mut(cout).zip(y.chunks_exact(cout)) {
+                        for ((o, &v), &bv) in dc.iter_mut().zip(yc).zip(&self.bias) {
+                            *o = v + bv;
+                        }
+                    }
+                    if let Some(s) = sums.as_deref_mut() {
+                        for dc in dst.chunks_exact(cout) {
+                            for (acc, &v) in s.iter_mut().zip(dc) {
+                                acc.0 += v as f64;
+                                acc.1 += v as f64 * v as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            tw0 += nt;
+        }
+    }
+}
+
+/// `V[e] = (B^T P B)[xi][nu]` with `B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]`,
+/// written at `v[e * stride + offset ..][..len]`.
+/// `scratch` holds `16 * len` floats.
+fn input_transform(p: &[[&[f32]; 4]; 4], v: &mut [f32], offset: usize, stride: usize, len: usize, scratch: &mut [f32]) {
+    // Rows first: r[i][j] = (B^T P)[i][j], stored at scratch[(4i + j) * len ..].
+    for j in 0..4 {
+        let (p0, p1, p2, p3) = (&p[0][j][..len], &p[1][j][..len], &p[2][j][..len], &p[3][j][..len]);
+        let (r0, rest) = scratch[j * len..].split_at_mut(len);
+        let r1 = &mut rest[3 * len..][..len];
+        for l in 0..len {
+            r0[l] = p0[l] - p2[l];
+            r1[l] = p1[l] + p2[l];
+        }
+        let (r2, rest) = scratch[(8 + j) * len..].split_at_mut(len);
+        let r3 = &mut rest[3 * len..][..len];
+        for l in 0..len {
+            r2[l] = p2[l] - p1[l];
+            r3[l] = p1[l] - p3[l];
+        }
+    }
+    let r = &*scratch;
+    for i in 0..4 {
+        let row = |k: usize| &r[(4 * i + k) * len..][..len];
+        let (q0, q1, q2, q3) = (row(0), row(1), row(2), row(3));
+        let base = 4 * i;
+        for (nu, f) in [0usize, 1, 2, 3].iter().enumerate() {
+            let dst = &mut v[(base + nu) * stride + offset..][..len];
+            match f {
+                0 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q0[l] - q2[l]),
+                1 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q1[l] + q2[l]),
+                2 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q2[l] - q1[l]),
+                _ => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q1[l] - q3[l]),
+            }
+        }
+    }
+}

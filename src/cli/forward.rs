@@ -1,0 +1,105 @@
+//! `fmseg forward`: one network pass on a tensor file, logits out. This is what people use to
+//! check a converted model against PyTorch, so it applies no preprocessing at all.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::engine::{AnyEngine, Device};
+use crate::io::npy;
+use crate::tensor::HostTensor;
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// Weights: a PyTorch checkpoint (.pth), safetensors, or an fmseg frozen file.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input: float32 .npy of shape (1,1,H,W,D) or (H,W,D), or a .safetensors holding one tensor.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output logits, (N,2,H,W,D) float32 .npy.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the attention maps w0.npy, w1.npy, w2.npy into this directory.
+    #[arg(long)]
+    pub maps: Option<PathBuf>,
+    /// CPU worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
+}
+
+pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
+    let x = read_input(&a.input)?;
+    let sd = crate::weights::load_canonical(&a.weights)?;
+    let engine = AnyEngine::new(a.device, a.threads, &sd)?;
+    let t0 = std::time::Instant::now();
+    let out = engine.forward(&x).with_context(|| format!("forward pass on {}", a.input.display()))?;
+    eprintln!("fmseg forward: {:?} on {} in {:.2} s", x.shape, engine.device_name(), t0.elapsed().as_secs_f64());
+    // Every output is written to a temporary name first and renamed only when all succeeded, so a
+    // failure leaves nothing behind.
+    let mut outputs: Vec<(PathBuf, &HostTensor)> = vec![(a.output.clone(), &out.logits)];
+    if let Some(dir) = &a.maps {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, t) in [("w0.npy", &out.w0), ("w1.npy", &out.w1), ("w2.npy", &out.w2)] {
+            outputs.push((dir.join(name), t));
+        }
+    }
+    write_all(&outputs)
+}
+
+fn write_all(outputs: &[(PathBuf, &HostTensor)]) -> anyhow::Result<()> {
+    let mut staged = Vec::new();
+    for (path, t) in outputs {
+        let tmp = staging_name(path);
+        if let Err(e) = npy::write_tensor(&tmp, t) {
+            for (s, _) in &staged {
+                let _ = std::fs::remove_file(s);
+            }
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        staged.push((tmp, path.clone()));
+    }
+    for (tmp, path) in staged {
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn staging_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.fmseg-partial"))
+}
+
+/// The network input as `(N, 1, H, W, D)`.
+pub fn read_input(path: &Path) -> anyhow::Result<HostTensor> {
+    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let t = if is_safetensors {
+        let sd = crate::weights::safetensors_io::load(path)?;
+        if sd.len() != 1 {
+            let names: Vec<&str> = sd.names().collect();
+            bail!(
+                "{}: expected a safetensors file holding one tensor, found {} ({})",
+                path.display(),
+                sd.len(),
+                names.join(", ")
+            );
+        }
+        let t = sd.iter().next().map(|(_, t)| t.clone()).context("empty safetensors")?;
+        t
+    } else {
+        npy::read_tensor(path)?
+    };
+    let shape = match t.shape.as_slice() {
+        &[h, w, d] => vec![1, 1, h, w, d],
+        &[n, 1, h, w, d] => vec![n, 1, h, w, d],
+        s => bail!("{}: input has shape {s:?}; expected (1,1,H,W,D) or (H,W,D)", path.display()),
+    };
+    let t = HostTensor::new(shape, t.data)?;
+    if let Some(i) = t.first_non_finite() {
+        bail!("{}: input holds non-finite values (NaN or Inf), the first at flat index {i}", path.display());
+    }
+    Ok(t)
+}

@@ -1,0 +1,44 @@
+//! File formats at the crate's boundary: NIfTI-1 images, NumPy `.npy` arrays.
+//!
+//! Every reader names the file in its errors; every writer is atomic (a temporary file in the
+//! destination's directory, renamed into place only once it is complete), so a failed write
+//! never leaves a partial output behind.
+
+pub mod nifti;
+pub mod npy;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Write `path` atomically: `fill` writes the whole content into a temporary file next to it,
+/// which is flushed, synced and renamed over `path`. On any error the temporary file is removed
+/// and `path` is untouched.
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = BufWriter::new(file);
+        fill(&mut w)?;
+        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `dir/.name.tmp-<pid>-<n>`: hidden, in the same directory (so the rename stays on one file
+/// system), unique per process and call.
+fn temp_sibling(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
