@@ -132,15 +132,22 @@ impl Device {
             return Ok(m.raw);
         }
         self.bind()?;
-        let raw = if self.cc == (9, 0) {
-            let bin = module.cubin_sm90a();
-            unsafe { cu::module::load_data(bin.as_ptr() as *const c_void) }
-        } else {
+        let load_ptx = || {
             let ptx = CString::new(module.ptx())
                 .map_err(|_| Error::Device(format!("PTX of {} contains a NUL byte", module.name())))?;
             unsafe { cu::module::load_data(ptx.as_ptr() as *const c_void) }
-        }
-        .map_err(|e| derr(format!("cannot load kernel module {} on {}", module.name(), self.name), e))?;
+                .map_err(|e| derr(format!("cannot load kernel module {} (PTX) on {}", module.name(), self.name), e))
+        };
+        let raw = if self.cc == (9, 0) {
+            let bin = module.cubin_sm90a();
+            // The cubin should always load on compute capability 9.0; the PTX is the fallback.
+            match unsafe { cu::module::load_data(bin.as_ptr() as *const c_void) } {
+                Ok(m) => m,
+                Err(_) => load_ptx()?,
+            }
+        } else {
+            load_ptx()?
+        };
         mods.insert(module, LoadedModule { raw });
         Ok(raw)
     }
