@@ -106,9 +106,7 @@ impl CpuBackend {
     /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
     fn conv_into(&self, x: &CpuTensor, cv: &CpuConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
         let out_len = out.sample_len();
-        if let Some(wg) =
-            cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims))
-        {
+        if let Some(wg) = cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims)) {
             return (0..x.n)
                 .flat_map(|s| wg.conv_sample(x.sample(s), x.dims, &mut out.data[s * out_len..][..out_len], sums))
                 .collect();
