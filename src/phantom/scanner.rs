@@ -33,6 +33,8 @@ pub struct ScannerEffects {
     pub resolution: Option<Resolution>,
     /// The body outside the field of view along the phase axis folds back in.
     pub wrap: bool,
+    /// Phase oversampling (fraction of the field of view): only tissue beyond it folds in.
+    pub phase_oversampling: f64,
     pub rescale_slope: f64,
     pub rescale_intercept: f64,
 }
@@ -75,7 +77,10 @@ pub fn sample_effects(rng: &mut Rng, acq: &Acquisition) -> ScannerEffects {
         1 => Some(Resolution::Gaussian { sigma_px: rng.uniform(0.3, 0.8) }),
         _ => Some(Resolution::Truncated { ratio: rng.uniform(0.55, 0.85) }),
     };
-    let wrap = rng.chance(0.15);
+    // Only with the phase along anterior-posterior (the short axis): with left-right phase on a
+    // small field the fold-over would make the study unreadable, and is prevented in practice.
+    let wrap = rng.chance(0.15) && acq.phase_axis == 1;
+    let phase_oversampling = (rng.uniform(0.1, 0.6) * 100.0).round() / 100.0;
     let (gain, slope, intercept) = match acq.vendor.as_str() {
         "GE-like" => (rng.uniform(1500.0, 6000.0), 1.0, 0.0),
         "Philips-like" => {
@@ -95,6 +100,7 @@ pub fn sample_effects(rng: &mut Rng, acq: &Acquisition) -> ScannerEffects {
         ghost,
         resolution,
         wrap,
+        phase_oversampling,
         rescale_slope: slope,
         rescale_intercept: intercept,
     }
