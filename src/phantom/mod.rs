@@ -396,6 +396,33 @@ fn fold_wrap(scene: &Scene, grid: &Grid, pa: usize, os: f64, image: &mut [f32]) 
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The renderer's shortcut (interpolating distances in blocks far from any surface) gives
+    /// the image and mask of evaluating everything exactly, around a joint where every kind of
+    /// structure meets.
+    #[test]
+    fn block_interpolation_matches_exact_evaluation() {
+        for seed in [5u64, 17] {
+            let b = build(seed, &PhantomConfig::default());
+            let jn = &b.pelvis.joints[0];
+            let y = jn.ya.at(0.0) + 10.0;
+            let c = b.grid.to_index([jn.j(y, 0.0).0, y, 0.0]);
+            let (n, nk) = (96usize, 6usize);
+            let shift =
+                [(c[0] - 48.0).round() as f32, (c[1] - 48.0).round() as f32, (c[2] - 3.0).round().max(0.0) as f32];
+            let g = b.grid.shifted(shift, [n, n, nk]);
+            let fast = render::render_with(&b.scene, &g, true);
+            let exact = render::render_with(&b.scene, &g, false);
+            let worst = fast.image.iter().zip(&exact.image).map(|(a, e)| (a - e).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-6, "seed {seed}: largest difference {worst}");
+            assert_eq!(fast.label, exact.label, "seed {seed}: masks differ");
+        }
+    }
+}
+
 /// Development aids, run by hand (ignored by default; they check nothing): per-layer timing,
 /// montages of chosen slices, and the layers' distances at one voxel.
 #[cfg(test)]
