@@ -152,6 +152,38 @@ sanitizer_step() { # name tool timeout log test-args...
     fi
 }
 
+# `fmseg segment` on a synthetic study with --device cpu and --device cuda: the two masks are
+# compared voxel by voxel (the pipeline test in tests/gpu.rs checks the logits' argmax at
+# confident voxels; this is the user's command end to end).
+segment_step() {
+    if ! "$DEV/bin/fmseg" segment --help >/dev/null 2>&1; then
+        summary+=("$(printf '%-22s %-12s %4ss  %s' "segment cpu vs cuda" "SKIPPED" 0 "this fmseg has no segment command")")
+        return 0
+    fi
+    local d="$OUT/seg" w=()
+    [[ -f "$DEV/fixtures/weights_seed0.safetensors" ]] && w=(--weights "$DEV/fixtures/weights_seed0.safetensors")
+    run_step "segment cpu vs cuda" 120 "$OUT/segment.log" bash -c '
+        set -e
+        rm -rf "$0"; mkdir -p "$0"
+        "$1" phantom --out "$0/study" --seed 11 --cases 1
+        for dev in cpu cuda; do
+            "$1" segment "$0/study/case_000/dicom" --out "$0/$dev" --device $dev "${@:2}"
+        done
+        python3 - "$0/cpu/fm_mask.nii.gz" "$0/cuda/fm_mask.nii.gz" <<PY
+import gzip, struct, sys
+import numpy as np
+def read(p):
+    b = gzip.open(p).read()
+    dims = struct.unpack("<8h", b[40:56]); off = int(struct.unpack("<f", b[108:112])[0])
+    n = int(np.prod(dims[1:1 + dims[0]]))
+    return np.frombuffer(b[off:off + n], dtype=np.uint8), dims
+a, da = read(sys.argv[1]); b, db = read(sys.argv[2])
+assert da == db, (da, db)
+diff = int((a != b).sum())
+print(f"SEGMENT masks cpu vs cuda: {diff} of {a.size} voxels differ ({diff / a.size:.2e}); foreground cpu {int(a.sum())} cuda {int(b.sum())}")
+PY' "$d" "$DEV/bin/fmseg" "${w[@]}"
+}
+
 run() {
     OUT="${OUT:-$root/gpu-check-out}"
     mkdir -p "$OUT"
@@ -169,25 +201,26 @@ run() {
     SAN="$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1 || true)"
     [[ -n "$DRY" ]] && SAN="${SAN:-compute-sanitizer}"
 
-    run_step "nvidia-smi" 20 "$OUT/nvidia-smi.txt" nvidia-smi \
+    # FMSEG_GPU_CHECK_STEPS picks steps (comma-separated names below); default: all.
+    want() { [[ -z "${FMSEG_GPU_CHECK_STEPS:-}" || ",${FMSEG_GPU_CHECK_STEPS}," == *",$1,"* ]]; }
+    want smi && run_step "nvidia-smi" 20 "$OUT/nvidia-smi.txt" nvidia-smi \
         --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
-    # Every test, 4 at a time (their float64 references keep the CPU busy meanwhile).
-    run_step "gpu-tests" 180 "$OUT/tests.log" env FMSEG_REQUIRE_GPU=1 "${fixtures[@]}" "$BIN" --test-threads 4 --nocapture
-    # The user-facing benchmark (release build) and the per-op profile of one batch-1 pass (each
-    # op synchronised, so its sum exceeds the pipelined time).
-    run_step "bench fmseg" 60 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --batch 1,4,8 --iters 20
-    run_step "bench layers" 40 "$OUT/layers.log" "$DEV/bin/fmseg" bench --device cuda --layers
-    # The whole network under memcheck (one 192x192x16 pass); racecheck on the conv/up_add op
-    # tests (every shared-memory kernel at small sizes), and last on the network pass.
-    sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
-    sanitizer_step "racecheck ops" racecheck 60 "$OUT/racecheck.log" conv_ up_add --test-threads 1
+    want tests && run_step "gpu-tests" 180 "$OUT/tests.log" env FMSEG_REQUIRE_GPU=1 "${fixtures[@]}" "$BIN" --test-threads 4 --nocapture
+    want segment && segment_step
+    want bench && run_step "bench fmseg" 60 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --batch 1,4,8 --iters 20
+    want layers && run_step "bench layers" 40 "$OUT/layers.log" "$DEV/bin/fmseg" bench --device cuda --layers
+    want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
+    # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
+    # direct and transposed variants, the norm merge) are its practical scope; the whole network
+    # under racecheck runs for many minutes.
+    want racecheck && sanitizer_step "racecheck convs" racecheck 150 "$OUT/racecheck.log" \
+        conv_every_kernel_shape conv_many_tiles conv_norm_chains instance_norm --test-threads 1
+    want racecheck && sanitizer_step "racecheck up_add" racecheck 120 "$OUT/racecheck-up.log" up_add --test-threads 1
     local w=()
     [[ -f "$DEV/fixtures/weights_seed0.safetensors" ]] && w=(--weights "$DEV/fixtures/weights_seed0.safetensors")
-    run_step "bench pytorch" 120 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py "${w[@]}" --compile-batches 1
-    # The test binary's benchmark: adds end-to-end times (upload, forward, download) and the
-    # memory pool's peak.
-    run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
-    sanitizer_step "racecheck network" racecheck 90 "$OUT/racecheck.log" network_sanitizer_pass --exact --ignored
+    want torch && run_step "bench pytorch" 120 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py "${w[@]}" --compile-batches 1
+    want e2e && run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
+    want racecheck-network && sanitizer_step "racecheck network" racecheck 90 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
 
     {
         echo
@@ -205,6 +238,7 @@ run() {
         echo "-- benchmark:"
         sed -n '/^device: cuda/,/^peak memory/p' "$OUT/bench.log" 2>/dev/null
         grep -h "GPU BENCH\|TORCH BENCH" "$OUT/bench.log" 2>/dev/null
+        grep -h "SEGMENT masks\|phantom study" "$OUT/segment.log" "$OUT/tests.log" 2>/dev/null
     } | tee -a "$OUT/summary.txt"
 }
 
