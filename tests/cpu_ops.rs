@@ -218,7 +218,9 @@ fn winograd_in_plane_3x3_matches_reference_on_odd_sizes() {
     let be = backend();
     let direct = CpuBackend::new(2).unwrap().with_winograd(false);
     let mut rng = Rng::fresh("winograd");
-    for (dims, cin, cout) in [([7, 9, 6], 8, 5), ([5, 4, 7], 17, 33), ([2, 3, 16], 32, 32), ([9, 2, 6], 40, 70), ([3, 5, 13], 12, 16)] {
+    for (dims, cin, cout) in
+        [([7, 9, 6], 8, 5), ([5, 4, 7], 17, 33), ([2, 3, 16], 32, 32), ([9, 2, 6], 40, 70), ([3, 5, 13], 12, 16)]
+    {
         let x = rng.tensor(&[2, cin, dims[0], dims[1], dims[2]]);
         let w = rng.tensor(&[cout, cin, 3, 3, 1]);
         let b = rng.tensor(&[cout]);
@@ -230,7 +232,12 @@ fn winograd_in_plane_3x3_matches_reference_on_odd_sizes() {
             let y = be.download(&be.conv(&xt, &conv).unwrap()).unwrap();
             check(&format!("{name} 3x3x1 {cin}->{cout} dims={dims:?}"), &y, &want, TOL);
             let y = be.download(&be.conv_norm(&xt, &conv, None, true).unwrap()).unwrap();
-            check(&format!("{name} 3x3x1+norm {cin}->{cout} dims={dims:?}"), &y, &reference::instance_norm(&want, None, true), TOL);
+            check(
+                &format!("{name} 3x3x1+norm {cin}->{cout} dims={dims:?}"),
+                &y,
+                &reference::instance_norm(&want, None, true),
+                TOL,
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert_weights;
 pub mod forward;
+pub mod segment;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Convert network weights between .pth, safetensors and the frozen format, checking them.
     ConvertWeights(convert_weights::Args),
+    /// Segment fat metaplasia in a T1 MRI (NIfTI or DICOM): mask, report and overlay into a directory.
+    Segment(segment::SegmentArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -28,5 +31,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Segment(a) => segment::run(a),
     }
 }

@@ -226,7 +226,8 @@ fn conv_plane_narrow(
     }
 }
 
-pub(crate) type Kernel = unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
+pub(crate) type Kernel =
+    unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
 
 pub(crate) fn select_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]

@@ -106,7 +106,9 @@ impl CpuBackend {
     /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
     fn conv_into(&self, x: &CpuTensor, cv: &CpuConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
         let out_len = out.sample_len();
-        if let Some(wg) = cv.winograd.as_ref().filter(|w| self.winograd && winograd::WinogradConv::suits(&w.spec, x.dims)) {
+        if let Some(wg) =
+            cv.winograd.as_ref().filter(|w| self.winograd && winograd::WinogradConv::suits(&w.spec, x.dims))
+        {
             return (0..x.n)
                 .flat_map(|s| wg.conv_sample(x.sample(s), x.dims, &mut out.data[s * out_len..][..out_len], sums))
                 .collect();
@@ -114,7 +116,13 @@ impl CpuBackend {
         self.direct_conv_into(x, &cv.direct, out, sums)
     }
 
-    fn direct_conv_into(&self, x: &CpuTensor, conv: &PackedConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
+    fn direct_conv_into(
+        &self,
+        x: &CpuTensor,
+        conv: &PackedConv,
+        out: &mut CpuTensor,
+        sums: bool,
+    ) -> Vec<conv::ChannelSums> {
         let spec = conv.spec;
         let needs_pad = spec.k.iter().any(|&k| k > 1);
         let mut scratch = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
@@ -228,13 +236,7 @@ impl Backend for CpuBackend {
 
     /// The statistics come from the conv's epilogue, so the output is read once more only to be
     /// normalised in place.
-    fn conv_norm(
-        &self,
-        x: &CpuTensor,
-        conv: &CpuConv,
-        residual: Option<&CpuTensor>,
-        relu: bool,
-    ) -> Result<CpuTensor> {
+    fn conv_norm(&self, x: &CpuTensor, conv: &CpuConv, residual: Option<&CpuTensor>, relu: bool) -> Result<CpuTensor> {
         let spec = conv.direct.spec;
         if x.c != spec.cin {
             return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
