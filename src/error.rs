@@ -26,6 +26,9 @@ pub enum Error {
     /// A backend cannot run (no GPU, too little memory, unsupported device).
     #[error("device: {0}")]
     Device(String),
+    /// A DICOM input/output problem; typed so callers can tell cases apart (`io::dicom::DicomError`).
+    #[error(transparent)]
+    Dicom(Box<crate::io::dicom::DicomError>),
     #[error("{0}")]
     Other(String),
 }

@@ -3,6 +3,7 @@
 //! inputs refused with a clear message and no output.
 
 mod common;
+mod dicom_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -215,6 +216,8 @@ fn segment_volume_with_mock_models_maps_back_exactly() {
         series_uid: None,
         series_description: None,
         modality: None,
+        series_number: None,
+        series_choice: None,
         dims,
         spacing_mm: img.spacing(),
         affine_lps: a,
@@ -340,7 +343,14 @@ fn segment_cmd(input: &Path, out: &Path, extra: &[&str]) -> Output {
 fn test_image(path: &Path) -> Volume {
     let (c, s) = (0.15f64.cos(), 0.15f64.sin());
     let a = affine([[-1.6, 0.0, 0.0], [0.0, 1.6 * c, 1.6 * s], [0.0, -3.5 * s, 3.5 * c]], [50.0, -40.0, 10.0]);
-    let img = volume([64, 56, 10], a, |i, j, k| {
+    let img = pelvis(a);
+    nifti::write(path, &img, WriteType::I16).unwrap();
+    img
+}
+
+/// The pelvis-like values on a 64x56x10 grid with affine `a` (whole numbers, int16 range).
+fn pelvis(a: Affine) -> Volume {
+    volume([64, 56, 10], a, |i, j, k| {
         let (x, y) = (i as f64 - 31.5, j as f64 - 27.5);
         let body = (x / 28.0).powi(2) + (y / 22.0).powi(2) < 1.0;
         let bone = ((x.abs() - 12.0) / 5.0).powi(2) + (y / 8.0).powi(2) < 1.0;
@@ -352,9 +362,30 @@ fn test_image(path: &Path) -> Volume {
             20.0
         };
         (v + ((i * 7 + j * 11 + k * 3) % 17) as f64 * 3.0).round() as f32
-    });
-    nifti::write(path, &img, WriteType::I16).unwrap();
-    img
+    })
+}
+
+/// The pelvis as a classic MR series (one file per slice) in `dir`, or with `modality` other
+/// than MR rewritten into every file.
+fn write_dicom(dir: &Path, modality: &str) -> fmseg::io::dicom::MrSeriesMeta {
+    use fmseg::io::dicom::{write_mr_series, Rescale, StoredSamples, StoredVolume};
+    let a = dicom_support::oblique_affine(1.6, 1.6, 3.5, 8.0, [-50.0, -40.0, 10.0]);
+    let img = pelvis(a);
+    let samples = StoredSamples::I16(img.data.iter().map(|&v| v as i16).collect());
+    let v = StoredVolume::new(img.dims, samples, a, vec![Rescale::IDENTITY]).unwrap();
+    let meta = dicom_support::meta("segment-test", 3, "T1 TSE AX SIJ");
+    for p in write_mr_series(&v, &meta, dir).unwrap() {
+        if modality != "MR" {
+            dicom_support::rewrite(&p, |o| {
+                o.put(dicom_core::DataElement::new(
+                    dicom_dictionary_std::tags::MODALITY,
+                    dicom_core::VR::CS,
+                    dicom_core::value::PrimitiveValue::from(modality),
+                ));
+            });
+        }
+    }
+    meta
 }
 
 fn listing(dir: &Path) -> Vec<String> {
@@ -444,14 +475,6 @@ fn segment_command_end_to_end_on_nifti() {
     let shown = r["overlay"]["slices"].as_array().unwrap().len();
     assert!(shown >= 1 && shown <= 10);
     assert!(pw > 64 && ph > 56, "{pw}x{ph}");
-
-    // a second run into the same directory replaces the outputs (no --probability this time:
-    // the report lists what this run wrote)
-    let o = segment_cmd(&input, &out, &[]);
-    assert!(o.status.success());
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(r["outputs"], serde_json::json!(["fm_mask.nii.gz", "overlay.png", "report.json"]));
-    assert!(!listing(&out).iter().any(|n| n.starts_with('.')), "no temporary files left: {:?}", listing(&out));
 }
 
 /// Every bad input: non-zero exit, a message naming the input and the problem, and no output
@@ -485,15 +508,18 @@ fn bad_inputs_fail_cleanly_without_output() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let empty_dir = d.join("empty_dir");
     std::fs::create_dir(&empty_dir).unwrap();
+    let ct_dir = d.join("ct_series");
+    write_dicom(&ct_dir, "CT");
 
     let cases: Vec<(PathBuf, &[&str])> = vec![
         (d.join("missing.nii.gz"), &["No such file"]),
-        (text.clone(), &["not a NIfTI", "no DICOM image"]),
+        (text.clone(), &["neither a NIfTI-1 image (.nii, .nii.gz) nor a DICOM image"]),
         (nan, &["non-finite", "(3, 4, 5)"]),
         (flat, &["2-D"]),
         (constant, &["constant"]),
         (truncated, &["truncated", "short", "expected"]),
-        (empty_dir.clone(), &["DICOM"]),
+        (empty_dir.clone(), &["no DICOM image found"]),
+        (ct_dir, &["modality is \"CT\", but an MR series is required"]),
     ];
     for (input, wants) in cases {
         let out = d.join(format!("out-{}", input.file_name().unwrap().to_string_lossy()));
@@ -554,4 +580,63 @@ fn weights_from_the_environment_and_missing_weights() {
     let msg = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && msg.contains("bad.safetensors"), "{msg}");
     assert!(!out.exists());
+}
+
+/// A DICOM series directory through the command, into an output directory that already holds
+/// another file: the mask is on the series' grid (the affine the DICOM loader gives), the
+/// report names the series, the other file is left alone.
+#[test]
+fn segment_command_on_a_dicom_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    let meta = write_dicom(&series, "MR");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "keep me").unwrap();
+    let o = segment_cmd(&series, &out, &[]);
+    assert!(o.status.success());
+    assert_eq!(listing(&out), ["fm_mask.nii.gz", "notes.txt", "overlay.png", "report.json"]);
+    let (loaded, _) = fmseg::io::dicom::load_volume(&series, &fmseg::io::dicom::Selection::auto()).unwrap();
+    let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
+    assert_eq!(mask.dims, loaded.dims);
+    assert!(
+        dicom_support::affine_diff(&mask.affine, &loaded.affine) < 1e-4,
+        "{:?} vs {:?}",
+        mask.affine,
+        loaded.affine
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["input"]["format"], "dicom");
+    assert_eq!(r["input"]["series_uid"], meta.series_uid().as_str());
+    assert_eq!(r["input"]["series_description"], "T1 TSE AX SIJ");
+    assert_eq!(r["input"]["modality"], "MR");
+    assert!(r["input"]["series_choice"].as_str().unwrap().contains("the only series"));
+    let fm = mask.data.iter().filter(|&&v| v == 1.0).count() as f64;
+    let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&loaded.affine)).abs();
+    let vol = r["findings"]["fm_volume_ml"].as_f64().unwrap();
+    assert!((vol - fm * det / 1000.0).abs() < 1e-6 * (1.0 + vol), "{vol}");
+    // --series with a UID that is not there: the available series are listed
+    let o = segment_cmd(&series, &dir.path().join("o2"), &["--series", "1.2.3.4"]);
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("1.2.3.4") && msg.contains(&meta.series_uid()), "{msg}");
+    assert!(!dir.path().join("o2").exists());
+}
+
+/// An Enhanced MR object (one multi-frame file) loads as the same volume as the classic series.
+#[test]
+fn enhanced_mr_file_loads_as_input() {
+    use fmseg::io::dicom::{write_enhanced_mr, Rescale, StoredSamples, StoredVolume};
+    let dir = tempfile::tempdir().unwrap();
+    let a = dicom_support::oblique_affine(1.6, 1.6, 3.5, 8.0, [-50.0, -40.0, 10.0]);
+    let img = pelvis(a);
+    let samples = StoredSamples::I16(img.data.iter().map(|&v| v as i16).collect());
+    let v = StoredVolume::new(img.dims, samples, a, vec![Rescale::IDENTITY]).unwrap();
+    let file = dir.path().join("enhanced.dcm");
+    write_enhanced_mr(&v, &dicom_support::meta("enh", 5, "T1 enhanced"), &file).unwrap();
+    let l = fmseg::pipeline::segment::load_input(&file, None).unwrap();
+    assert_eq!(l.info.format, "dicom");
+    assert_eq!(l.info.series_description.as_deref(), Some("T1 enhanced"));
+    assert_eq!(l.image.dims, img.dims);
+    assert_eq!(l.image.data, img.data);
+    assert!(dicom_support::affine_diff(&l.image.affine, &a) < 1e-6);
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert_weights;
 pub mod forward;
 pub mod segment;
+pub mod series;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// List the DICOM series under a path and show which one would be chosen.
+    Series(series::SeriesArgs),
     /// Time the network: ms per patch, patches/s, peak memory, time per layer.
     Bench(bench::BenchArgs),
     /// One network pass on a tensor file (.npy / .safetensors): logits and attention maps out.
@@ -28,6 +31,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Series(a) => series::run(a),
         Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
         Command::Forward(a) => forward::run(a),

@@ -144,12 +144,14 @@ pub fn untrained_notice(w: &WeightsInfo) -> Option<String> {
 pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     let t_start = Instant::now();
     let input = a.input.clone();
+    // The crate's errors already carry their cause in their message (printing the chain too
+    // would repeat it); the input is named unless the message already does.
     let named = |e: crate::error::Error| -> anyhow::Error {
         let msg = e.to_string();
         if msg.contains(&input.display().to_string()) {
-            anyhow::Error::new(e)
+            anyhow::Error::msg(msg)
         } else {
-            anyhow::Error::new(e).context(format!("cannot segment {}", input.display()))
+            anyhow::Error::msg(format!("cannot segment {}: {msg}", input.display()))
         }
     };
     if a.out.exists() && !a.out.is_dir() {
@@ -197,14 +199,13 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     let mut engines = Vec::new();
     let mut notices = Vec::new();
     for c in &choices {
-        let info =
-            WeightsInfo::of(&c.path, c.bundled).with_context(|| format!("reading weights {}", c.path.display()))?;
+        let info = WeightsInfo::of(&c.path, c.bundled).map_err(flat)?;
         if let Some(n) = untrained_notice(&info) {
             eprintln!("fmseg segment: NOTICE: {n}");
             notices.push(n);
         }
-        let sd = crate::weights::load_canonical(&c.path)?;
-        engines.push(AnyEngine::new(a.device, a.threads, &sd)?);
+        let sd = crate::weights::load_canonical(&c.path).map_err(flat)?;
+        engines.push(AnyEngine::new(a.device, a.threads, &sd).map_err(flat)?);
         weights.push(info);
     }
     let device = engines.first().map(|e| e.device_name()).unwrap_or_default();
@@ -259,6 +260,11 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A crate error as its message alone (see `named` in [`run`]).
+fn flat(e: crate::error::Error) -> anyhow::Error {
+    anyhow::Error::msg(e.to_string())
+}
+
 /// One output file.
 enum Output<'a> {
     Nifti(&'static str, &'a crate::volume::Volume, WriteType),
@@ -296,15 +302,14 @@ fn write_outputs(
             let tmp = staging_name(dir, o.name());
             staged.push((tmp.clone(), dir.join(o.name())));
             match o {
-                Output::Nifti(name, vol, ty) => {
-                    nifti::write(&tmp, vol, *ty).with_context(|| format!("writing {}", dir.join(name).display()))?
-                }
+                Output::Nifti(name, vol, ty) => nifti::write(&tmp, vol, *ty)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.join(name).display()))?,
                 Output::Bytes(name, bytes) => {
                     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(name).display()))?
                 }
             }
         }
-        let bytes = report(t.elapsed().as_secs_f64())?;
+        let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
         let tmp = staging_name(dir, REPORT_FILE);
         staged.push((tmp.clone(), dir.join(REPORT_FILE)));
         std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(REPORT_FILE).display()))?;

@@ -46,7 +46,7 @@ pub struct Unet25d<B: Backend> {
 
 impl<B: Backend> Unet25d<B> {
     /// Prepares every layer on `backend`. The state dict must hold every key of the reference
-    /// (check it first with `weights::validate` for messages that name the file).
+    /// (check it first with `weights::load_canonical` for messages that name the file).
     pub fn new(backend: &B, sd: &StateDict) -> Result<Self> {
         let layers = catalog::layers();
         let l = Loader { backend, sd, layers: &layers };

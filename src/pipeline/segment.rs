@@ -6,6 +6,9 @@
 //! already holds a [`Volume`] calls [`segment_volume`]; [`load_input`] is the first half on its
 //! own (the CLI uses it to refuse a bad input before it loads any weights).
 //!
+//! DICOM input must be MR ([`crate::io::dicom::DicomError::NotMr`] otherwise); with several
+//! series under the path, `series` picks one by UID, else the dicom module's rules choose.
+//!
 //! Validation refuses what the network cannot give a meaningful answer for, naming the file:
 //! no voxels, a single slice or a single row (a 2-D image: the 2.5D network needs neighbouring
 //! slices), non-finite voxels, a constant image (nothing to normalise: usually blank pixel
@@ -20,7 +23,7 @@ use serde::Serialize;
 
 use crate::engine::AnyEngine;
 use crate::error::{Error, Result};
-use crate::io::nifti;
+use crate::io::{dicom, nifti};
 use crate::pipeline::geometry;
 use crate::pipeline::postprocess;
 use crate::pipeline::preprocess::{preprocess, PreprocessConfig};
@@ -55,6 +58,9 @@ pub struct InputInfo {
     pub series_uid: Option<String>,
     pub series_description: Option<String>,
     pub modality: Option<String>,
+    pub series_number: Option<i64>,
+    /// Why this DICOM series was the one segmented.
+    pub series_choice: Option<String>,
     /// Voxels per axis of the input grid, in the file's own voxel order.
     pub dims: Dims,
     pub spacing_mm: [f64; 3],
@@ -142,7 +148,13 @@ pub fn load_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
                 let info = describe(path, "nifti", &image, None, None, None);
                 LoadedInput { image, info }
             }
-            Kind::Other => load_dicom(path, series)?,
+            Kind::Other => load_dicom(path, series).map_err(|e| match e {
+                Error::Dicom(d) if matches!(*d, dicom::DicomError::NoImages { .. }) => Error::format(
+                    path,
+                    "neither a NIfTI-1 image (.nii, .nii.gz) nor a DICOM image: fmseg segments T1 MRI in these formats",
+                ),
+                e => e,
+            })?,
         }
     };
     validate(path, &loaded.image)?;
@@ -171,12 +183,22 @@ fn sniff(path: &Path) -> Result<Kind> {
     Ok(if by_name || gzip || nifti1 { Kind::Nifti } else { Kind::Other })
 }
 
+/// A DICOM file, directory or Enhanced MR object: one MR series (`series` by UID, else the
+/// selection rules of [`crate::io::dicom::select`]); a non-MR series is refused.
 fn load_dicom(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
-    let _ = series;
-    Err(Error::format(
+    let sel = dicom::Selection::from_option(series).require_mr();
+    let l = dicom::load_series(path, &sel)?;
+    let mut info = describe(
         path,
-        "not a NIfTI-1 image (.nii or .nii.gz); DICOM input is not available in this build of fmseg",
-    ))
+        "dicom",
+        &l.volume,
+        Some(l.info.uid.clone()),
+        Some(l.info.description.clone()),
+        Some(l.info.modality.clone()),
+    );
+    info.series_number = l.info.series_number;
+    info.series_choice = Some(l.reason);
+    Ok(LoadedInput { image: l.volume, info })
 }
 
 fn describe(
@@ -193,9 +215,12 @@ fn describe(
         series_uid,
         series_description,
         modality,
+        series_number: None,
+        series_choice: None,
         dims: image.dims,
         spacing_mm: image.spacing(),
-        affine_lps: image.affine,
+        // + 0.0 turns the -0.0 of flipped axes into 0.0 in the report
+        affine_lps: image.affine.map(|r| r.map(|v| v + 0.0)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! catalog's form: `module.` prefixes (DataParallel) stripped, keys in the reference's order,
 //! shared-module aliases present and equal to their originals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::StateDict;
@@ -43,11 +43,16 @@ pub fn canonicalize(sd: &StateDict, path: &Path) -> Result<StateDict> {
             }
         }
     }
-    // Each original with the keys that share its storage (itself first).
-    let mut group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Each original with the keys that share its storage (itself first), in catalog order.
+    let mut group: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
     for (k, _) in &expected {
         let o = original_of.get(k).map(|s| s.as_str()).unwrap_or(k.as_str());
-        group.entry(o).or_default().push(k.as_str());
+        let g = *group_of.entry(o).or_insert_with(|| {
+            group.push((o, Vec::new()));
+            group.len() - 1
+        });
+        group[g].1.push(k.as_str());
     }
 
     let mut missing = Vec::new();
@@ -83,13 +88,19 @@ pub fn canonicalize(sd: &StateDict, path: &Path) -> Result<StateDict> {
                 ));
             }
         }
-        chosen.insert(orig, first);
+        chosen.insert(*orig, first);
     }
     let unexpected: Vec<String> =
         keyed.iter().filter(|(s, _, _)| !shapes.contains_key(s.as_str())).map(|(_, k, _)| format!("'{k}'")).collect();
     let hint = prefix_hint(&keyed, &shapes);
 
     let mut problems = Vec::new();
+    if !keyed.is_empty() && keyed.iter().all(|(s, _, _)| !shapes.contains_key(s.as_str())) {
+        problems.push(format!(
+            "none of its {} keys is a key of this network (is it a checkpoint of another model?)",
+            keyed.len()
+        ));
+    }
     list(&mut problems, "missing key", "missing keys", &missing);
     list(&mut problems, "unexpected key", "unexpected keys", &unexpected);
     problems.extend(limit(shape_err));
@@ -262,7 +273,9 @@ mod tests {
             p.insert(format!("model.{k}"), t.clone());
         }
         let e = canonicalize(&p, Path::new("x")).unwrap_err().to_string();
-        assert!(e.contains("142 missing keys") || e.contains("missing keys"), "{e}");
+        assert!(e.contains("none of its 171 keys is a key of this network"), "{e}");
+        // missing keys are listed in the network's order
+        assert!(e.contains("143 missing keys: 'conv_0.conv1.0.block.0.weight', 'conv_0.conv1.0.block.0.bias',"), "{e}");
         assert!(e.contains("'model.' prefix"), "{e}");
         assert!(e.contains("more"), "{e}");
     }

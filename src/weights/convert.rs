@@ -88,6 +88,16 @@ pub fn decode(bytes: &[u8], elem: Elem, big_endian: bool) -> Vec<f32> {
         }
         a
     }
+    // The common FP16 case in bulk: `half` converts slices with F16C where the CPU has it.
+    #[cfg(target_endian = "little")]
+    if elem == Elem::F16 && !big_endian {
+        if let Ok(h) = bytemuck::try_cast_slice::<u8, f16>(bytes) {
+            use half::slice::HalfFloatSliceExt;
+            let mut out = vec![0f32; h.len()];
+            h.convert_to_f32_slice(&mut out);
+            return out;
+        }
+    }
     let n = elem.size();
     let it = bytes.chunks_exact(n);
     match elem {
@@ -141,6 +151,17 @@ mod tests {
         let f64b: Vec<u8> = x.iter().flat_map(|&v| (v as f64).to_le_bytes()).collect();
         assert_eq!(decode(&f64b, Elem::F64, false), x);
         assert_eq!(decode(&encode_f16(&x).unwrap(), Elem::F16, false), x);
+        // unaligned f16 bytes take the element-wise path
+        let mut odd = vec![0u8];
+        odd.extend(encode_f16(&x).unwrap());
+        assert_eq!(decode(&odd[1..], Elem::F16, false), x);
+        // every f16 bit pattern converts as half::f16::to_f32 does (NaN payloads aside)
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
+        let got = decode(&all, Elem::F16, false);
+        for (b, g) in (0..=u16::MAX).zip(got) {
+            let w = f16::from_bits(b).to_f32();
+            assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{b:#06x}");
+        }
         let bf: Vec<u8> = [1.5f32, -0.25, 3.0].iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
         assert_eq!(decode(&bf, Elem::BF16, false), [1.5, -0.25, 3.0]);
         assert_eq!(decode(&[0, 1, 2], Elem::Bool, false), [0.0, 1.0, 1.0]);

@@ -15,7 +15,7 @@
 //! The 64-byte alignment (inside a page-aligned map) lets a backend use `&[f16]`/`&[f32]`
 //! views of the map directly, e.g. to upload FP16 weights to a GPU without a copy.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -339,12 +339,6 @@ pub fn write(sd: &StateDict, path: &Path, dtype: DType, meta: &[(&str, &str)]) -
     metadata.insert("dtype".to_string(), dtype.name().to_string());
     for (k, v) in meta {
         metadata.insert(k.to_string(), v.to_string());
-    }
-    let mut seen = HashSet::new();
-    for e in &entries {
-        if !seen.insert(e.name.as_str()) {
-            return Err(Error::weights(path, format!("tensor '{}' listed twice", e.name)));
-        }
     }
     let index = Index { metadata, checksum: String::new(), data_bytes: data.len() as u64, tensors: entries };
     // The checksum depends on the data only, so it is computed before the index is serialised.

@@ -9,6 +9,7 @@ mod canonical;
 pub mod convert;
 pub mod frozen;
 pub mod pickle;
+pub mod pickle_write;
 pub mod pth;
 pub mod safetensors_io;
 mod state_dict;

@@ -7,7 +7,7 @@
 //! container memoised before its items are set (`EMPTY_DICT BINPUT ... SETITEMS`, as every
 //! pickler writes) is the same container when fetched back from the memo.
 //!
-//! Also a small writer for protocol 2, which is what `torch.save` writes.
+//! The writer is in [`pickle_write`](super::pickle_write).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -42,7 +42,7 @@ pub enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
+    Tuple(Rc<Tuple>),
     /// A dict, list or object in the heap.
     Heap(usize),
     /// A `module.name` global, not yet called.
@@ -74,6 +74,24 @@ impl Value {
         }
     }
 }
+
+/// An immutable tuple, with its nesting depth (bounded, so that dropping or walking a
+/// hostile pickle's nested tuples cannot exhaust the stack).
+#[derive(Debug)]
+pub struct Tuple {
+    depth: usize,
+    items: Vec<Value>,
+}
+
+impl std::ops::Deref for Tuple {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.items
+    }
+}
+
+/// Deepest tuple nesting accepted; a state dict's pickle nests four deep.
+const MAX_TUPLE_DEPTH: usize = 256;
 
 /// A dict in insertion order, with an index for the hashable keys pickles use.
 #[derive(Clone, Debug, Default)]
@@ -367,7 +385,15 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn tuple_args(&self, args: &Value, what: &str) -> PResult<Rc<[Value]>> {
+    fn tuple(&self, items: Vec<Value>) -> PResult<Value> {
+        let depth = 1 + items.iter().map(|v| if let Value::Tuple(t) = v { t.depth } else { 0 }).max().unwrap_or(0);
+        if depth > MAX_TUPLE_DEPTH {
+            return self.err(format!("tuples nested more than {MAX_TUPLE_DEPTH} deep"));
+        }
+        Ok(Value::Tuple(Rc::new(Tuple { depth, items })))
+    }
+
+    fn tuple_args(&self, args: &Value, what: &str) -> PResult<Rc<Tuple>> {
         match args {
             Value::Tuple(t) => Ok(t.clone()),
             other => self.err(format!("{what}: arguments are a {}, not a tuple", other.kind(&self.heap))),
@@ -426,11 +452,12 @@ impl<'a> Machine<'a> {
                     let pairs: Vec<Value> = match init {
                         Value::Heap(i) => match &self.heap[*i] {
                             HeapObj::List(l) => l.clone(),
-                            HeapObj::Dict(src) => src
-                                .items
-                                .iter()
-                                .map(|(k, v)| Value::Tuple(Rc::from(vec![k.clone(), v.clone()])))
-                                .collect(),
+                            HeapObj::Dict(src) => {
+                                let flat: Vec<Value> =
+                                    src.items.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect();
+                                self.set_items(&d, flat)?;
+                                return Ok(d);
+                            }
                             _ => return self.err(format!("{name}: unsupported initialiser")),
                         },
                         Value::Tuple(t) => t.to_vec(),
@@ -608,10 +635,14 @@ impl<'a> Machine<'a> {
                     let b = self.take(n)?;
                     self.push(Value::Bytes(Rc::from(b)))?
                 }
-                b')' => self.push(Value::Tuple(Rc::from(Vec::new())))?,
+                b')' => {
+                    let v = self.tuple(Vec::new())?;
+                    self.push(v)?
+                }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::from(items)))?
+                    let v = self.tuple(items)?;
+                    self.push(v)?
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -619,7 +650,8 @@ impl<'a> Machine<'a> {
                         return self.err("pickle stack underflow");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(Rc::from(items)))?
+                    let v = self.tuple(items)?;
+                    self.push(v)?
                 }
                 b']' => {
                     let v = self.alloc(HeapObj::List(Vec::new()));
@@ -782,139 +814,10 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// A protocol-2 pickle writer for the shapes `torch.save` produces.
-#[derive(Default)]
-pub struct Pickler {
-    pub out: Vec<u8>,
-    globals: HashMap<(String, String), u32>,
-    next_memo: u32,
-}
-
-impl Pickler {
-    pub fn new() -> Self {
-        let mut p = Self::default();
-        p.out.extend_from_slice(&[0x80, 2]);
-        p
-    }
-
-    fn put(&mut self) -> u32 {
-        let i = self.next_memo;
-        self.next_memo += 1;
-        if i < 256 {
-            self.out.extend_from_slice(&[b'q', i as u8]);
-        } else {
-            self.out.push(b'r');
-            self.out.extend_from_slice(&i.to_le_bytes());
-        }
-        i
-    }
-
-    fn get(&mut self, i: u32) {
-        if i < 256 {
-            self.out.extend_from_slice(&[b'h', i as u8]);
-        } else {
-            self.out.push(b'j');
-            self.out.extend_from_slice(&i.to_le_bytes());
-        }
-    }
-
-    /// `GLOBAL module name`, memoised so each global is spelled out once.
-    pub fn global(&mut self, module: &str, name: &str) {
-        let key = (module.to_string(), name.to_string());
-        if let Some(&i) = self.globals.get(&key) {
-            self.get(i);
-            return;
-        }
-        self.out.push(b'c');
-        self.out.extend_from_slice(module.as_bytes());
-        self.out.push(b'\n');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(b'\n');
-        let i = self.put();
-        self.globals.insert(key, i);
-    }
-
-    pub fn str(&mut self, s: &str) {
-        self.out.push(b'X');
-        self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.out.extend_from_slice(s.as_bytes());
-    }
-
-    pub fn int(&mut self, v: usize) {
-        if v < 256 {
-            self.out.extend_from_slice(&[b'K', v as u8]);
-        } else if v < 65536 {
-            self.out.push(b'M');
-            self.out.extend_from_slice(&(v as u16).to_le_bytes());
-        } else if v <= i32::MAX as usize {
-            self.out.push(b'J');
-            self.out.extend_from_slice(&(v as i32).to_le_bytes());
-        } else {
-            // LONG1 with 8 bytes: always non-negative here, so the top byte is < 0x80.
-            self.out.extend_from_slice(&[0x8a, 8]);
-            self.out.extend_from_slice(&(v as u64).to_le_bytes());
-        }
-    }
-
-    pub fn bool(&mut self, b: bool) {
-        self.out.push(if b { 0x88 } else { 0x89 });
-    }
-
-    pub fn mark(&mut self) {
-        self.out.push(b'(');
-    }
-
-    pub fn tuple(&mut self) {
-        self.out.push(b't');
-    }
-
-    pub fn ints_tuple(&mut self, v: &[usize]) {
-        match v.len() {
-            0 => self.out.push(b')'),
-            1..=3 => {
-                for &x in v {
-                    self.int(x);
-                }
-                self.out.push(0x84 + v.len() as u8);
-            }
-            _ => {
-                self.mark();
-                for &x in v {
-                    self.int(x);
-                }
-                self.tuple();
-            }
-        }
-    }
-
-    pub fn empty_tuple(&mut self) {
-        self.out.push(b')');
-    }
-    pub fn empty_dict(&mut self) {
-        self.out.push(b'}');
-    }
-    pub fn reduce(&mut self) {
-        self.out.push(b'R');
-    }
-    pub fn binpersid(&mut self) {
-        self.out.push(b'Q');
-    }
-    pub fn setitem(&mut self) {
-        self.out.push(b's');
-    }
-    pub fn setitems(&mut self) {
-        self.out.push(b'u');
-    }
-
-    pub fn finish(mut self) -> Vec<u8> {
-        self.out.push(b'.');
-        self.out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::weights::pickle_write::Pickler;
 
     fn run(b: &[u8]) -> PResult<Unpickled> {
         unpickle(b)
@@ -1037,6 +940,32 @@ mod tests {
                 let _ = run(&b);
             }
         }
+    }
+
+    #[test]
+    fn ordered_dict_from_pairs() {
+        // OrderedDict([('a', 1)]): GLOBAL, MARK, EMPTY_LIST, MARK, 'a', 1, TUPLE2, APPENDS, TUPLE, REDUCE
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(b"ccollections\nOrderedDict\n(](X\x01\x00\x00\x00aK\x01\x86et");
+        p.extend_from_slice(b"R.");
+        let u = run(&p).unwrap();
+        let Value::Heap(i) = u.value else { panic!() };
+        let HeapObj::Dict(d) = &u.heap[i] else { panic!() };
+        assert!(matches!(d.get_str("a"), Some(Value::Int(1))));
+        assert_eq!(d.class.as_deref(), Some("collections.OrderedDict"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85u8, 1_000_000)); // TUPLE1, a million times
+        p.push(b'.');
+        let e = run(&p).unwrap_err();
+        assert!(e.msg.contains("nested more than 256"), "{}", e.msg);
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85u8, 200));
+        p.push(b'.');
+        assert!(run(&p).is_ok());
     }
 
     #[test]

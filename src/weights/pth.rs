@@ -137,7 +137,7 @@ pub fn check_not_legacy(path: &Path, head: &[u8]) -> Result<()> {
     if head.starts_with(&LEGACY_MAGIC) || (head.len() >= 262 && &head[257..262] == b"ustar") {
         return Err(Error::format(path, LEGACY_MSG));
     }
-    if head.first() == Some(&0x80) && !head.starts_with(b"PK") {
+    if head.first() == Some(&0x80) {
         return Err(Error::format(
             path,
             format!("a bare pickle stream, not torch.save's zip container; if it came from torch.save it is the {LEGACY_MSG}"),
@@ -152,10 +152,9 @@ fn archive_prefix<R: Read + Seek>(path: &Path, zip: &zip::ZipArchive<R>) -> Resu
     let mut torchscript = false;
     for name in zip.file_names() {
         if let Some(p) = name.strip_suffix("data.pkl") {
-            if p.is_empty() || (p.ends_with('/') && p[..p.len() - 1].find('/').is_none()) {
-                if best.is_none_or(|b| p.len() < b.len()) {
-                    best = Some(p);
-                }
+            let top_level = p.is_empty() || (p.ends_with('/') && !p[..p.len() - 1].contains('/'));
+            if top_level && best.is_none_or(|b| p.len() < b.len()) {
+                best = Some(p);
             }
         }
         torchscript |= name.ends_with("constants.pkl");
@@ -381,7 +380,7 @@ impl Archive {
 
     /// The `data.pkl` pickle: an `OrderedDict` of `_rebuild_tensor_v2` calls (protocol 2).
     pub fn pickle(&self) -> Vec<u8> {
-        let mut w = pickle::Pickler::new();
+        let mut w = super::pickle_write::Pickler::new();
         if let Some(k) = &self.wrapper {
             w.empty_dict();
             w.str(k);

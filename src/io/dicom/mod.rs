@@ -1,0 +1,33 @@
+//! DICOM input and output.
+//!
+//! Input: [`list_series`] / [`scan_series`] find every image series under a path (a directory
+//! tree, one file, or an Enhanced multi-frame object); [`load_volume`] / [`load_series`] choose
+//! one ([`Selection`]: by UID, or the rules in [`select`]) and load it into a
+//! [`crate::volume::Volume`] with an LPS affine ([`geometry`] documents the axis convention:
+//! `i` = column, `j` = row, `k` = slice along the normal). Output: [`write_mr_series`] (MR Image
+//! Storage, one file per slice) and [`write_enhanced_mr`] (Enhanced MR, one multi-frame file).
+//!
+//! Nothing in a file's content can make this module panic: every problem is a
+//! [`DicomError`] naming the series and/or file.
+//!
+//! Layout: `scan` (finding files) -> `header` (attributes) -> `info` + `weighting` (summaries)
+//! -> `select` (choosing) -> `geometry` (stacking) + `pixels` (decoding) -> `load`; `write/`.
+
+pub mod error;
+pub mod geometry;
+mod guard;
+pub mod header;
+pub mod info;
+pub mod load;
+pub mod pixels;
+pub mod scan;
+pub mod select;
+pub mod weighting;
+pub mod write;
+
+pub use error::DicomError;
+pub use header::Rescale;
+pub use info::SeriesInfo;
+pub use load::{list_series, load_series, load_volume, scan_series, LoadedSeries, SeriesList, SliceSource};
+pub use select::{choose, Choice, Selection, SeriesChoice};
+pub use write::{deterministic_uid, write_enhanced_mr, write_mr_series, MrSeriesMeta, StoredSamples, StoredVolume};

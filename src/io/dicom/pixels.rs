@@ -1,0 +1,216 @@
+//! Pixel data to real values: decode (dicom-pixeldata: native little/big endian, deflate, RLE,
+//! JPEG baseline/lossless, JPEG-LS, JPEG 2000), take BitsStored bits at HighBit, sign-extend
+//! when PixelRepresentation is 1, then apply RescaleSlope/Intercept (per frame for Enhanced MR).
+
+use std::path::Path;
+
+use dicom_dictionary_std::tags;
+use dicom_object::open_file;
+use dicom_pixeldata::PixelDecoder;
+
+use super::error::{DResult, DicomError};
+use super::guard::contain;
+use super::header::{FileHeader, Rescale};
+use super::scan::error_chain;
+
+/// Refuse what fmseg cannot turn into one real value per voxel, before decoding anything.
+pub fn check_pixel_format(h: &FileHeader) -> DResult<()> {
+    let bad = |msg: String| Err(DicomError::UnsupportedPixels { path: h.path.clone(), msg });
+    if h.samples_per_pixel != 1 {
+        return bad(format!(
+            "SamplesPerPixel {} (colour); only greyscale (1 sample) is supported",
+            h.samples_per_pixel
+        ));
+    }
+    if h.photometric != "MONOCHROME2" {
+        return bad(format!(
+            "PhotometricInterpretation {:?}; only MONOCHROME2 greyscale is supported{}",
+            h.photometric,
+            if h.photometric == "MONOCHROME1" {
+                " (MONOCHROME1 is inverted greyscale)"
+            } else {
+                " (colour or palette)"
+            }
+        ));
+    }
+    if h.bits_allocated != 8 && h.bits_allocated != 16 {
+        return bad(format!("BitsAllocated {}; 8 and 16 are supported", h.bits_allocated));
+    }
+    if h.bits_stored == 0
+        || h.bits_stored > h.bits_allocated
+        || h.high_bit >= h.bits_allocated
+        || h.high_bit + 1 < h.bits_stored
+    {
+        return bad(format!(
+            "BitsStored {} / HighBit {} do not fit BitsAllocated {}",
+            h.bits_stored, h.high_bit, h.bits_allocated
+        ));
+    }
+    if h.pixel_representation > 1 {
+        return bad(format!("PixelRepresentation {}", h.pixel_representation));
+    }
+    Ok(())
+}
+
+/// Whether an error chain bottoms out in an unexpected end of file.
+fn is_eof(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    let s = error_chain(e).to_ascii_lowercase();
+    s.contains("fill whole buffer") || s.contains("end of file") || s.contains("unexpected eof")
+}
+
+/// Stored sample -> integer value (BitsStored bits at HighBit, two's complement when signed).
+#[derive(Clone, Copy, Debug)]
+struct SampleFormat {
+    bytes: usize,
+    shift: u32,
+    mask: u32,
+    sign_bit: u32,
+    signed: bool,
+}
+
+impl SampleFormat {
+    fn of(h: &FileHeader) -> Self {
+        let bits = h.bits_stored as u32;
+        SampleFormat {
+            bytes: h.bits_allocated as usize / 8,
+            shift: h.high_bit as u32 + 1 - bits,
+            mask: if bits >= 32 { u32::MAX } else { (1u32 << bits) - 1 },
+            sign_bit: 1u32 << (bits - 1),
+            signed: h.pixel_representation == 1,
+        }
+    }
+
+    #[inline]
+    fn value(&self, raw: u32) -> i64 {
+        let v = (raw >> self.shift) & self.mask;
+        if self.signed && v & self.sign_bit != 0 {
+            v as i64 - ((self.mask as i64) + 1)
+        } else {
+            v as i64
+        }
+    }
+}
+
+fn convert(bytes: &[u8], fmt: SampleFormat, rescale: Rescale, out: &mut Vec<f32>) {
+    let apply = |v: i64| (v as f64 * rescale.slope + rescale.intercept) as f32;
+    match fmt.bytes {
+        1 => out.extend(bytes.iter().map(|&b| apply(fmt.value(b as u32)))),
+        _ => out.extend(bytes.chunks_exact(2).map(|c| apply(fmt.value(u16::from_le_bytes([c[0], c[1]]) as u32)))),
+    }
+}
+
+/// Decode every frame of one file into real values, frame by frame, each row-major
+/// (`row * cols + col`).
+pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
+    check_pixel_format(h)?;
+    let path: &Path = &h.path;
+    let obj = contain(|| open_file(path))
+        .map_err(|panic| DicomError::Unreadable {
+            path: path.to_path_buf(),
+            reason: format!("parser failed: {panic}"),
+        })?
+        .map_err(|e| {
+            if is_eof(&e) {
+                DicomError::TruncatedPixelData {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "the file ends before the data it declares (truncated or corrupt): {}",
+                        error_chain(&e)
+                    ),
+                }
+            } else {
+                DicomError::Unreadable { path: path.to_path_buf(), reason: error_chain(&e) }
+            }
+        })?;
+    match obj.element_opt(tags::PIXEL_DATA) {
+        Ok(Some(_)) => {}
+        _ => return Err(DicomError::NoPixelData { path: path.to_path_buf() }),
+    }
+    let decoded = contain(|| obj.decode_pixel_data())
+        .map_err(|panic| DicomError::Decode {
+            path: path.to_path_buf(),
+            transfer_syntax: h.transfer_syntax.clone(),
+            reason: format!("the decoder failed on corrupt data ({panic})"),
+        })?
+        .map_err(|e| {
+            let reason = error_chain(&e);
+            if is_eof(&e) {
+                DicomError::TruncatedPixelData { path: path.to_path_buf(), detail: reason }
+            } else {
+                DicomError::Decode { path: path.to_path_buf(), transfer_syntax: h.transfer_syntax.clone(), reason }
+            }
+        })?;
+    let fmt = SampleFormat::of(h);
+    let frame_bytes = h.rows as usize * h.cols as usize * fmt.bytes;
+    let frames = h.number_of_frames as usize;
+    let data = decoded.data();
+    if data.len() < frame_bytes * frames {
+        return Err(DicomError::TruncatedPixelData {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{} byte(s) of pixel data for {frames} frame(s) of {} x {} x {} byte(s) = {} byte(s)",
+                data.len(),
+                h.rows,
+                h.cols,
+                fmt.bytes,
+                frame_bytes * frames
+            ),
+        });
+    }
+    if h.frames.len() != frames {
+        return Err(DicomError::malformed(path, format!("{} frame header(s) for {frames} frame(s)", h.frames.len())));
+    }
+    Ok(h.frames
+        .iter()
+        .enumerate()
+        .map(|(f, fh)| {
+            let mut out = Vec::with_capacity(h.rows as usize * h.cols as usize);
+            convert(&data[f * frame_bytes..(f + 1) * frame_bytes], fmt, fh.rescale, &mut out);
+            out
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(bits_allocated: u16, bits_stored: u16, high_bit: u16, signed: bool) -> SampleFormat {
+        SampleFormat {
+            bytes: bits_allocated as usize / 8,
+            shift: (high_bit + 1 - bits_stored) as u32,
+            mask: (1u32 << bits_stored) - 1,
+            sign_bit: 1u32 << (bits_stored - 1),
+            signed,
+        }
+    }
+
+    #[test]
+    fn samples() {
+        let f = fmt(16, 16, 15, true);
+        assert_eq!(f.value(0xFFFF), -1);
+        assert_eq!(f.value(0x8000), -32768);
+        assert_eq!(f.value(0x7FFF), 32767);
+        let f = fmt(16, 12, 11, true);
+        assert_eq!(f.value(0x0800), -2048);
+        assert_eq!(f.value(0xF7FF), 2047); // bits above BitsStored are ignored
+        let f = fmt(16, 12, 11, false);
+        assert_eq!(f.value(0x0FFF), 4095);
+        let f = fmt(16, 12, 15, false); // stored in the high bits
+        assert_eq!(f.value(0xFFF0), 4095);
+        let f = fmt(8, 8, 7, false);
+        assert_eq!(f.value(200), 200);
+        let mut out = Vec::new();
+        convert(&[0xFE, 0xFF, 0x02, 0x00], fmt(16, 16, 15, true), Rescale { slope: 0.5, intercept: 10.0 }, &mut out);
+        assert_eq!(out, vec![9.0, 11.0]);
+    }
+}

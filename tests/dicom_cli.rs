@@ -1,0 +1,117 @@
+//! `fmseg series` through the real binary: the table, `--json`, `--series`, `--check`, and
+//! every bad input as a non-zero exit with nothing on stdout and the file named on stderr.
+
+mod dicom_support;
+
+use fmseg::io::dicom::{write_mr_series, Rescale};
+
+use dicom_support::*;
+
+fn two_series(dir: &std::path::Path) -> (String, String) {
+    let ax = oblique_affine(0.75, 0.75, 4.0, 12.0, [0.0; 3]);
+    let t1 = meta("cli", 1, "T1 TSE tra");
+    let t2 = meta("cli", 2, "T2 TSE tra");
+    write_mr_series(&unique_i16([20, 16, 8], ax, Rescale::IDENTITY), &t1, &dir.join("t1")).unwrap();
+    write_mr_series(&unique_i16([20, 16, 10], ax, Rescale::IDENTITY), &t2, &dir.join("t2")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not dicom").unwrap();
+    (t1.series_uid(), t2.series_uid())
+}
+
+#[test]
+fn table_marks_the_chosen_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t1, t2) = two_series(dir.path());
+    let out = fmseg(&["series", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |uid: &str| {
+        text.lines().find(|l| l.contains(uid)).unwrap_or_else(|| panic!("{uid} not listed:\n{text}")).to_string()
+    };
+    let (l1, l2) = (line(&t1), line(&t2));
+    assert!(l1.starts_with('*') && !l2.starts_with('*'), "{text}");
+    for want in ["T1 TSE tra", "MR", "16x20", "0.750x0.750x4.000", "oblique axial (12 deg)", "yes"] {
+        assert!(l1.contains(want), "{want:?} missing in {l1:?}");
+    }
+    assert!(l2.contains(" 10 ") && l2.contains(" no"), "{l2}");
+    assert!(text.contains(&format!("chosen: {t1}")), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 non-DICOM file"), "{}", show(&out));
+}
+
+#[test]
+fn json_with_series_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t1, t2) = two_series(dir.path());
+    let out = fmseg(&["series", dir.path().to_str().unwrap(), "--json", "--series", &t2, "--check"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    assert_eq!(v["chosen"], t2.as_str());
+    let series = v["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2);
+    let s2 = series.iter().find(|s| s["uid"] == t2.as_str()).unwrap();
+    let s1 = series.iter().find(|s| s["uid"] == t1.as_str()).unwrap();
+    assert_eq!((s2["chosen"].as_bool(), s1["chosen"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(s2["slices"], 10);
+    assert_eq!(s2["t1_weighted"], false);
+    assert_eq!(s1["t1_weighted"], true);
+    assert_eq!(v["skipped_non_dicom"], 1);
+    assert_eq!(v["loaded"]["dims"], serde_json::json!([20, 16, 10]));
+    let sp = v["loaded"]["spacing"].as_array().unwrap();
+    assert!((sp[2].as_f64().unwrap() - 4.0).abs() < 1e-9);
+}
+
+/// The failure contract: non-zero exit, empty stdout, the problem (and file) on stderr.
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = fmseg(args);
+    assert!(!out.status.success(), "expected failure: {}", show(&out));
+    assert!(out.stdout.is_empty(), "stdout must be empty on error: {}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {}", show(&out));
+    }
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ax = oblique_affine(1.0, 1.0, 5.0, 0.0, [0.0; 3]);
+    let v = unique_i16([12, 10, 6], ax, Rescale::IDENTITY);
+    let mk = |name: &str| {
+        let d = dir.path().join(name);
+        let p = write_mr_series(&v, &meta(name, 1, "T1"), &d).unwrap();
+        (d, p)
+    };
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let fname = |p: &std::path::Path| p.file_name().unwrap().to_str().unwrap().to_string();
+
+    let (d, p) = mk("missing");
+    std::fs::remove_file(&p[2]).unwrap();
+    fails(&["series", &s(&d), "--check"], &["slice missing between", &fname(&p[1]), &fname(&p[3])]);
+    // Without --check the listing still works and shows the problem.
+    let out = fmseg(&["series", &s(&d)]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("problem: "), "{}", show(&out));
+
+    let (d, p) = mk("duplicate");
+    std::fs::copy(&p[2], d.join("zz.dcm")).unwrap();
+    fails(&["series", &s(&d), "--check", "--json"], &["duplicate slice position", "zz.dcm"]);
+
+    let (d, p) = mk("truncated");
+    let b = std::fs::read(&p[4]).unwrap();
+    std::fs::write(&p[4], &b[..b.len() - 64]).unwrap();
+    fails(&["series", &s(&d), "--check"], &["truncated pixel data", &fname(&p[4])]);
+
+    let (d, p) = mk("nopixels");
+    rewrite(&p[0], |o| {
+        o.remove_element(dicom_dictionary_std::tags::PIXEL_DATA);
+    });
+    fails(&["series", &s(&d), "--check"], &["no pixel data", &fname(&p[0])]);
+
+    let empty = dir.path().join("text");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("a.txt"), "x").unwrap();
+    fails(&["series", &s(&empty)], &["no DICOM image found", "1 non-DICOM file"]);
+
+    let (d, _) = mk("unknown");
+    fails(&["series", &s(&d), "--series", "1.2.3.4"], &["no series with SeriesInstanceUID 1.2.3.4"]);
+
+    fails(&["series", &s(&dir.path().join("does-not-exist"))], &["does-not-exist"]);
+}
