@@ -246,7 +246,7 @@ pub fn validate(path: &Path, image: &Volume) -> Result<()> {
         return bad(format!("the image's affine holds non-finite values: {a:?}"));
     }
     let det = crate::linalg::det3(&crate::linalg::linear_part(a));
-    if !(det.abs() > 1e-12) {
+    if det.is_nan() || det.abs() <= 1e-12 {
         return bad(format!("the image's affine is singular (determinant {det:e}): its voxels have no volume"));
     }
     let non_finite = image.data.iter().filter(|v| !v.is_finite()).count();
@@ -309,11 +309,12 @@ pub fn segment_volume(
     check_preprocessed_size(&info.path, &image, &cfg.preprocess)?;
     let pre = preprocess(&image, &cfg.preprocess).map_err(|e| in_file(&info.path, e))?;
     let grid = pre.chain.spacing.out_dims;
-    for a in 0..3 {
+    let axes = ["left-right", "anterior-posterior", "inferior-superior"];
+    for (a, axis) in axes.iter().enumerate() {
         if grid[a] * 2 < cfg.preprocess.min_size[a] {
             warnings.push(format!(
-                "the image spans only {} voxel(s) along axis {a} at {} mm; it was padded by reflection to {} \
-                 (the network's patch): expect a less reliable result",
+                "the image spans only {} voxel(s) of {} mm {axis}; it was padded by reflection to {} (the \
+                 network's patch): expect a less reliable result",
                 grid[a], cfg.preprocess.pixdim[a], pre.volume.dims[a]
             ));
         }
