@@ -1,3 +1,4 @@
+#![allow(clippy::excessive_precision)]
 //! The clinical pipeline against the reference's MONAI outputs for `pipeline_case1`
 //! (an oblique int16 volume, 320x320x20 at 0.75x0.75x4 mm, stored with a flipped axis).
 

@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// --threads 1 to get each op's own cost).
     #[arg(long)]
     pub cpu_time: bool,
+    /// CPU engine: compute every convolution directly (no Winograd), for comparison.
+    #[arg(long)]
+    pub no_winograd: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -52,7 +55,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(p) => crate::weights::load_canonical(p)?,
         None => random_state_dict(0),
     };
-    let cpu = CpuBackend::new(args.threads)?;
+    let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
     let threads = cpu.threads();
     let flops = crate::model::catalog::forward_flops(dims);
     let mut rows = Vec::new();

@@ -322,7 +322,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, target: &Value, items: Vec<Value>) -> PResult<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.err("SETITEMS with an odd number of values");
         }
         let Value::Heap(i) = *target else {

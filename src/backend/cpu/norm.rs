@@ -21,7 +21,7 @@ pub struct Stats {
 /// keeps full precision even where a channel's mean is large against its spread.
 pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
     let vox = x.len() / c;
-    let probe = vox.min(1024).max(1);
+    let probe = vox.clamp(1, 1024);
     let mut shift = vec![0f64; c];
     for v in x.chunks_exact(c).take(probe) {
         for ch in 0..c {

@@ -154,16 +154,7 @@ impl WinogradConv {
                 let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * TILES * lout + t * lout..][..lout]);
                 let [y00, y01, y10, y11] = &mut ybuf;
                 let (y00, y01, y10, y11) = (&mut y00[..lout], &mut y01[..lout], &mut y10[..lout], &mut y11[..lout]);
-                for l in 0..lout {
-                    let c: [[f32; 2]; 4] = std::array::from_fn(|xi| {
-                        let (a, b, cc, d) = (mt[4 * xi][l], mt[4 * xi + 1][l], mt[4 * xi + 2][l], mt[4 * xi + 3][l]);
-                        [a + b + cc, b - cc - d]
-                    });
-                    y00[l] = c[0][0] + c[1][0] + c[2][0];
-                    y01[l] = c[0][1] + c[1][1] + c[2][1];
-                    y10[l] = c[1][0] - c[2][0] - c[3][0];
-                    y11[l] = c[1][1] - c[2][1] - c[3][1];
-                }
+                output_transform(&mt, y00, y01, y10, y11);
                 let w0 = 2 * tw;
                 let targets = [(0, 0, &*y00), (0, 1, &*y01), (1, 0, &*y10), (1, 1, &*y11)];
                 for (a, b, y) in targets {
@@ -192,38 +183,78 @@ impl WinogradConv {
 }
 
 /// `V[e] = (B^T P B)[xi][nu]` with `B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]`,
-/// written at `v[e * stride + offset ..][..len]`.
-/// `scratch` holds `16 * len` floats.
+/// written at `v[e * stride + offset ..][..len]`; `scratch` holds `16 * len` floats. Every loop
+/// is a zip over equal-length slices so it compiles to straight vector code.
 fn input_transform(p: &[[&[f32]; 4]; 4], v: &mut [f32], offset: usize, stride: usize, len: usize, scratch: &mut [f32]) {
     // Rows first: r[i][j] = (B^T P)[i][j], stored at scratch[(4i + j) * len ..].
     for j in 0..4 {
         let (p0, p1, p2, p3) = (&p[0][j][..len], &p[1][j][..len], &p[2][j][..len], &p[3][j][..len]);
-        let (r0, rest) = scratch[j * len..].split_at_mut(len);
-        let r1 = &mut rest[3 * len..][..len];
-        for l in 0..len {
-            r0[l] = p0[l] - p2[l];
-            r1[l] = p1[l] + p2[l];
-        }
-        let (r2, rest) = scratch[(8 + j) * len..].split_at_mut(len);
-        let r3 = &mut rest[3 * len..][..len];
-        for l in 0..len {
-            r2[l] = p2[l] - p1[l];
-            r3[l] = p1[l] - p3[l];
-        }
+        let mut rows = scratch.chunks_exact_mut(len).skip(j).step_by(4);
+        let (r0, r1, r2, r3) = (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
+        bt_rows(p0, p1, p2, p3, r0, r1, r2, r3);
     }
     let r = &*scratch;
     for i in 0..4 {
         let row = |k: usize| &r[(4 * i + k) * len..][..len];
         let (q0, q1, q2, q3) = (row(0), row(1), row(2), row(3));
-        let base = 4 * i;
-        for (nu, f) in [0usize, 1, 2, 3].iter().enumerate() {
-            let dst = &mut v[(base + nu) * stride + offset..][..len];
-            match f {
-                0 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q0[l] - q2[l]),
-                1 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q1[l] + q2[l]),
-                2 => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q2[l] - q1[l]),
-                _ => dst.iter_mut().enumerate().for_each(|(l, o)| *o = q1[l] - q3[l]),
+        let mut outs = v.chunks_exact_mut(stride).skip(4 * i);
+        let mut next = || &mut outs.next().unwrap()[offset..][..len];
+        let (o0, o1, o2, o3) = (next(), next(), next(), next());
+        bt_rows(q0, q1, q2, q3, o0, o1, o2, o3);
+    }
+}
+
+/// One application of `B^T` to four equal-length vectors.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn bt_rows(p0: &[f32], p1: &[f32], p2: &[f32], p3: &[f32], o0: &mut [f32], o1: &mut [f32], o2: &mut [f32], o3: &mut [f32]) {
+    for ((o, a), b) in o0.iter_mut().zip(p0).zip(p2) {
+        *o = a - b;
+    }
+    for ((o, a), b) in o1.iter_mut().zip(p1).zip(p2) {
+        *o = a + b;
+    }
+    for ((o, a), b) in o2.iter_mut().zip(p2).zip(p1) {
+        *o = a - b;
+    }
+    for ((o, a), b) in o3.iter_mut().zip(p1).zip(p3) {
+        *o = a - b;
+    }
+}
+
+/// The four outputs of a tile, `A^T M A` with `A^T = [[1,1,1,0],[0,1,-1,-1]]`, over
+/// contiguous `(d, co)` vectors.
+fn output_transform(m: &[&[f32]; 16], y00: &mut [f32], y01: &mut [f32], y10: &mut [f32], y11: &mut [f32]) {
+    let n = y00.len();
+    let m: [&[f32]; 16] = std::array::from_fn(|e| &m[e][..n]);
+    let (y01, y10, y11) = (&mut y01[..n], &mut y10[..n], &mut y11[..n]);
+    // Columns of each row xi: s = m0 + m1 + m2, t = m1 - m2 - m3; then rows the same way.
+    let mut s = [[0f32; 8]; 4];
+    let mut t = [[0f32; 8]; 4];
+    let mut l = 0;
+    while l + 8 <= n {
+        for xi in 0..4 {
+            let (a, b, c, d) = (&m[4 * xi][l..l + 8], &m[4 * xi + 1][l..l + 8], &m[4 * xi + 2][l..l + 8], &m[4 * xi + 3][l..l + 8]);
+            for k in 0..8 {
+                s[xi][k] = a[k] + b[k] + c[k];
+                t[xi][k] = b[k] - c[k] - d[k];
             }
         }
+        for k in 0..8 {
+            y00[l + k] = s[0][k] + s[1][k] + s[2][k];
+            y01[l + k] = t[0][k] + t[1][k] + t[2][k];
+            y10[l + k] = s[1][k] - s[2][k] - s[3][k];
+            y11[l + k] = t[1][k] - t[2][k] - t[3][k];
+        }
+        l += 8;
+    }
+    for l in l..n {
+        let g = |e: usize| m[e][l];
+        let sx = |xi: usize| g(4 * xi) + g(4 * xi + 1) + g(4 * xi + 2);
+        let tx = |xi: usize| g(4 * xi + 1) - g(4 * xi + 2) - g(4 * xi + 3);
+        y00[l] = sx(0) + sx(1) + sx(2);
+        y01[l] = tx(0) + tx(1) + tx(2);
+        y10[l] = sx(1) - sx(2) - sx(3);
+        y11[l] = tx(1) - tx(2) - tx(3);
     }
 }
