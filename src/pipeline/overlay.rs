@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::pipeline::report::SLICE_AXIS;
+use crate::pipeline::report::{percentile, SLICE_AXIS};
 use crate::volume::Volume;
 
 /// Colour of the mask outline.
@@ -110,17 +110,6 @@ pub fn choose_slices(mask: &Volume) -> Vec<usize> {
     }
     let m = pool.len() - 1;
     (0..MAX_TILES).map(|t| pool[(t * m + (MAX_TILES - 1) / 2) / (MAX_TILES - 1)]).collect()
-}
-
-/// The `q`-quantile (0..=1) of finite values, nearest rank on `(n - 1) q`.
-pub fn percentile(data: &[f32], q: f64) -> Option<f32> {
-    let mut v: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    let r = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-    let (_, x, _) = v.select_nth_unstable_by(r, f32::total_cmp);
-    Some(*x)
 }
 
 /// Draw the montage of `image` with the outline of `mask` (same grid).

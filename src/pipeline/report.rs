@@ -87,10 +87,26 @@ impl Midline {
     }
 }
 
-/// Otsu's threshold over a 256-bin histogram between the minimum and maximum: the bin edge
-/// that maximises the between-class variance. `None` for empty, constant or non-finite data.
+/// The `q`-quantile (0..=1) of finite values, nearest rank on `(n - 1) q`.
+pub fn percentile(data: &[f32], q: f64) -> Option<f32> {
+    let mut v: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let r = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(r, f32::total_cmp);
+    Some(*x)
+}
+
+/// Otsu's threshold over a 256-bin histogram between the 0.5th and 99.5th percentiles (values
+/// outside go to the end bins, so a few hot voxels cannot squeeze the tissue into one bin; the
+/// minimum and maximum when those percentiles coincide): the bin edge that maximises the
+/// between-class variance. `None` for empty, constant or non-finite data.
 pub fn otsu_threshold(data: &[f32]) -> Option<f32> {
-    let (lo, hi) = data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let (mut lo, mut hi) = (percentile(data, 0.005)?, percentile(data, 0.995)?);
+    if hi <= lo {
+        (lo, hi) = (percentile(data, 0.0)?, percentile(data, 1.0)?);
+    }
     if !(lo.is_finite() && hi.is_finite() && hi > lo) {
         return None;
     }
@@ -98,7 +114,7 @@ pub fn otsu_threshold(data: &[f32]) -> Option<f32> {
     let scale = BINS as f64 / (hi as f64 - lo as f64);
     let mut hist = [0u64; BINS];
     for &v in data {
-        hist[(((v as f64 - lo as f64) * scale) as usize).min(BINS - 1)] += 1;
+        hist[(((v as f64 - lo as f64) * scale).max(0.0) as usize).min(BINS - 1)] += 1;
     }
     let total = data.len() as f64;
     let sum_all: f64 = hist.iter().enumerate().map(|(b, &c)| b as f64 * c as f64).sum();
@@ -466,6 +482,10 @@ mod tests {
         let t = otsu_threshold(&d).unwrap();
         assert!(t > 10.0 && t < 200.0, "{t}");
         assert_eq!(otsu_threshold(&[3.0, 3.0]), None);
+        // a few hot voxels do not move it off the gap between the two populations
+        d.extend(vec![1e6f32; 3]);
+        let t = otsu_threshold(&d).unwrap();
+        assert!(t > 10.0 && t < 200.0, "{t}");
         assert_eq!(otsu_threshold(&[]), None);
     }
 
