@@ -596,7 +596,11 @@ fn segment_command_on_a_dicom_series() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "keep me").unwrap();
-    let o = segment_cmd(&series, &out, &[]);
+    // a two-model ensemble: the test weights again, as f16 safetensors
+    let second = dir.path().join("fold2.safetensors");
+    let sd = fmseg::weights::load_canonical(weights_file()).unwrap();
+    fmseg::weights::save(&sd, &second, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F16).unwrap();
+    let o = segment_cmd(&series, &out, &["--weights", second.to_str().unwrap(), "--sw-batch", "1"]);
     assert!(o.status.success());
     assert_eq!(listing(&out), ["fm_mask.nii.gz", "notes.txt", "overlay.png", "report.json"]);
     let (loaded, _) = fmseg::io::dicom::load_volume(&series, &fmseg::io::dicom::Selection::auto()).unwrap();
@@ -614,6 +618,11 @@ fn segment_command_on_a_dicom_series() {
     assert_eq!(r["input"]["series_description"], "T1 TSE AX SIJ");
     assert_eq!(r["input"]["modality"], "MR");
     assert!(r["input"]["series_choice"].as_str().unwrap().contains("the only series"));
+    let files: Vec<&str> = r["weights"].as_array().unwrap().iter().map(|w| w["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["segment-test-weights-seed1.fmw", "fold2.safetensors"]);
+    assert_eq!(r["weights"][1]["format"], "safetensors");
+    assert_eq!((r["settings"]["models"].as_u64(), r["settings"]["passes"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(r["settings"]["sw_batch"], 1);
     let fm = mask.data.iter().filter(|&&v| v == 1.0).count() as f64;
     let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&loaded.affine)).abs();
     let vol = r["findings"]["fm_volume_ml"].as_f64().unwrap();

@@ -207,7 +207,16 @@ fn input_transform(p: &[[&[f32]; 4]; 4], v: &mut [f32], offset: usize, stride: u
 /// One application of `B^T` to four equal-length vectors.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn bt_rows(p0: &[f32], p1: &[f32], p2: &[f32], p3: &[f32], o0: &mut [f32], o1: &mut [f32], o2: &mut [f32], o3: &mut [f32]) {
+fn bt_rows(
+    p0: &[f32],
+    p1: &[f32],
+    p2: &[f32],
+    p3: &[f32],
+    o0: &mut [f32],
+    o1: &mut [f32],
+    o2: &mut [f32],
+    o3: &mut [f32],
+) {
     for ((o, a), b) in o0.iter_mut().zip(p0).zip(p2) {
         *o = a - b;
     }
@@ -234,7 +243,8 @@ fn output_transform(m: &[&[f32]; 16], y00: &mut [f32], y01: &mut [f32], y10: &mu
     let mut l = 0;
     while l + 8 <= n {
         for xi in 0..4 {
-            let (a, b, c, d) = (&m[4 * xi][l..l + 8], &m[4 * xi + 1][l..l + 8], &m[4 * xi + 2][l..l + 8], &m[4 * xi + 3][l..l + 8]);
+            let (a, b, c, d) =
+                (&m[4 * xi][l..l + 8], &m[4 * xi + 1][l..l + 8], &m[4 * xi + 2][l..l + 8], &m[4 * xi + 3][l..l + 8]);
             for k in 0..8 {
                 s[xi][k] = a[k] + b[k] + c[k];
                 t[xi][k] = b[k] - c[k] - d[k];
