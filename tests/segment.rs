@@ -513,6 +513,9 @@ fn bad_inputs_fail_cleanly_without_output() {
     std::fs::create_dir(&empty_dir).unwrap();
     let ct_dir = d.join("ct_series");
     write_dicom(&ct_dir, "CT");
+    let mr_dir = d.join("mr_series");
+    write_dicom(&mr_dir, "MR");
+    let one_slice = listing(&mr_dir).into_iter().next().map(|n| mr_dir.join(n)).unwrap();
 
     let cases: Vec<(PathBuf, &[&str])> = vec![
         (d.join("missing.nii.gz"), &["No such file"]),
@@ -523,6 +526,7 @@ fn bad_inputs_fail_cleanly_without_output() {
         (truncated, &["truncated", "short", "expected"]),
         (empty_dir.clone(), &["no DICOM image found"]),
         (ct_dir, &["modality is \"CT\", but an MR series is required"]),
+        (one_slice, &["a single DICOM slice (64x56 pixels)", "pass the directory"]),
     ];
     for (input, wants) in cases {
         let out = d.join(format!("out-{}", input.file_name().unwrap().to_string_lossy()));

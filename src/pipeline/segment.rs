@@ -157,6 +157,17 @@ pub fn load_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
             })?,
         }
     };
+    let d = loaded.image.dims;
+    if loaded.info.format == "dicom" && !meta.is_dir() && d[2] == 1 {
+        return Err(Error::format(
+            path,
+            format!(
+                "a single DICOM slice ({}x{} pixels): fmseg segments 3-D volumes; pass the directory that holds \
+                 the whole series",
+                d[0], d[1]
+            ),
+        ));
+    }
     validate(path, &loaded.image)?;
     Ok(loaded)
 }
