@@ -90,36 +90,54 @@ pub enum Device {
 /// An engine on whichever device was chosen at run time.
 pub enum AnyEngine {
     Cpu(Engine<crate::backend::cpu::CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Engine<crate::backend::cuda::CudaBackend>),
 }
 
 impl AnyEngine {
-    /// Builds the engine for `device` with `threads` CPU workers (0 = all cores).
+    /// Builds the engine for `device` with `threads` CPU workers (0 = all cores). `Auto` takes
+    /// the GPU when one is usable and the CPU otherwise.
     pub fn new(device: Device, threads: usize, weights: &StateDict) -> Result<Self> {
+        let cpu = || Ok(AnyEngine::Cpu(Engine::new(crate::backend::cpu::CpuBackend::new(threads)?, weights)?));
         match device {
-            Device::Cpu | Device::Auto => {
-                Ok(AnyEngine::Cpu(Engine::new(crate::backend::cpu::CpuBackend::new(threads)?, weights)?))
+            Device::Cpu => cpu(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => Ok(AnyEngine::Cuda(Engine::new(crate::backend::cuda::CudaBackend::new()?, weights)?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => {
+                Err(Error::Device("this build of fmseg has no CUDA engine (built without the `cuda` feature)".into()))
             }
-            Device::Cuda => Err(Error::Device(
-                "this build of fmseg has no CUDA engine (built without the `cuda` feature or without nvcc)".into(),
-            )),
+            #[cfg(feature = "cuda")]
+            Device::Auto => match crate::backend::cuda::CudaBackend::new() {
+                Ok(gpu) => Ok(AnyEngine::Cuda(Engine::new(gpu, weights)?)),
+                Err(_) => cpu(),
+            },
+            #[cfg(not(feature = "cuda"))]
+            Device::Auto => cpu(),
         }
     }
 
     pub fn device_name(&self) -> String {
         match self {
             AnyEngine::Cpu(e) => e.backend().name(),
+            #[cfg(feature = "cuda")]
+            AnyEngine::Cuda(e) => e.backend().name(),
         }
     }
 
     pub fn forward(&self, x: &HostTensor) -> Result<Output<HostTensor>> {
         match self {
             AnyEngine::Cpu(e) => e.forward(x),
+            #[cfg(feature = "cuda")]
+            AnyEngine::Cuda(e) => e.forward(x),
         }
     }
 
     pub fn logits(&self, x: &HostTensor) -> Result<HostTensor> {
         match self {
             AnyEngine::Cpu(e) => e.logits(x),
+            #[cfg(feature = "cuda")]
+            AnyEngine::Cuda(e) => e.logits(x),
         }
     }
 }

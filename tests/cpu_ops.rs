@@ -214,30 +214,35 @@ fn fused_conv_norm_matches_conv_then_norm() {
 }
 
 #[test]
-fn winograd_in_plane_3x3_matches_reference_on_odd_sizes() {
+fn winograd_3x3x1_and_3x3x3_match_reference_on_odd_sizes() {
     let be = backend();
     let direct = CpuBackend::new(2).unwrap().with_winograd(false);
     let mut rng = Rng::fresh("winograd");
-    for (dims, cin, cout) in
-        [([7, 9, 6], 8, 5), ([5, 4, 7], 17, 33), ([2, 3, 16], 32, 32), ([9, 2, 6], 40, 70), ([3, 5, 13], 12, 16)]
-    {
+    let cases = [
+        ([7, 9, 6], 8, 5, 1),
+        ([5, 4, 7], 17, 33, 1),
+        ([2, 3, 16], 32, 32, 1),
+        ([9, 2, 6], 40, 70, 1),
+        ([3, 5, 13], 12, 16, 1),
+        ([5, 7, 4], 9, 17, 3),
+        ([4, 3, 8], 64, 40, 3),
+        ([7, 5, 9], 16, 6, 3),
+        ([3, 3, 4], 8, 8, 3),
+    ];
+    for (dims, cin, cout, kd) in cases {
         let x = rng.tensor(&[2, cin, dims[0], dims[1], dims[2]]);
-        let w = rng.tensor(&[cout, cin, 3, 3, 1]);
+        let w = rng.tensor(&[cout, cin, 3, 3, kd]);
         let b = rng.tensor(&[cout]);
-        let spec = ConvSpec { cin, cout, k: [3, 3, 1], bias: true };
+        let spec = ConvSpec { cin, cout, k: [3, 3, kd], bias: true };
         let want = reference::conv3d(&x, &w, Some(&b.data));
         for (name, be) in [("winograd", &be), ("direct", &direct)] {
             let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
             let xt = be.upload(&x).unwrap();
             let y = be.download(&be.conv(&xt, &conv).unwrap()).unwrap();
-            check(&format!("{name} 3x3x1 {cin}->{cout} dims={dims:?}"), &y, &want, TOL);
+            check(&format!("{name} 3x3x{kd} {cin}->{cout} dims={dims:?}"), &y, &want, TOL);
             let y = be.download(&be.conv_norm(&xt, &conv, None, true).unwrap()).unwrap();
-            check(
-                &format!("{name} 3x3x1+norm {cin}->{cout} dims={dims:?}"),
-                &y,
-                &reference::instance_norm(&want, None, true),
-                TOL,
-            );
+            let want_norm = reference::instance_norm(&want, None, true);
+            check(&format!("{name} 3x3x{kd}+norm {cin}->{cout} dims={dims:?}"), &y, &want_norm, TOL);
         }
     }
 }

@@ -7,6 +7,8 @@
 //! when the next kernel loads its input.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod profile;
 
 use crate::error::Result;

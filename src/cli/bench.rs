@@ -6,14 +6,14 @@ use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::profile::{Clock, Profiled};
-use crate::backend::Backend as _;
+use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::model::init::{random_input, random_state_dict};
 use crate::tensor::Dims;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// cpu (cuda comes with the GPU engine).
+    /// cpu or cuda (the GPU engine: timed with the input resident and the logits left on the device).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Worker threads for the CPU engine (0 = all cores).
@@ -47,21 +47,45 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.device != "cpu" {
-        bail!("--device {}: this build benchmarks the CPU engine only", args.device);
-    }
     let dims: Dims = args.dims.as_slice().try_into().context("--dims takes three sizes H,W,D")?;
     let sd = match &args.weights {
         Some(p) => crate::weights::load_canonical(p)?,
         None => random_state_dict(0),
     };
-    let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
-    let threads = cpu.threads();
+    match args.device.as_str() {
+        "cpu" => {
+            let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
+            let threads = Some(cpu.threads());
+            bench(cpu, |_| {}, &args, &sd, dims, threads, false)
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let gpu = crate::backend::cuda::CudaBackend::new()?;
+            // Timed on the device: the input is uploaded once and the logits stay there, so
+            // the numbers are the engine's, not the PCIe bus's.
+            bench(gpu, |b| drop(b.synchronize()), &args, &sd, dims, None, true)
+        }
+        d => bail!(
+            "--device {d}: expected cpu{}",
+            if cfg!(feature = "cuda") { " or cuda" } else { " (this build has no CUDA engine)" }
+        ),
+    }
+}
+
+fn bench<B: Backend + 'static>(
+    backend: B,
+    sync: impl Fn(&B) + Send + Sync + 'static,
+    args: &BenchArgs,
+    sd: &crate::weights::StateDict,
+    dims: Dims,
+    threads: Option<usize>,
+    device_resident: bool,
+) -> anyhow::Result<()> {
     let flops = crate::model::catalog::forward_flops(dims);
     let mut rows = Vec::new();
     let clock = if args.cpu_time { Clock::ProcessCpu } else { Clock::Wall };
     if args.layers {
-        let engine = Engine::new(Profiled::new(cpu, |_| {}).with_clock(clock), &sd)?;
+        let engine = Engine::new(Profiled::new(backend, sync).with_clock(clock), sd)?;
         let x = random_input(1, 1, dims);
         engine.logits(&x)?;
         engine.backend().reset();
@@ -71,16 +95,30 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_layers(&engine.backend().table(), total);
         return Ok(());
     }
-    let engine = Engine::new(cpu, &sd)?;
+    let engine = Engine::new(backend, sd)?;
+    let be = engine.backend();
     for &n in &args.batch {
         let x = random_input(n as u64, n, dims);
-        engine.logits(&x)?; // warm-up: buffers and page faults
+        let resident = if device_resident { Some(be.upload(&x)?) } else { None };
+        let once = || -> anyhow::Result<()> {
+            match &resident {
+                Some(xt) => {
+                    let out = engine.model().forward(be, xt)?;
+                    sync(be);
+                    drop(out);
+                }
+                None => {
+                    std::hint::black_box(engine.logits(&x)?);
+                }
+            }
+            Ok(())
+        };
+        once()?; // warm-up: buffers, page faults, kernel modules
         let mut times = Vec::with_capacity(args.iters);
         for _ in 0..args.iters.max(1) {
             let t0 = clock.now();
-            let y = engine.logits(&x)?;
+            once()?;
             times.push(clock.now() - t0);
-            std::hint::black_box(y);
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
@@ -97,23 +135,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"device": engine.backend().name(), "threads": threads, "dims": dims,
-            "gflop_per_patch": flops / 1e9, "peak_rss_bytes": peak, "results": v})
+            serde_json::json!({"device": be.name(), "threads": threads, "dims": dims,
+            "gflop_per_patch": flops / 1e9, "peak_rss_bytes": peak, "device_resident": device_resident, "results": v})
         );
         return Ok(());
     }
-    println!(
-        "device: {}   patch {}x{}x{}   {:.1} GFLOP/patch",
-        engine.backend().name(),
-        dims[0],
-        dims[1],
-        dims[2],
-        flops / 1e9
-    );
+    println!("device: {}   patch {}x{}x{}   {:.1} GFLOP/patch", be.name(), dims[0], dims[1], dims[2], flops / 1e9);
+    if device_resident {
+        println!("timing: the forward pass on the device (input resident, logits left there), synchronised");
+    }
     println!("{:>6} {:>14} {:>14} {:>12} {:>10}", "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s");
     for (n, med, best) in rows {
         println!(
-            "{:>6} {:>14.1} {:>14.1} {:>12.3} {:>10.1}",
+            "{:>6} {:>14.3} {:>14.3} {:>12.3} {:>10.1}",
             n,
             med * 1e3 / n as f64,
             best * 1e3 / n as f64,

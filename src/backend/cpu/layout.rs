@@ -9,15 +9,16 @@ pub fn to_channels_last(x: &[f32], c: usize, vox: usize) -> Vec<f32> {
         out.copy_from_slice(&x[..vox]);
         return out;
     }
-    // Blocks of voxels keep both sides' accesses within a few cache lines.
+    // Blocks of voxels keep both sides' accesses within a few cache lines; within a block the
+    // channels are gathered per voxel so each destination run is written contiguously.
     const B: usize = 64;
     out.par_chunks_mut(B * c).enumerate().for_each(|(blk, dst)| {
         let v0 = blk * B;
         let nv = dst.len() / c;
-        for ch in 0..c {
-            let src = &x[ch * vox + v0..][..nv];
-            for (i, &s) in src.iter().enumerate() {
-                dst[i * c + ch] = s;
+        let srcs: Vec<&[f32]> = (0..c).map(|ch| &x[ch * vox + v0..][..nv]).collect();
+        for (i, d) in dst.chunks_exact_mut(c).enumerate() {
+            for (dv, s) in d.iter_mut().zip(&srcs) {
+                *dv = s[i];
             }
         }
     });

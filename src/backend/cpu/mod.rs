@@ -106,9 +106,7 @@ impl CpuBackend {
     /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
     fn conv_into(&self, x: &CpuTensor, cv: &CpuConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
         let out_len = out.sample_len();
-        if let Some(wg) =
-            cv.winograd.as_ref().filter(|w| self.winograd && winograd::WinogradConv::suits(&w.spec, x.dims))
-        {
+        if let Some(wg) = cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims)) {
             return (0..x.n)
                 .flat_map(|s| wg.conv_sample(x.sample(s), x.dims, &mut out.data[s * out_len..][..out_len], sums))
                 .collect();
@@ -203,8 +201,8 @@ impl Backend for CpuBackend {
             }
         }
         let bias = bias.map(|b| b.data.as_slice());
-        let winograd = (spec.k == [3, 3, 1] && spec.cin >= 8 && spec.cout > 4)
-            .then(|| winograd::WinogradConv::new(spec, &weight.data, bias));
+        let winograd =
+            winograd::WinogradConv::handles(&spec).then(|| winograd::WinogradConv::new(spec, &weight.data, bias));
         Ok(CpuConv { direct: PackedConv::new(spec, &weight.data, bias), winograd })
     }
 

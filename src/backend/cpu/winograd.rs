@@ -1,13 +1,16 @@
-//! In-plane 3x3 convolutions (`(3,3,1)` kernels, the network's most common) by Winograd's
-//! F(2x2, 3x3): 16 multiplies per 2x2 output tile and input channel instead of 36.
+//! In-plane 3x3 convolutions by Winograd's F(2x2, 3x3): 16 multiplies per 2x2 output tile and
+//! input channel instead of 36. Covers `(3,3,1)` kernels (the network's most common) and
+//! `(3,3,3)` ones, the latter as three in-plane kernels over the input shifted along D.
 //!
-//! The kernel has no extent along D, so every `(d, channel)` pair of a tile position is an
-//! independent 2-D problem: the input and output transforms run over contiguous `D * C` vectors
-//! of the channels-last layout, and the 16 element-wise products become 16 small GEMMs
-//! (rows = tiles x D, K = cin, N = cout) on the same register-tiled micro-kernel as the direct
-//! convolution. Tiles are processed a few at a time so transformed data stays in L2. The
-//! transforms use only 0, +-1/2, +-1, so float32 error stays within a few ulps of direct
-//! summation. Zero padding is applied while gathering, so no padded copy is made.
+//! Along D the kernel is a plain 1-D correlation, so every `(d, channel)` pair of a tile
+//! position is an independent 2-D problem: the input and output transforms run over contiguous
+//! `D * C` vectors of the channels-last layout, and the 16 element-wise products become 16 small
+//! GEMMs (rows = tiles x D, K = kd x cin, N = cout) on the same register-tiled micro-kernel as
+//! the direct convolution, with the D taps as row offsets. Each tile's rows carry a zero row
+//! above and below when kd = 3 (the D padding). Tiles are processed a few at a time so the
+//! transformed data stays in L2. The transforms use only 0, +-1/2, +-1, so float32 error stays
+//! within a few ulps of direct summation. Zero padding in-plane is applied while gathering: no
+//! padded copy is made.
 
 use rayon::prelude::*;
 
@@ -15,10 +18,11 @@ use super::conv::{select_kernel, ChannelSums, Kernel, MR, NR};
 use crate::backend::ConvSpec;
 use crate::tensor::Dims;
 
-/// Tiles per block: `TILES * D` GEMM rows per block (48 for D = 16, a multiple of MR).
-const TILES: usize = 3;
+/// Transformed data of one block of tiles (V and M together) should stay within this many bytes
+/// (half the 512 KiB L2 of the machines this was tuned on).
+const BLOCK_BYTES: usize = 256 << 10;
 
-/// Transformed weights `U = G g G^T`, packed `[16][panel][cin][NR]`.
+/// Transformed weights `U = G g G^T` per D tap, packed `[16][panel][kd][cin][NR]`.
 pub struct WinogradConv {
     pub spec: ConvSpec,
     u: Vec<f32>,
@@ -27,33 +31,40 @@ pub struct WinogradConv {
 }
 
 impl WinogradConv {
-    /// Whether a convolution runs faster this way than directly.
-    pub fn suits(spec: &ConvSpec, dims: Dims) -> bool {
-        spec.k == [3, 3, 1] && spec.cin >= 8 && spec.cout > 4 && dims[2] >= MR && dims[0] >= 2 && dims[1] >= 2
+    /// Kernels this handles.
+    pub fn handles(spec: &ConvSpec) -> bool {
+        (spec.k == [3, 3, 1] || spec.k == [3, 3, 3]) && spec.cin >= 8 && spec.cout > 4
     }
 
-    /// `weight` is PyTorch's `(cout, cin, 3, 3, 1)`.
+    /// Whether a tensor of `dims` suits it (a tile's padded rows must fill one micro-kernel block).
+    pub fn suits(&self, dims: Dims) -> bool {
+        dims[2] + 2 * (self.spec.k[2] / 2) >= MR && dims[0] >= 2 && dims[1] >= 2
+    }
+
+    /// `weight` is PyTorch's `(cout, cin, 3, 3, kd)`.
     pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>) -> Self {
-        assert_eq!(spec.k, [3, 3, 1]);
+        assert!(Self::handles(&spec), "Winograd for {:?}", spec.k);
+        let kd = spec.k[2];
         let panels = spec.cout.div_ceil(NR);
-        let mut u = vec![0f32; 16 * panels * spec.cin * NR];
+        let mut u = vec![0f32; 16 * panels * kd * spec.cin * NR];
         for co in 0..spec.cout {
             for ci in 0..spec.cin {
-                let g = &weight[(co * spec.cin + ci) * 9..][..9];
-                // G g G^T with G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], in f64.
-                let gm = |r: usize, c: usize| g[r * 3 + c] as f64;
-                let mut t = [[0f64; 3]; 4]; // G g
-                for c in 0..3 {
-                    t[0][c] = gm(0, c);
-                    t[1][c] = 0.5 * (gm(0, c) + gm(1, c) + gm(2, c));
-                    t[2][c] = 0.5 * (gm(0, c) - gm(1, c) + gm(2, c));
-                    t[3][c] = gm(2, c);
-                }
-                for (xi, row) in t.iter().enumerate() {
-                    let v = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
-                    for (nu, &val) in v.iter().enumerate() {
-                        let e = xi * 4 + nu;
-                        u[((e * panels + co / NR) * spec.cin + ci) * NR + co % NR] = val as f32;
+                for c in 0..kd {
+                    let gm = |r: usize, col: usize| weight[((co * spec.cin + ci) * 9 + r * 3 + col) * kd + c] as f64;
+                    // G g G^T with G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], in f64.
+                    let mut t = [[0f64; 3]; 4]; // G g
+                    for col in 0..3 {
+                        t[0][col] = gm(0, col);
+                        t[1][col] = 0.5 * (gm(0, col) + gm(1, col) + gm(2, col));
+                        t[2][col] = 0.5 * (gm(0, col) - gm(1, col) + gm(2, col));
+                        t[3][col] = gm(2, col);
+                    }
+                    for (xi, row) in t.iter().enumerate() {
+                        let v = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
+                        for (nu, &val) in v.iter().enumerate() {
+                            let e = xi * 4 + nu;
+                            u[(((e * panels + co / NR) * kd + c) * spec.cin + ci) * NR + co % NR] = val as f32;
+                        }
                     }
                 }
             }
@@ -100,20 +111,30 @@ impl WinogradConv {
         kernel: Kernel,
         mut sums: Option<&mut [(f64, f64)]>,
     ) {
-        let (cin, cout, d) = (self.spec.cin, self.spec.cout, dims[2]);
+        let (cin, cout, d, kd) = (self.spec.cin, self.spec.cout, dims[2], self.spec.k[2]);
+        let pd = kd / 2;
+        // GEMM rows per tile: the D voxels plus a zero row at each end when kd = 3.
+        let dr = d + 2 * pd;
         let (lin, lout) = (d * cin, d * cout);
         let tiles_w = dims[1].div_ceil(2);
+        let tiles = (BLOCK_BYTES / (16 * dr * (cin + cout) * 4)).clamp(1, tiles_w);
         let out_rows = out.len() / (dims[1] * lout);
         let zeros = vec![0f32; lin];
-        let mut v = vec![0f32; 16 * TILES * lin];
+        // V rows per transform e: tiles * dr, plus kd - 1 rows of slack read by the last
+        // tile's discarded rows.
+        let vstride = (tiles * dr + kd - 1) * cin;
+        let mstride = tiles * dr * cout;
+        let mut v = vec![0f32; 16 * vstride];
         let mut scratch = vec![0f32; 16 * lin];
         let mut ybuf: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; lout]);
-        let mut m = vec![0f32; 16 * TILES * lout];
+        let mut m = vec![0f32; 16 * mstride];
+        let offsets: Vec<usize> = (0..kd).map(|c| c * cin).collect();
         let mut acc = [[0f32; NR]; MR];
         let mut tw0 = 0;
         while tw0 < tiles_w {
-            let nt = TILES.min(tiles_w - tw0);
-            // Input transform V = B^T P B per tile, over contiguous (d, ci) vectors.
+            let nt = tiles.min(tiles_w - tw0);
+            // Input transform V = B^T P B per tile, over contiguous (d, ci) vectors, written
+            // after the tile's leading zero row (the pad rows are never written, so stay zero).
             for t in 0..nt {
                 let tw = tw0 + t;
                 let src = |i: usize, j: usize| -> &[f32] {
@@ -125,22 +146,24 @@ impl WinogradConv {
                     }
                 };
                 let p: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| src(i, j)));
-                input_transform(&p, &mut v, t * lin, TILES * lin, lin, &mut scratch);
+                input_transform(&p, &mut v, (t * dr + pd) * cin, vstride, lin, &mut scratch);
             }
-            // 16 GEMMs: M[e] (rows = nt * D) = V[e] (rows x cin) * U[e] (cin x cout).
-            let rows = nt * d;
+            // 16 GEMMs: M[e] (rows = nt * dr) = sum over D taps of V[e] shifted by the tap (rows x
+            // cin) * U[e][tap] (cin x cout).
+            let rows = nt * dr;
             for e in 0..16 {
-                let ve = &v[e * TILES * lin..][..rows * cin];
-                let me = &mut m[e * TILES * lout..][..rows * cout];
+                let ve = &v[e * vstride..][..vstride];
+                let me = &mut m[e * mstride..][..rows * cout];
                 for p in 0..self.panels {
-                    let up = &self.u[((e * self.panels + p) * cin) * NR..][..cin * NR];
+                    let up = &self.u[((e * self.panels + p) * kd * cin) * NR..][..kd * cin * NR];
                     let cols = NR.min(cout - p * NR);
                     let mut r0 = 0;
                     while r0 < rows {
                         let start = if r0 + MR <= rows { r0 } else { rows - MR };
-                        // SAFETY: rows >= MR (D >= MR, checked by `suits`), so rows start..start+MR
-                        // of `ve` (cin floats each) exist; `up` holds cin*NR floats.
-                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, &[0], up.as_ptr(), &mut acc) };
+                        // SAFETY: rows >= dr >= MR (checked by `suits`); a block reads V rows
+                        // start .. start + MR + kd - 1 <= rows + kd - 1, all inside `ve`; `up`
+                        // holds kd * cin * NR floats.
+                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, &offsets, up.as_ptr(), &mut acc) };
                         for (r, a) in acc.iter().enumerate() {
                             me[(start + r) * cout + p * NR..][..cols].copy_from_slice(&a[..cols]);
                         }
@@ -151,7 +174,7 @@ impl WinogradConv {
             // Output transform Y = A^T M A (one vectorised pass over (d, co)), bias, stats, store.
             for t in 0..nt {
                 let tw = tw0 + t;
-                let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * TILES * lout + t * lout..][..lout]);
+                let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * mstride + t * dr * cout..][..lout]);
                 let [y00, y01, y10, y11] = &mut ybuf;
                 let (y00, y01, y10, y11) = (&mut y00[..lout], &mut y01[..lout], &mut y10[..lout], &mut y11[..lout]);
                 output_transform(&mt, y00, y01, y10, y11);

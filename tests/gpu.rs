@@ -1,0 +1,786 @@
+//! The CUDA engine against the float64 oracle (`backend::cpu::reference`), the float32 CPU
+//! engine and the reference fixtures.
+//!
+//! Without a usable GPU every test prints "SKIPPED: no CUDA device (...)" and passes; with
+//! `FMSEG_REQUIRE_GPU=1` (scripts/gpu-check.sh --run) a missing GPU is a failure.
+//!
+//! Every op runs on fresh random inputs of odd sizes (seed printed; replay with
+//! FMSEG_TEST_SEED) with outputs poisoned (NaN) before each launch, so an element a kernel does
+//! not write fails the test. Inputs and weights are rounded to fp16 before the oracle sees them
+//! (the GPU stores them so), so the tolerances measure the kernels: fp32 accumulation and fp16
+//! rounding of each stored result (2^-11 relative). Tolerances, as relative L2 error and as
+//! largest absolute error relative to the largest reference value:
+//! - one rounding (pools, resize, elementwise): rel L2 1e-3, max 2e-3;
+//! - convolutions: rel L2 2e-3, max 4e-3; chains through a pending norm: rel L2 4e-3, max 1e-2;
+//! - the whole network (135 GFLOP in fp16 vs float32): logits rel L2 2e-2 and the same argmax
+//!   wherever the float32 logits differ by more than 0.05.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::Rng;
+use fmseg::backend::cpu::{reference, CpuBackend};
+use fmseg::backend::cuda::{ConvKernel, CudaBackend};
+use fmseg::backend::{Backend, ConvSpec, ConvTSpec};
+use fmseg::engine::Engine;
+use fmseg::model::init::{random_input, random_state_dict};
+use fmseg::tensor::{max_abs_diff, numel, rel_l2, Dims, HostTensor};
+use fmseg::weights::StateDict;
+use half::f16;
+
+// ---------------------------------------------------------------------------------------
+// helpers
+
+/// The GPU backend with output poisoning on, or None (after a notice) when there is none.
+fn gpu() -> Option<CudaBackend> {
+    match CudaBackend::new() {
+        Ok(b) => {
+            b.set_poison_outputs(true);
+            Some(b)
+        }
+        Err(e) => {
+            if std::env::var("FMSEG_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("FMSEG_REQUIRE_GPU=1 but the CUDA backend is unavailable: {e}");
+            }
+            eprintln!("SKIPPED: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn f16r(mut t: HostTensor) -> HostTensor {
+    for v in &mut t.data {
+        *v = f16::from_f32(*v).to_f32();
+    }
+    t
+}
+
+/// A random fp16-exact tensor, uniform in [-scale, scale) + offset.
+fn rand_t(rng: &mut Rng, shape: &[usize], scale: f32, offset: f32) -> HostTensor {
+    let mut t = rng.tensor(shape);
+    for v in &mut t.data {
+        *v = *v * scale + offset;
+    }
+    f16r(t)
+}
+
+#[derive(Clone, Copy)]
+struct Tol {
+    rel_l2: f64,
+    /// Largest absolute error over the largest |reference| value.
+    max_abs: f64,
+}
+
+const ONE_ROUNDING: Tol = Tol { rel_l2: 1e-3, max_abs: 2e-3 };
+const CONV: Tol = Tol { rel_l2: 2e-3, max_abs: 4e-3 };
+const CHAIN: Tol = Tol { rel_l2: 4e-3, max_abs: 1e-2 };
+
+fn check(what: &str, got: &HostTensor, want: &HostTensor, tol: Tol) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    if let Some(i) = got.first_non_finite() {
+        let bad = got.data.iter().filter(|v| !v.is_finite()).count();
+        panic!("{what}: {bad} non-finite output value(s) (unwritten or overflow), the first at flat index {i} of shape {:?}", got.shape);
+    }
+    let e = rel_l2(&got.data, &want.data);
+    let scale = want.data.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6) as f64;
+    let m = max_abs_diff(&got.data, &want.data) as f64 / scale;
+    eprintln!("{what}: rel L2 {e:.2e} (tol {:.0e}), max abs/scale {m:.2e} (tol {:.0e})", tol.rel_l2, tol.max_abs);
+    if e > tol.rel_l2 || m > tol.max_abs {
+        let i = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .position(|(a, b)| ((a - b).abs() as f64) > tol.max_abs * scale)
+            .unwrap_or(0);
+        panic!(
+            "{what}: rel L2 {e:.3e} (tol {:.0e}), max abs/scale {m:.3e} (tol {:.0e}); first bad flat index {i}: got {} want {}",
+            tol.rel_l2, tol.max_abs, got.data[i], want.data[i]
+        );
+    }
+}
+
+fn shape5(n: usize, c: usize, d: Dims) -> [usize; 5] {
+    [n, c, d[0], d[1], d[2]]
+}
+
+fn sum_ref(xs: &[&HostTensor], relu: bool) -> HostTensor {
+    let mut out = xs[0].clone();
+    for (i, v) in out.data.iter_mut().enumerate() {
+        let s: f64 = xs.iter().map(|x| x.data[i] as f64).sum();
+        *v = if relu { s.max(0.0) } else { s } as f32;
+    }
+    out
+}
+
+fn concat_ref(a: &HostTensor, b: &HostTensor) -> HostTensor {
+    let (n, ca, d) = a.ncdims().unwrap();
+    let cb = b.shape[1];
+    let vox = numel(d);
+    let mut data = Vec::with_capacity(n * (ca + cb) * vox);
+    for s in 0..n {
+        data.extend_from_slice(&a.data[s * ca * vox..(s + 1) * ca * vox]);
+        data.extend_from_slice(&b.data[s * cb * vox..(s + 1) * cb * vox]);
+    }
+    HostTensor::new(shape5(n, ca + cb, d).to_vec(), data).unwrap()
+}
+
+const KERNELS: [Dims; 8] = [[3, 3, 1], [1, 1, 3], [3, 3, 3], [3, 1, 1], [1, 3, 1], [1, 3, 3], [3, 1, 3], [1, 1, 1]];
+
+// ---------------------------------------------------------------------------------------
+// device
+
+/// Needs no GPU: with FMSEG_REQUIRE_KERNELS=1 (scripts/gpu-check.sh packing), a build whose
+/// kernels were not compiled fails here instead of skipping every GPU test on the GPU machine.
+#[test]
+fn kernels_are_embedded() {
+    let required = std::env::var("FMSEG_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
+    if !fmseg::backend::cuda::KERNELS_BUILT {
+        assert!(!required, "this build has no CUDA kernels (nvcc was not found by build.rs)");
+        eprintln!("SKIPPED: this build has no CUDA kernels");
+        return;
+    }
+    for m in fmseg::backend::cuda::Module::ALL {
+        assert!(!m.ptx().is_empty() && m.cubin_sm90a().len() > 1000, "module {} is empty", m.name());
+        assert!(m.ptx().contains(".target sm_80"), "module {}: PTX target", m.name());
+    }
+    eprintln!("{}", fmseg::backend::cuda::KERNEL_RESOURCES);
+}
+
+#[test]
+fn name_reports_gpu_and_compute_capability() {
+    let Some(be) = gpu() else { return };
+    let name = be.name();
+    eprintln!("{name}");
+    assert!(name.contains(&be.device().name) && name.contains("compute capability"), "{name}");
+}
+
+// ---------------------------------------------------------------------------------------
+// convolutions
+
+/// (cin, cout) pairs that reach every conv kernel: the tensor-core tiles BN = 16, 32, 64 (and
+/// several N blocks), the direct kernel for Cin = 1, Cout = 1, 2, the 8-channel group and the
+/// 32-channel group with a partial group.
+const CHANNELS: [(usize, usize); 10] =
+    [(1, 32), (32, 32), (64, 64), (32, 16), (64, 128), (16, 1), (32, 2), (3, 5), (24, 40), (256, 64)];
+
+#[test]
+fn conv_every_kernel_shape_and_kernel_variant() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu conv");
+    let dims_set: [Dims; 6] = [[7, 9, 5], [5, 3, 6], [13, 11, 3], [2, 1, 8], [3, 3, 2], [9, 7, 16]];
+    for k in KERNELS {
+        for (cin, cout) in CHANNELS {
+            let dims = dims_set[rng.below(dims_set.len())];
+            let n = 1 + rng.below(2);
+            let x = rand_t(&mut rng, &shape5(n, cin, dims), 1.0, 0.0);
+            let w = rand_t(
+                &mut rng,
+                &[cout, cin, k[0], k[1], k[2]],
+                1.0 / ((cin * k.iter().product::<usize>()) as f32).sqrt(),
+                0.0,
+            );
+            let bias = rng.below(4) != 0;
+            let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
+            let spec = ConvSpec { cin, cout, k, bias };
+            let conv = be.prepare_conv(spec, &w, bias.then_some(&b)).unwrap();
+            let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
+            let want = reference::conv3d(&x, &w, bias.then_some(&b.data[..]));
+            let kind = ConvKernel::choose(cin, cout);
+            check(&format!("conv k={k:?} {cin}->{cout} {kind:?} dims={dims:?} n={n} bias={bias}"), &y, &want, CONV);
+        }
+    }
+}
+
+#[test]
+fn conv_many_tiles_with_a_partial_last_tile() {
+    // 3000 voxels: 23 full 128-row tiles and a partial one, several samples.
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu conv tiles");
+    for (cin, cout, k) in [(32, 32, [3, 3, 1]), (64, 64, [3, 3, 3]), (128, 64, [1, 1, 3]), (1, 32, [3, 3, 1])] {
+        let dims = [15, 20, 10];
+        let x = rand_t(&mut rng, &shape5(3, cin, dims), 1.0, 0.0);
+        let w = rand_t(&mut rng, &[cout, cin, k[0], k[1], k[2]], 0.1, 0.0);
+        let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
+        let conv = be.prepare_conv(ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
+        let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
+        check(
+            &format!("conv {cin}->{cout} k={k:?} over 3 x 3000 voxels"),
+            &y,
+            &reference::conv3d(&x, &w, Some(&b.data)),
+            CONV,
+        );
+    }
+}
+
+/// conv -> InstanceNorm (-> ReLU) (+ residual) -> conv: the pending norm is applied by the
+/// second conv while it loads (tensor-core and direct kernels), or by the residual pass.
+#[test]
+fn conv_norm_chains_through_the_pending_norm() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu conv_norm chain");
+    let dims = [11, 9, 7];
+    for (c0, c1, c2, k) in [
+        (1, 32, 32, [3, 3, 1]),
+        (32, 64, 64, [3, 3, 3]),
+        (32, 16, 1, [3, 1, 1]),
+        (64, 32, 2, [1, 1, 1]),
+        (32, 32, 16, [1, 3, 1]),
+    ] {
+        for relu in [true, false] {
+            for with_res in [false, true] {
+                let n = 2;
+                let x = rand_t(&mut rng, &shape5(n, c0, dims), 1.0, 0.0);
+                let w1 = rand_t(&mut rng, &[c1, c0, k[0], k[1], k[2]], 0.3, 0.0);
+                let b1 = rand_t(&mut rng, &[c1], 2.0, 0.0);
+                let w2 = rand_t(&mut rng, &[c2, c1, k[0], k[1], k[2]], 0.3, 0.0);
+                let b2 = rand_t(&mut rng, &[c2], 0.5, 0.0);
+                let r = rand_t(&mut rng, &shape5(n, c1, dims), 1.0, 0.0);
+                let conv1 = be.prepare_conv(ConvSpec { cin: c0, cout: c1, k, bias: true }, &w1, Some(&b1)).unwrap();
+                let conv2 = be.prepare_conv(ConvSpec { cin: c1, cout: c2, k, bias: true }, &w2, Some(&b2)).unwrap();
+                let xg = be.upload(&x).unwrap();
+                let rg = be.upload(&r).unwrap();
+                let a = be.conv_norm(&xg, &conv1, with_res.then_some(&rg), relu).unwrap();
+                let mid = be.download(&a).unwrap();
+                let y = be.download(&be.conv(&a, &conv2).unwrap()).unwrap();
+                let mid_want =
+                    reference::instance_norm(&reference::conv3d(&x, &w1, Some(&b1.data)), with_res.then_some(&r), relu);
+                let y_want = reference::conv3d(&mid_want, &w2, Some(&b2.data));
+                let what = format!("conv_norm {c0}->{c1} k={k:?} relu={relu} residual={with_res}");
+                check(&what, &mid, &mid_want, CHAIN);
+                check(&format!("{what} -> conv ->{c2}"), &y, &y_want, CHAIN);
+            }
+        }
+    }
+}
+
+#[test]
+fn instance_norm_is_exact_with_a_large_mean() {
+    // A mean 60x the spread: sum/sum-of-squares statistics would cancel catastrophically.
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu instance_norm");
+    for (c, dims) in [(8usize, [17usize, 13, 9]), (3, [5, 7, 4]), (64, [12, 12, 8])] {
+        let x = rand_t(&mut rng, &shape5(2, c, dims), 1.0, 60.0);
+        let r = rand_t(&mut rng, &shape5(2, c, dims), 1.0, 0.0);
+        for (res, relu) in [(false, false), (false, true), (true, true), (true, false)] {
+            let y = be.instance_norm(be.upload(&x).unwrap(), res.then_some(&be.upload(&r).unwrap()), relu).unwrap();
+            let want = reference::instance_norm(&x, res.then_some(&r), relu);
+            check(
+                &format!("instance_norm c={c} dims={dims:?} residual={res} relu={relu}"),
+                &be.download(&y).unwrap(),
+                &want,
+                ONE_ROUNDING,
+            );
+        }
+        // Norm of a tensor that itself has a pending norm, and a pending-norm residual.
+        let lazy = be.instance_norm(be.upload(&x).unwrap(), None, true).unwrap();
+        let y = be.instance_norm(lazy.clone(), Some(&lazy), false).unwrap();
+        let first = reference::instance_norm(&x, None, true);
+        let want = reference::instance_norm(&first, Some(&first), false);
+        check(&format!("instance_norm of a pending norm c={c}"), &be.download(&y).unwrap(), &want, CHAIN);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// pools, resize, upsampling
+
+#[test]
+fn max_pool_every_network_kernel() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu max_pool");
+    let cases: [(Dims, Dims); 6] = [
+        ([2, 2, 1], [13, 9, 5]),
+        ([2, 2, 2], [7, 10, 9]),
+        ([4, 4, 4], [9, 13, 10]),
+        ([12, 1, 1], [12, 5, 3]),
+        ([1, 12, 1], [5, 25, 3]),
+        ([1, 1, 8], [4, 3, 17]),
+    ];
+    for (k, dims) in cases {
+        for c in [16, 3] {
+            let x = rand_t(&mut rng, &shape5(2, c, dims), 1.0, 0.0);
+            let xg = be.upload(&x).unwrap();
+            let y = be.download(&be.max_pool(&xg, k).unwrap()).unwrap();
+            check(&format!("max_pool k={k:?} c={c} dims={dims:?}"), &y, &reference::max_pool(&x, k), ONE_ROUNDING);
+            // On a pending norm + ReLU.
+            let lazy = be.instance_norm(xg, None, true).unwrap();
+            let y = be.download(&be.max_pool(&lazy, k).unwrap()).unwrap();
+            let want = reference::max_pool(&reference::instance_norm(&x, None, true), k);
+            check(&format!("max_pool of a pending norm k={k:?} c={c}"), &y, &want, CHAIN);
+        }
+    }
+}
+
+#[test]
+fn adaptive_avg_pool_and_trilinear_resize() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu pool/resize");
+    for (c, dims) in [(16usize, [25usize, 23, 17]), (8, [12, 12, 8]), (1, [9, 7, 5]), (2, [6, 6, 4])] {
+        let x = rand_t(&mut rng, &shape5(2, c, dims), 1.0, 0.0);
+        let xg = be.upload(&x).unwrap();
+        let half = [dims[0] / 2, dims[1] / 2, dims[2] / 2];
+        let y = be.download(&be.adaptive_avg_pool(&xg, half).unwrap()).unwrap();
+        check(
+            &format!("adaptive_avg_pool c={c} {dims:?}->{half:?}"),
+            &y,
+            &reference::adaptive_avg_pool(&x, half),
+            ONE_ROUNDING,
+        );
+        for out in [[dims[0] * 2 + 1, dims[1] + 3, dims[2] * 2], [dims[0], dims[1], dims[2]], [1, dims[1] + 1, 3]] {
+            let y = be.download(&be.resize_trilinear(&xg, out).unwrap()).unwrap();
+            check(
+                &format!("resize_trilinear c={c} {dims:?}->{out:?}"),
+                &y,
+                &reference::resize_trilinear(&x, out),
+                ONE_ROUNDING,
+            );
+        }
+        let lazy = be.instance_norm(xg, None, false).unwrap();
+        let out = [dims[0] + 5, dims[1] + 2, dims[2] + 1];
+        let y = be.download(&be.resize_trilinear(&lazy, out).unwrap()).unwrap();
+        let want = reference::resize_trilinear(&reference::instance_norm(&x, None, false), out);
+        check(&format!("resize_trilinear of a pending norm c={c}"), &y, &want, CHAIN);
+    }
+}
+
+#[test]
+fn up_add_replicates_the_high_edge_and_adds_the_skip() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu up_add");
+    for (cin, cout, k) in
+        [(256, 128, [2, 2, 2]), (128, 64, [2, 2, 1]), (64, 32, [2, 2, 1]), (32, 32, [2, 2, 1]), (64, 16, [2, 2, 2])]
+    {
+        let din = [6, 5, 4];
+        for extra in [[0, 0, 0], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]] {
+            let sdims = [din[0] * k[0] + extra[0], din[1] * k[1] + extra[1], din[2] * k[2] + extra[2]];
+            let n = 2;
+            let x = rand_t(&mut rng, &shape5(n, cin, din), 1.0, 0.0);
+            let skip = rand_t(&mut rng, &shape5(n, cout, sdims), 1.0, 0.0);
+            let w = rand_t(&mut rng, &[cin, cout, k[0], k[1], k[2]], 0.1, 0.0);
+            let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
+            let ct = be.prepare_conv_t(ConvTSpec { cin, cout, k }, &w, &b).unwrap();
+            let y = be.download(&be.up_add(&be.upload(&x).unwrap(), &ct, &be.upload(&skip).unwrap()).unwrap()).unwrap();
+            let u = reference::pad_replicate_end(&reference::conv_transpose(&x, &w, &b.data), sdims);
+            let want = sum_ref(&[&u, &skip], false);
+            check(&format!("up_add {cin}->{cout} k={k:?} {din:?}->{sdims:?}"), &y, &want, CONV);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// elementwise
+
+#[test]
+fn sum_sigmoid_attend_concat() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu elementwise");
+    for (c, dims) in [(32usize, [9usize, 11, 7]), (1, [13, 5, 3]), (3, [4, 6, 5])] {
+        let n = 2;
+        let a = rand_t(&mut rng, &shape5(n, c, dims), 1.0, 0.0);
+        let b = rand_t(&mut rng, &shape5(n, c, dims), 1.0, 0.0);
+        let d = rand_t(&mut rng, &shape5(n, c, dims), 1.0, 0.0);
+        let (ag, bg, dg) = (be.upload(&a).unwrap(), be.upload(&b).unwrap(), be.upload(&d).unwrap());
+        for relu in [false, true] {
+            let y = be.download(&be.sum(&[&ag, &bg, &dg], relu).unwrap()).unwrap();
+            check(&format!("sum of 3 c={c} relu={relu}"), &y, &sum_ref(&[&a, &b, &d], relu), ONE_ROUNDING);
+        }
+        let many: Vec<&_> = [&ag, &bg, &dg, &ag, &bg, &dg].to_vec();
+        let y = be.download(&be.sum(&many, false).unwrap()).unwrap();
+        check(&format!("sum of 6 c={c}"), &y, &sum_ref(&[&a, &b, &d, &a, &b, &d], false), ONE_ROUNDING);
+
+        let s = be.download(&be.sigmoid_sum(&ag, &bg).unwrap()).unwrap();
+        let mut want = a.clone();
+        for (i, v) in want.data.iter_mut().enumerate() {
+            *v = reference::sigmoid(a.data[i] + b.data[i]);
+        }
+        check(&format!("sigmoid_sum c={c}"), &s, &want, ONE_ROUNDING);
+
+        // attend with a 1-channel map (broadcast) and with a full map, both pending norms.
+        let w1 = rand_t(&mut rng, &shape5(n, 1, dims), 1.0, 0.0);
+        let lazy_x = be.instance_norm(ag.clone(), None, true).unwrap();
+        let lazy_w = be.instance_norm(be.upload(&w1).unwrap(), None, false).unwrap();
+        let y = be.download(&be.attend(lazy_x, &lazy_w).unwrap()).unwrap();
+        let want =
+            reference::attend(&reference::instance_norm(&a, None, true), &reference::instance_norm(&w1, None, false));
+        check(&format!("attend broadcast c={c} (pending norms)"), &y, &want, CHAIN);
+        let y = be.download(&be.attend(be.upload(&a).unwrap(), &bg).unwrap()).unwrap();
+        check(&format!("attend full c={c}"), &y, &reference::attend(&a, &b), ONE_ROUNDING);
+
+        let e = rand_t(&mut rng, &shape5(n, 8, dims), 1.0, 0.0);
+        let y = be.download(&be.concat(&ag, &be.upload(&e).unwrap()).unwrap()).unwrap();
+        check(&format!("concat {c}+8"), &y, &concat_ref(&a, &e), ONE_ROUNDING);
+        let y = be.download(&be.concat(&be.upload(&e).unwrap(), &ag).unwrap()).unwrap();
+        check(&format!("concat 8+{c}"), &y, &concat_ref(&e, &a), ONE_ROUNDING);
+    }
+}
+
+#[test]
+fn shape_errors_are_errors_not_panics() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu errors");
+    let x = be.upload(&rand_t(&mut rng, &[1, 8, 4, 4, 4], 1.0, 0.0)).unwrap();
+    let y = be.upload(&rand_t(&mut rng, &[1, 8, 4, 4, 3], 1.0, 0.0)).unwrap();
+    let w = rand_t(&mut rng, &[4, 16, 3, 3, 3], 1.0, 0.0);
+    let conv = be.prepare_conv(ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: false }, &w, None).unwrap();
+    assert!(be.conv(&x, &conv).is_err(), "conv with the wrong channel count");
+    assert!(be.sum(&[&x, &y], false).is_err(), "sum of different shapes");
+    assert!(be.attend(x.clone(), &y).is_err(), "attend with a map of another size");
+    assert!(be.max_pool(&x, [8, 1, 1]).is_err(), "pool larger than the input");
+    assert!(
+        be.prepare_conv(ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: true }, &w, None).is_err(),
+        "missing bias"
+    );
+    let mut bad = HostTensor::zeros(vec![1, 1, 2, 2, 2]);
+    bad.data[3] = f32::NAN;
+    assert!(be.upload(&bad).is_err(), "NaN input");
+}
+
+// ---------------------------------------------------------------------------------------
+// pipeline kernels
+
+#[test]
+fn windows_extract_blend_softmax_argmax() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu windows");
+    let vol = [37, 29, 11];
+    let roi = [16, 12, 8];
+    let img = rand_t(&mut rng, &[1, vol[0], vol[1], vol[2]], 1.0, 0.0);
+    let dv = be.upload_volume(&img).unwrap();
+    let origins: Vec<(Dims, [bool; 3])> = vec![
+        ([0, 0, 0], [false; 3]),
+        ([21, 17, 3], [true, false, false]),
+        ([10, 5, 2], [false, true, true]),
+        ([21, 0, 3], [true, true, true]),
+    ];
+    let batch = be.extract_windows(&dv, roi, &origins).unwrap();
+    let got = be.download(&batch).unwrap();
+    let idx = |c: usize, h: usize, w: usize, d: usize| ((c * vol[0] + h) * vol[1] + w) * vol[2] + d;
+    let vidx = |s: usize, h: usize, w: usize, d: usize| ((s * roi[0] + h) * roi[1] + w) * roi[2] + d;
+    let src = |o: Dims, f: [bool; 3], i: usize, j: usize, k: usize| {
+        let (i, j, k) = (
+            if f[0] { roi[0] - 1 - i } else { i },
+            if f[1] { roi[1] - 1 - j } else { j },
+            if f[2] { roi[2] - 1 - k } else { k },
+        );
+        (o[0] + i, o[1] + j, o[2] + k)
+    };
+    for (s, &(o, f)) in origins.iter().enumerate() {
+        for i in 0..roi[0] {
+            for j in 0..roi[1] {
+                for k in 0..roi[2] {
+                    let (a, b, c) = src(o, f, i, j, k);
+                    assert_eq!(got.data[vidx(s, i, j, k)], img.data[idx(0, a, b, c)], "window {s} voxel {i},{j},{k}");
+                }
+            }
+        }
+    }
+
+    // Blend 2-channel logits with a positive importance map; compare with a float64 blend.
+    let logits = rand_t(&mut rng, &[origins.len(), 2, roi[0], roi[1], roi[2]], 3.0, 0.0);
+    let mut imp = rng.tensor(&[1, roi[0], roi[1], roi[2]]);
+    for v in &mut imp.data {
+        *v = 0.001 + v.abs();
+    }
+    let impv = be.upload_volume(&imp).unwrap();
+    let mut blend = be.new_blend(2, vol).unwrap();
+    be.accumulate_windows(&mut blend, &be.upload(&logits).unwrap(), &impv, &origins).unwrap();
+    let mut out = be.finish_blend(blend).unwrap();
+    let got = be.download_volume(&out).unwrap();
+    let mut acc = vec![0f64; 2 * numel(vol)];
+    let mut ws = vec![0f64; numel(vol)];
+    for (s, &(o, f)) in origins.iter().enumerate() {
+        for i in 0..roi[0] {
+            for j in 0..roi[1] {
+                for k in 0..roi[2] {
+                    let (a, b, c) = src(o, f, i, j, k);
+                    let g = imp.data[(i * roi[1] + j) * roi[2] + k] as f64;
+                    for ch in 0..2 {
+                        acc[idx(ch, a, b, c)] +=
+                            g * logits.data[((s * 2 + ch) * roi[0] * roi[1] + i * roi[1] + j) * roi[2] + k] as f64;
+                    }
+                    ws[idx(0, a, b, c)] += g;
+                }
+            }
+        }
+    }
+    let want: Vec<f32> = acc.iter().enumerate().map(|(e, v)| (v / ws[e % numel(vol)]) as f32).collect();
+    let covered: Vec<usize> = (0..acc.len()).filter(|&e| ws[e % numel(vol)] > 0.0).collect();
+    let g: Vec<f32> = covered.iter().map(|&e| got.data[e]).collect();
+    let w: Vec<f32> = covered.iter().map(|&e| want[e]).collect();
+    let e = rel_l2(&g, &w);
+    eprintln!("window blend: rel L2 {e:.2e} over {} covered values", g.len());
+    assert!(e < 1e-6, "window blend: rel L2 {e:.3e}");
+
+    // Argmax, then softmax in place, on the covered region.
+    let mask = be.argmax_volume(&out).unwrap();
+    be.softmax_volume(&mut out).unwrap();
+    let prob = be.download_volume(&out).unwrap();
+    for v in 0..numel(vol) {
+        if ws[v] == 0.0 {
+            continue;
+        }
+        let (l0, l1) = (got.data[v], got.data[numel(vol) + v]);
+        if (l0 - l1).abs() > 1e-5 {
+            assert_eq!(mask[v], (l1 > l0) as u8, "argmax at voxel {v}");
+        }
+        let p1 = 1.0 / (1.0 + ((l0 - l1) as f64).exp());
+        assert!((prob.data[numel(vol) + v] as f64 - p1).abs() < 1e-5, "softmax at voxel {v}");
+        assert!((prob.data[v] + prob.data[numel(vol) + v] - 1.0).abs() < 1e-5);
+    }
+
+    // Flip of a tensor is an index mapping.
+    let t = rand_t(&mut rng, &[2, 8, 5, 6, 7], 1.0, 0.0);
+    let f = be.download(&be.flip(&be.upload(&t).unwrap(), [true, false, true]).unwrap()).unwrap();
+    for s in 0..2 {
+        for c in 0..8 {
+            for i in 0..5 {
+                for j in 0..6 {
+                    for k in 0..7 {
+                        let o = (((s * 8 + c) * 5 + i) * 6 + j) * 7 + k;
+                        let from = (((s * 8 + c) * 5 + (4 - i)) * 6 + j) * 7 + (6 - k);
+                        assert_eq!(f.data[o], t.data[from]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the whole network
+
+fn compare_logits(what: &str, got: &HostTensor, want: &HostTensor) {
+    check(what, got, want, Tol { rel_l2: 2e-2, max_abs: 1.0 });
+    let (n, _, d) = want.ncdims().unwrap();
+    let vox = numel(d);
+    let (mut compared, mut differ) = (0usize, 0usize);
+    for s in 0..n {
+        for v in 0..vox {
+            let (r0, r1) = (want.data[(s * 2) * vox + v], want.data[(s * 2 + 1) * vox + v]);
+            if (r1 - r0).abs() > 0.05 {
+                compared += 1;
+                let (g0, g1) = (got.data[(s * 2) * vox + v], got.data[(s * 2 + 1) * vox + v]);
+                if (g1 > g0) != (r1 > r0) {
+                    differ += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{what}: argmax differs at {differ} of {compared} voxels with a logit margin > 0.05");
+    assert_eq!(differ, 0, "{what}: argmax differs at {differ} of {compared} confident voxels");
+}
+
+#[test]
+fn network_random_weights_matches_cpu_engine() {
+    let Some(be) = gpu() else { return };
+    let mut rng = Rng::fresh("gpu network");
+    let seed = rng.next_u64();
+    let sd = random_state_dict(seed);
+    let gpu = Engine::new(be, &sd).unwrap();
+    let cpu = Engine::new(CpuBackend::new(0).unwrap(), &sd).unwrap();
+    for (n, dims) in [(2usize, [192usize, 192, 16]), (1, [200, 232, 18])] {
+        let x = random_input(seed ^ 0x5eed, n, dims);
+        let t0 = std::time::Instant::now();
+        let want = cpu.forward(&x).unwrap();
+        let t1 = std::time::Instant::now();
+        let got = gpu.forward(&x).unwrap();
+        eprintln!(
+            "network n={n} {dims:?}: CPU engine {:.2} s, GPU (first call, with module loads) {:.3} s",
+            (t1 - t0).as_secs_f64(),
+            t1.elapsed().as_secs_f64()
+        );
+        compare_logits(&format!("network logits n={n} {dims:?} vs CPU engine"), &got.logits, &want.logits);
+        for (name, g, w) in [("w0", &got.w0, &want.w0), ("w1", &got.w1, &want.w1), ("w2", &got.w2, &want.w2)] {
+            check(&format!("network map {name} n={n} {dims:?}"), g, w, Tol { rel_l2: 2e-2, max_abs: 0.2 });
+        }
+    }
+}
+
+/// Directory of the packed GPU fixtures (scripts/gpu-check.sh): `weights_seed0.safetensors`
+/// and the case files.
+fn gpu_fixtures() -> Option<std::path::PathBuf> {
+    match std::env::var_os("FMSEG_GPU_FIXTURES") {
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            assert!(p.is_dir(), "FMSEG_GPU_FIXTURES={} is not a directory", p.display());
+            Some(p)
+        }
+        None => {
+            eprintln!("SKIPPED: FMSEG_GPU_FIXTURES not set (scripts/gpu-check.sh packs the checkpoint as safetensors)");
+            None
+        }
+    }
+}
+
+fn read_safetensors(path: &std::path::Path) -> Vec<(String, HostTensor)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for (name, v) in st.tensors() {
+        let data: Vec<f32> = match v.dtype() {
+            safetensors::Dtype::F32 => {
+                v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+            }
+            safetensors::Dtype::F16 => {
+                v.data().chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect()
+            }
+            safetensors::Dtype::F64 => {
+                v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+            }
+            _ => continue,
+        };
+        out.push((name, HostTensor::new(v.shape().to_vec(), data).unwrap()));
+    }
+    out
+}
+
+const CASES: [&str; 2] = ["case_seed0_192x192x16.safetensors", "case_seed0_200x232x18.safetensors"];
+
+/// The packed checkpoint, checked against the parameter catalog (every key, every shape).
+fn load_packed_weights(dir: &std::path::Path) -> StateDict {
+    let mut sd = StateDict::new();
+    for (k, t) in read_safetensors(&dir.join("weights_seed0.safetensors")) {
+        sd.insert(k, t);
+    }
+    for (key, shape) in fmseg::model::catalog::tensor_keys() {
+        let t = sd.get(&key).unwrap_or_else(|| panic!("packed weights lack {key}"));
+        assert_eq!(t.shape, shape, "packed weights: {key}");
+        assert!(t.first_non_finite().is_none(), "packed weights: {key} has non-finite values");
+    }
+    sd
+}
+
+fn load_case(dir: &std::path::Path, case: &str) -> Vec<(String, HostTensor)> {
+    let t = read_safetensors(&dir.join(case));
+    let input = t.iter().find(|(n, _)| n == "input").unwrap_or_else(|| panic!("{case}: no input"));
+    let logits = t.iter().find(|(n, _)| n == "logits").unwrap_or_else(|| panic!("{case}: no logits"));
+    let (n, c, d) = input.1.ncdims().unwrap();
+    assert_eq!((n, c), (1, 1), "{case}: input shape");
+    assert_eq!(logits.1.shape, vec![1, 2, d[0], d[1], d[2]], "{case}: logits shape");
+    t
+}
+
+/// Needs no GPU: checks the files scripts/gpu-check.sh packed (run there before they travel).
+#[test]
+fn packed_fixtures_are_valid() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let sd = load_packed_weights(&dir);
+    eprintln!("packed weights: {} tensors", sd.len());
+    for case in CASES {
+        let t = load_case(&dir, case);
+        eprintln!("{case}: {:?}", t.iter().map(|(n, v)| (n.as_str(), v.shape.clone())).collect::<Vec<_>>());
+    }
+}
+
+/// Needs no GPU: the float32 CPU engine on the packed (fp16-rounded) weights and input. Shows
+/// how much of the GPU's error budget the fp16 rounding of weights and input alone takes.
+#[test]
+fn cpu_engine_on_packed_fixtures() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let engine = Engine::new(CpuBackend::new(0).unwrap(), &load_packed_weights(&dir)).unwrap();
+    let t = load_case(&dir, CASES[0]);
+    let get = |k: &str| t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+    let logits = engine.logits(&get("input")).unwrap();
+    compare_logits("CPU engine, fp16-rounded weights and input", &logits, &get("logits"));
+}
+
+#[test]
+fn network_reference_checkpoint_matches_fixture() {
+    let Some(dir) = gpu_fixtures() else { return };
+    let sd = load_packed_weights(&dir);
+    let Some(be) = gpu() else { return };
+    let engine = Engine::new(be, &sd).unwrap();
+    for case in CASES {
+        let t = load_case(&dir, case);
+        let get = |k: &str| {
+            t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{case}: no {k}"))
+        };
+        let out = engine.forward(&get("input")).unwrap();
+        compare_logits(&format!("fixture {case} logits"), &out.logits, &get("logits"));
+        for (name, g) in [("w0", &out.w0), ("w1", &out.w1), ("w2", &out.w2)] {
+            if t.iter().any(|(n, _)| n == name) {
+                check(&format!("fixture {case} map {name}"), g, &get(name), Tol { rel_l2: 2e-2, max_abs: 0.2 });
+            }
+        }
+    }
+}
+
+/// One forward pass of the whole network at the smallest size it accepts, checked only for
+/// finite outputs: the run compute-sanitizer (memcheck, racecheck) watches.
+#[test]
+#[ignore = "run by scripts/gpu-check.sh under compute-sanitizer"]
+fn network_sanitizer_pass() {
+    let Some(be) = gpu() else { return };
+    let sd = random_state_dict(7);
+    let engine = Engine::new(be, &sd).unwrap();
+    let out = engine.forward(&random_input(11, 1, [192, 192, 16])).unwrap();
+    for (name, t) in [("logits", &out.logits), ("w0", &out.w0), ("w1", &out.w1), ("w2", &out.w2)] {
+        assert!(t.first_non_finite().is_none(), "{name} has non-finite values");
+    }
+}
+
+/// Milliseconds per 192x192x16 patch at batch 1, 4, 8: the forward pass on the device (input
+/// already uploaded, logits left on the device, one synchronisation per pass), median of
+/// repeated passes after warm-up; and end to end through `Engine::logits` (upload, forward,
+/// download). Prints a table; the numbers are for the report, not asserted.
+#[test]
+#[ignore = "benchmark: run by scripts/gpu-check.sh"]
+fn gpu_bench() {
+    let Some(be) = gpu() else { return };
+    be.set_poison_outputs(false);
+    let sd = random_state_dict(1);
+    let engine = Engine::new(be, &sd).unwrap();
+    let dims = [192, 192, 16];
+    let flops = fmseg::model::catalog::forward_flops(dims);
+    let be = engine.backend();
+    let mut rows = Vec::new();
+    for n in [1usize, 4, 8] {
+        let x = random_input(n as u64, n, dims);
+        let xt = be.upload(&x).unwrap();
+        for _ in 0..3 {
+            let out = engine.model().forward(be, &xt).unwrap();
+            drop(out);
+        }
+        be.synchronize().unwrap();
+        let iters = if n == 1 { 30 } else { 12 };
+        let mut times = Vec::new();
+        for _ in 0..iters {
+            let t0 = std::time::Instant::now();
+            let out = engine.model().forward(be, &xt).unwrap();
+            be.synchronize().unwrap();
+            times.push(t0.elapsed().as_secs_f64());
+            drop(out);
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        let t0 = std::time::Instant::now();
+        let e2e_iters = 3;
+        for _ in 0..e2e_iters {
+            std::hint::black_box(engine.logits(&x).unwrap());
+        }
+        let e2e = t0.elapsed().as_secs_f64() / e2e_iters as f64;
+        rows.push((n, med, times[0], e2e));
+    }
+    let (used, cached, peak) = be.memory_usage();
+    println!("GPU BENCH {} | patch 192x192x16, {:.1} GFLOP/patch", be.name(), flops / 1e9);
+    println!(
+        "GPU BENCH {:>5} {:>12} {:>12} {:>10} {:>9} {:>14}",
+        "batch", "ms/patch", "best", "patches/s", "TFLOP/s", "e2e ms/patch"
+    );
+    for (n, med, best, e2e) in rows {
+        println!(
+            "GPU BENCH {:>5} {:>12.3} {:>12.3} {:>10.1} {:>9.1} {:>14.3}",
+            n,
+            med * 1e3 / n as f64,
+            best * 1e3 / n as f64,
+            n as f64 / med,
+            flops * n as f64 / med / 1e12,
+            e2e * 1e3 / n as f64
+        );
+    }
+    println!(
+        "GPU BENCH pool: {:.0} MiB in use, {:.0} MiB cached, peak {:.0} MiB",
+        used as f64 / 1048576.0,
+        cached as f64 / 1048576.0,
+        peak as f64 / 1048576.0
+    );
+}
