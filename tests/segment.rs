@@ -657,3 +657,55 @@ fn enhanced_mr_file_loads_as_input() {
     assert_eq!(l.image.data, img.data);
     assert!(dicom_support::affine_diff(&l.image.affine, &a) < 1e-6);
 }
+
+/// The command on the reference's own pipeline case with the reference checkpoint: the mask
+/// it writes is the reference's (MONAI preprocessing, sliding window, inverse transforms)
+/// voxel for voxel, except where the reference's two logits nearly tie. Four windows.
+#[test]
+fn segment_command_reproduces_the_reference_mask() {
+    let (Some(case), Some(weights)) = (common::fixture("pipeline_case1.nii.gz"), common::fixture("weights_seed0.pth"))
+    else {
+        return;
+    };
+    let dir = common::fixtures_dir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = fmseg(
+        &[
+            "segment".as_ref(),
+            case.as_os_str(),
+            "--out".as_ref(),
+            out.path().as_os_str(),
+            "--weights".as_ref(),
+            weights.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let mask = nifti::read(out.path().join("fm_mask.nii.gz")).unwrap();
+    let want = match fmseg::io::npy::read(dir.join("pipeline_case1_mask_original_grid.npy")).unwrap().data {
+        fmseg::io::npy::NpyData::U8(v) => v,
+        d => panic!("expected uint8, got {}", d.dtype_name()),
+    };
+    assert_eq!(mask.data.len(), want.len());
+    // near-ties of the reference's logits, mapped back to the original grid
+    let logits = fmseg::io::npy::read_tensor(dir.join("pipeline_case1_logits.npy")).unwrap();
+    let n = logits.data.len() / 2;
+    let tie: Vec<f32> = (0..n).map(|i| ((logits.data[i] - logits.data[n + i]).abs() < 1e-3) as u8 as f32).collect();
+    let img = nifti::read(&case).unwrap();
+    let p = fmseg::pipeline::preprocess::preprocess(&img, &Default::default()).unwrap();
+    let tie = fmseg::pipeline::postprocess::to_original(&tie, &p.chain, fmseg::pipeline::postprocess::Interp::Nearest)
+        .unwrap();
+    let differ: Vec<usize> = (0..want.len()).filter(|&i| mask.data[i] != want[i] as f32).collect();
+    let outside = differ.iter().filter(|&&i| tie[i] == 0.0).count();
+    eprintln!(
+        "mask: {} of {} voxels differ from the reference, {outside} away from near-ties",
+        differ.len(),
+        want.len()
+    );
+    assert_eq!(outside, 0);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let fm = want.iter().filter(|&&v| v == 1).count() as i64;
+    let got = r["findings"]["fm_voxels"].as_i64().unwrap();
+    assert!((got - fm).abs() as usize <= differ.len(), "{got} vs reference {fm}");
+    assert_eq!(r["settings"]["windows_per_pass"], 4);
+}
