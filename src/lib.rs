@@ -16,6 +16,7 @@ pub mod error;
 pub mod io;
 pub mod linalg;
 pub mod model;
+pub mod phantom;
 pub mod pipeline;
 pub mod tensor;
 pub mod volume;

@@ -709,3 +709,96 @@ fn segment_command_reproduces_the_reference_mask() {
     assert!((got - fm).abs() as usize <= differ.len(), "{got} vs reference {fm}");
     assert_eq!(r["settings"]["windows_per_pass"], 4);
 }
+
+/// phantom -> segment -> report: a synthetic axSpA study written as a DICOM series by
+/// `fmseg phantom`, segmented through the library's one call ([`segment`]) with the test
+/// weights. The report's volume is the mask's voxel count times the voxel volume; and the
+/// report's arithmetic on the phantom's ground-truth mask agrees with the generator's own
+/// manifest: the same FM volume and, with the midline found from the image (body centroid),
+/// every ground-truth lesion on the side the generator put it.
+#[test]
+fn phantom_segment_report_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    // case 8 of set seed 7: 267 x 245 mm field of view, 17 slices of 5.4 mm (4 windows), lesions
+    // on both sides
+    let o = fmseg(
+        &[
+            "phantom".as_ref(),
+            "--out".as_ref(),
+            set.as_os_str(),
+            "--seed".as_ref(),
+            "7".as_ref(),
+            "--first".as_ref(),
+            "8".as_ref(),
+            "--axspa-fraction".as_ref(),
+            "1".as_ref(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let case = set.join("case_008");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(case.join("manifest.json")).unwrap()).unwrap();
+
+    let sd = fmseg::weights::load_canonical(weights_file()).unwrap();
+    let engine = fmseg::engine::AnyEngine::new(fmseg::engine::Device::Auto, 2, &sd).unwrap();
+    let cfg = SegmentConfig::default();
+    let mut last = (0, 0);
+    let t0 = std::time::Instant::now();
+    let r = fmseg::pipeline::segment::segment(&case.join("dicom"), &cfg, std::slice::from_ref(&engine), &mut |p| {
+        if p.stage == Stage::Inference {
+            last = (p.done, p.total);
+        }
+    })
+    .unwrap();
+    eprintln!(
+        "phantom {:?} at {:.3?} mm: {} windows on {} in {:.1} s",
+        r.image.dims,
+        r.image.spacing(),
+        r.windows_per_pass,
+        engine.device_name(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(last.0, last.1);
+    assert_eq!(r.input.format, "dicom");
+    assert_eq!(r.input.modality.as_deref(), Some("MR"));
+    assert_eq!(r.mask.dims, r.image.dims);
+    assert_eq!(r.mask.affine, r.image.affine);
+    let stages: Vec<&str> = r.timings.iter().map(|t| t.stage.as_str()).collect();
+    assert_eq!(stages, ["load", "preprocess", "inference", "postprocess"]);
+
+    let midline = Midline::from_image(&r.image);
+    let report = fmseg::pipeline::report::Report::new(&r, &cfg, engine.device_name(), vec![], &midline).unwrap();
+    let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&r.image.affine)).abs();
+    let fm = r.mask.data.iter().filter(|&&v| v == 1.0).count();
+    assert_eq!(report.findings.fm_voxels, fm);
+    assert!(close(report.findings.fm_volume_ml, fm as f64 * det / 1000.0));
+    let json: Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+    assert_eq!(json["findings"]["fm_voxels"].as_u64(), Some(fm as u64));
+
+    // the ground truth, on the same grid as the loaded series
+    let gt = nifti::read(case.join("fm_mask.nii.gz")).unwrap();
+    assert_eq!(gt.dims, r.image.dims);
+    assert!(dicom_support::affine_diff(&gt.affine, &r.image.affine) < 1e-3);
+    let truth = analyse(&gt, &midline).unwrap();
+    assert_eq!(truth.fm_voxels as u64, manifest["fm_voxels"].as_u64().unwrap());
+    let vol = manifest["fm_volume_ml"].as_f64().unwrap();
+    assert!((truth.fm_volume_ml - vol).abs() < 1e-6 * (1.0 + vol), "{} vs {vol}", truth.fm_volume_ml);
+    let lesions = manifest["lesions"].as_array().unwrap();
+    let sides: Vec<&str> = lesions.iter().map(|l| l["side"].as_str().unwrap()).collect();
+    assert!(sides.contains(&"left") && sides.contains(&"right"), "lesions on both sides: {sides:?}");
+    let by_side = |side: &str| -> f64 {
+        lesions.iter().filter(|l| l["side"] == side).map(|l| l["voxels"].as_u64().unwrap() as f64).sum()
+    };
+    let v = truth.voxel_volume_ml;
+    eprintln!(
+        "ground truth: {} lesion(s) in the manifest, {} 26-connected; left {:.2} ml, right {:.2} ml; midline x {:.1} mm",
+        lesions.len(),
+        truth.lesion_count,
+        truth.left_ml,
+        truth.right_ml,
+        midline.x_lps_mm
+    );
+    assert!(close(truth.left_ml / v, by_side("left")), "left: {} vs {}", truth.left_ml / v, by_side("left"));
+    assert!(close(truth.right_ml / v, by_side("right")), "right: {} vs {}", truth.right_ml / v, by_side("right"));
+}

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert_weights;
 pub mod forward;
+pub mod phantom;
 pub mod segment;
 pub mod series;
 
@@ -25,6 +26,8 @@ pub enum Command {
     Forward(forward::ForwardArgs),
     /// Convert network weights between .pth, safetensors and the frozen format, checking them.
     ConvertWeights(convert_weights::Args),
+    /// Write synthetic SIJ studies (DICOM series, ground-truth mask, manifest).
+    Phantom(phantom::PhantomArgs),
     /// Segment fat metaplasia in a T1 MRI (NIfTI or DICOM): mask, report and overlay into a directory.
     Segment(segment::SegmentArgs),
 }
@@ -35,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
         Command::Forward(a) => forward::run(a),
+        Command::Phantom(a) => phantom::run(a),
         Command::Segment(a) => segment::run(a),
     }
 }
