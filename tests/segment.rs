@@ -706,7 +706,7 @@ fn segment_command_reproduces_the_reference_mask() {
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     let fm = want.iter().filter(|&&v| v == 1).count() as i64;
     let got = r["findings"]["fm_voxels"].as_i64().unwrap();
-    assert!((got - fm).abs() as usize <= differ.len(), "{got} vs reference {fm}");
+    assert!(got.abs_diff(fm) as usize <= differ.len(), "{got} vs reference {fm}");
     assert_eq!(r["settings"]["windows_per_pass"], 4);
 }
 
