@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert_weights;
 pub mod forward;
 pub mod phantom;
+pub mod segment;
 pub mod series;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     ConvertWeights(convert_weights::Args),
     /// Write synthetic SIJ studies (DICOM series, ground-truth mask, manifest).
     Phantom(phantom::PhantomArgs),
+    /// Segment fat metaplasia in a T1 MRI (NIfTI or DICOM): mask, report and overlay into a directory.
+    Segment(segment::SegmentArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ConvertWeights(a) => convert_weights::run(a),
         Command::Forward(a) => forward::run(a),
         Command::Phantom(a) => phantom::run(a),
+        Command::Segment(a) => segment::run(a),
     }
 }

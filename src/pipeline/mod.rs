@@ -2,10 +2,14 @@
 //! [`preprocess`] (MONAI orientation, spacing, padding, z-score), [`window`] (sliding-window
 //! inference with Gaussian blending, test-time augmentation, fold ensembles) and
 //! [`postprocess`] (argmax and resampling back to the original image grid).
-//! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share.
+//! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
+//! whole flow from an image file; [`report`] and [`overlay`] describe its result.
 
 pub mod geometry;
+pub mod overlay;
 pub mod postprocess;
 pub mod preprocess;
+pub mod report;
+pub mod segment;
 pub mod tta;
 pub mod window;

@@ -1,0 +1,462 @@
+//! `fmseg segment INPUT --out DIR`: the clinical command. Segments fat metaplasia in a T1 MRI
+//! (NIfTI, or DICOM: a file, a directory, an Enhanced MR object) and writes into DIR:
+//!
+//! - `fm_mask.nii.gz`: the mask, u8 0/1, on the input's own grid and affine (ITK-SNAP and
+//!   nibabel overlay it on the input as is);
+//! - `report.json`: volumes, lesions, sides, slices, and how the result was made
+//!   ([`crate::pipeline::report`]);
+//! - `overlay.png`: the outline of the mask on the image's slices ([`crate::pipeline::overlay`]);
+//! - with `--probability`, `fm_probability.nii.gz`: the class-1 probability, f32.
+//!
+//! Every output is written under a temporary name and renamed only when all of them were
+//! written: a failure leaves no output behind (and removes DIR again if this run created it).
+//!
+//! Weights: `--weights` (repeat for a fold ensemble), else the files in the environment
+//! variable `FMSEG_WEIGHTS` (a path, or several joined by the platform's path separator),
+//! else the bundled `weights/fmseg-unet25d.fmw` of the source tree fmseg was built from.
+//! Weights that are not known to be trained (metadata `trained=false`, or bundled weights
+//! without `trained=true`) draw a notice on stderr and a warning in the report.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::engine::{AnyEngine, Device};
+use crate::io::nifti::{self, WriteType};
+use crate::pipeline::overlay;
+use crate::pipeline::report::{Midline, OverlayInfo, Report, WeightsInfo};
+use crate::pipeline::segment::{self, SegmentConfig, SegmentProgress, Stage, StageTime};
+use crate::pipeline::tta::TtaConfig;
+use crate::pipeline::window::{Predictor, WindowConfig};
+use crate::tensor::HostTensor;
+
+/// The bundled weights, relative to the source tree.
+pub const BUNDLED_WEIGHTS: &str = "weights/fmseg-unet25d.fmw";
+/// Environment variable naming the weights when `--weights` is not given.
+pub const WEIGHTS_ENV: &str = "FMSEG_WEIGHTS";
+
+pub const MASK_FILE: &str = "fm_mask.nii.gz";
+pub const PROBABILITY_FILE: &str = "fm_probability.nii.gz";
+pub const OVERLAY_FILE: &str = "overlay.png";
+pub const REPORT_FILE: &str = "report.json";
+
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    /// The T1 image: a NIfTI file (.nii, .nii.gz), a DICOM file, a directory of DICOM files, or an
+    /// Enhanced MR object.
+    pub input: PathBuf,
+    /// Output directory (created if needed): fm_mask.nii.gz, report.json, overlay.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Weights (.pth checkpoint, safetensors or .fmw); repeat for a fold ensemble (logits averaged).
+    /// Default: $FMSEG_WEIGHTS, else the bundled weights/fmseg-unet25d.fmw.
+    #[arg(long = "weights", value_name = "FILE")]
+    pub weights: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
+    /// The reference's test-time augmentation: 13 sliding-window passes per model (noise, flips).
+    #[arg(long)]
+    pub tta: bool,
+    /// Seed of the test-time augmentation noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sliding-window overlap, in [0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub overlap: f64,
+    /// Windows per network call (throughput only; the result does not depend on it).
+    #[arg(long = "sw-batch", default_value_t = 2)]
+    pub sw_batch: usize,
+    /// CPU worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// DICOM: the SeriesInstanceUID to segment when the input holds several series.
+    #[arg(long, value_name = "UID")]
+    pub series: Option<String>,
+    /// Also write fm_probability.nii.gz (class-1 softmax probability, f32).
+    #[arg(long)]
+    pub probability: bool,
+}
+
+/// A weights file to use and whether it is the bundled default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightsChoice {
+    pub path: PathBuf,
+    pub bundled: bool,
+}
+
+/// `--weights`, else `$FMSEG_WEIGHTS` (`env`), else the `bundled` file; each must exist.
+pub fn resolve_weights(given: &[PathBuf], env: Option<OsString>, bundled: &Path) -> anyhow::Result<Vec<WeightsChoice>> {
+    let exists = |p: &Path, how: &str| -> anyhow::Result<()> {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => bail!("{how} {} is not a file", p.display()),
+            Err(e) => bail!("{how} {}: {e}", p.display()),
+        }
+    };
+    if !given.is_empty() {
+        for p in given {
+            exists(p, "weights")?;
+        }
+        return Ok(given.iter().map(|p| WeightsChoice { path: p.clone(), bundled: false }).collect());
+    }
+    if let Some(v) = env.filter(|v| !v.is_empty()) {
+        let paths: Vec<PathBuf> = std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect();
+        for p in &paths {
+            exists(p, &format!("${WEIGHTS_ENV} names"))?;
+        }
+        if !paths.is_empty() {
+            return Ok(paths.into_iter().map(|path| WeightsChoice { path, bundled: false }).collect());
+        }
+    }
+    if bundled.is_file() {
+        return Ok(vec![WeightsChoice { path: bundled.to_path_buf(), bundled: true }]);
+    }
+    bail!(
+        "no weights: --weights was not given, ${WEIGHTS_ENV} is not set, and the bundled weights file {} is not \
+         there (trained weights are not bundled with this build). Pass --weights FILE (a .pth checkpoint, \
+         .safetensors or .fmw file; repeat it for a fold ensemble) or set {WEIGHTS_ENV}",
+        bundled.display()
+    )
+}
+
+/// The notice for weights not known to be trained, if any.
+pub fn untrained_notice(w: &WeightsInfo) -> Option<String> {
+    match (w.trained, w.bundled) {
+        (Some(true), _) => None,
+        (Some(false), _) => Some(format!(
+            "the weights {} are marked as untrained (metadata trained=false): the mask is not a diagnosis",
+            w.path.display()
+        )),
+        (None, true) => Some(format!(
+            "the bundled weights {} are not marked as trained (no trained=true in their metadata): until trained \
+             weights are published they are the reference implementation's random initialisation and the mask \
+             means nothing. Pass --weights with a trained checkpoint",
+            w.path.display()
+        )),
+        (None, false) => None,
+    }
+}
+
+pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
+    let t_start = Instant::now();
+    let input = a.input.clone();
+    // The crate's errors already carry their cause in their message (printing the chain too
+    // would repeat it); the input is named unless the message already does.
+    let named = |e: crate::error::Error| -> anyhow::Error {
+        let msg = e.to_string();
+        if msg.contains(&input.display().to_string()) {
+            anyhow::Error::msg(msg)
+        } else {
+            anyhow::Error::msg(format!("cannot segment {}: {msg}", input.display()))
+        }
+    };
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {} exists and is not a directory", a.out.display());
+    }
+    if !(0.0..1.0).contains(&a.overlap) {
+        bail!("--overlap {} must be in [0, 1)", a.overlap);
+    }
+    if a.sw_batch == 0 {
+        bail!("--sw-batch must be at least 1");
+    }
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_WEIGHTS);
+    let choices = resolve_weights(&a.weights, std::env::var_os(WEIGHTS_ENV), &bundled)?;
+
+    let cfg = SegmentConfig {
+        window: WindowConfig { overlap: a.overlap, sw_batch: a.sw_batch, ..WindowConfig::default() },
+        tta: a.tta.then_some(TtaConfig { seed: a.seed, ..TtaConfig::default() }),
+        series: a.series.clone(),
+        probability: a.probability,
+        ..SegmentConfig::default()
+    };
+    let mut progress = Reporter::new();
+
+    // 1. the input, before anything expensive
+    let t = Instant::now();
+    progress.line(&format!("reading {}", a.input.display()));
+    let loaded = segment::load_input(&a.input, a.series.as_deref()).map_err(named)?;
+    let mut timings = vec![StageTime { stage: Stage::Load.name().into(), seconds: t.elapsed().as_secs_f64() }];
+    let i = &loaded.info;
+    progress.line(&format!(
+        "{} image {}x{}x{} at {:.3}x{:.3}x{:.3} mm{}",
+        i.format,
+        i.dims[0],
+        i.dims[1],
+        i.dims[2],
+        i.spacing_mm[0],
+        i.spacing_mm[1],
+        i.spacing_mm[2],
+        i.series_uid.as_ref().map(|u| format!(", series {u}")).unwrap_or_default()
+    ));
+
+    // 2. weights and engines
+    let t = Instant::now();
+    let mut weights = Vec::new();
+    let mut engines = Vec::new();
+    let mut notices = Vec::new();
+    for c in &choices {
+        let info = WeightsInfo::of(&c.path, c.bundled).map_err(flat)?;
+        if let Some(n) = untrained_notice(&info) {
+            eprintln!("fmseg segment: NOTICE: {n}");
+            notices.push(n);
+        }
+        let sd = crate::weights::load_canonical(&c.path).map_err(flat)?;
+        engines.push(AnyEngine::new(a.device, a.threads, &sd).map_err(flat)?);
+        weights.push(info);
+    }
+    let device = engines.first().map(|e| e.device_name()).unwrap_or_default();
+    timings.push(StageTime { stage: "weights".into(), seconds: t.elapsed().as_secs_f64() });
+    progress.line(&format!("{} model(s) on {device}", engines.len()));
+
+    // 3. segmentation
+    let mut closures: Vec<_> = engines.iter().map(|e| move |x: &HostTensor| e.logits(x)).collect();
+    let mut models: Vec<&mut dyn Predictor> = closures.iter_mut().map(|c| c as &mut dyn Predictor).collect();
+    let result = segment::segment_volume(loaded, &cfg, &mut models, &mut |p| progress.update(p)).map_err(named)?;
+    progress.finish();
+    timings.extend(result.timings.iter().cloned());
+
+    // 4. report and overlay
+    let t = Instant::now();
+    let midline = Midline::from_image(&result.image);
+    let mut report = Report::new(&result, &cfg, device, weights, &midline).map_err(named)?;
+    report.warnings.extend(notices);
+    timings.push(StageTime { stage: "report".into(), seconds: t.elapsed().as_secs_f64() });
+    let t = Instant::now();
+    let picture = overlay::render(&result.image, &result.mask).map_err(named)?;
+    let png = overlay::encode_png(&picture).map_err(named)?;
+    timings.push(StageTime { stage: "overlay".into(), seconds: t.elapsed().as_secs_f64() });
+    report.overlay = Some(OverlayInfo { file: OVERLAY_FILE.into(), slices: picture.slices.clone() });
+
+    // 5. outputs, all or nothing
+    let mut outputs: Vec<Output> = vec![Output::Nifti(MASK_FILE, &result.mask, WriteType::U8)];
+    if let Some(p) = &result.probability {
+        outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32));
+    }
+    outputs.push(Output::Bytes(OVERLAY_FILE, png));
+    report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
+    let f = &report.findings;
+    let summary = format!(
+        "FM {:.2} ml ({} voxels) in {} lesion(s): left {:.2} ml, right {:.2} ml; slices {:?}",
+        f.fm_volume_ml, f.fm_voxels, f.lesion_count, f.left_ml, f.right_ml, f.slices_with_fm
+    );
+    write_outputs(&a.out, outputs, |timings_so_far| {
+        let mut r = report.clone();
+        r.timings = timings.clone();
+        r.timings.push(StageTime { stage: "write".into(), seconds: timings_so_far });
+        r.timings.push(StageTime { stage: "total".into(), seconds: t_start.elapsed().as_secs_f64() });
+        Ok(r.to_json()?.into_bytes())
+    })
+    .with_context(|| format!("writing the outputs of {} into {}", a.input.display(), a.out.display()))?;
+    eprintln!("fmseg segment: {summary}");
+    eprintln!(
+        "fmseg segment: wrote {} in {:.1} s",
+        report.outputs.iter().map(|n| a.out.join(n).display().to_string()).collect::<Vec<_>>().join(", "),
+        t_start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A crate error as its message alone (see `named` in [`run`]).
+fn flat(e: crate::error::Error) -> anyhow::Error {
+    anyhow::Error::msg(e.to_string())
+}
+
+/// One output file.
+enum Output<'a> {
+    Nifti(&'static str, &'a crate::volume::Volume, WriteType),
+    Bytes(&'static str, Vec<u8>),
+}
+
+impl Output<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Output::Nifti(n, ..) | Output::Bytes(n, _) => n,
+        }
+    }
+}
+
+/// `dir/.fmseg-partial-<pid>-<name>` (the name's extension kept: the NIfTI writer compresses
+/// by it).
+fn staging_name(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".fmseg-partial-{}-{name}", std::process::id()))
+}
+
+/// Write every output and then the report (`report(seconds spent writing the others)` makes
+/// its bytes) under temporary names in `dir`, then rename them all; on any failure remove what
+/// was written, and `dir` itself if this call created it.
+fn write_outputs(
+    dir: &Path,
+    outputs: Vec<Output>,
+    report: impl FnOnce(f64) -> crate::error::Result<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let created = !dir.exists();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let t = Instant::now();
+    let result = (|| -> anyhow::Result<()> {
+        for o in &outputs {
+            let tmp = staging_name(dir, o.name());
+            staged.push((tmp.clone(), dir.join(o.name())));
+            match o {
+                Output::Nifti(name, vol, ty) => nifti::write(&tmp, vol, *ty)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.join(name).display()))?,
+                Output::Bytes(name, bytes) => {
+                    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(name).display()))?
+                }
+            }
+        }
+        let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
+        let tmp = staging_name(dir, REPORT_FILE);
+        staged.push((tmp.clone(), dir.join(REPORT_FILE)));
+        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(REPORT_FILE).display()))?;
+        for (tmp, dest) in &staged {
+            std::fs::rename(tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        for (tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        if created {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Progress on stderr: a bar for the inference on a terminal, a few plain lines otherwise.
+struct Reporter {
+    tty: bool,
+    bar: Option<indicatif::ProgressBar>,
+    started: Instant,
+    stage_started: Instant,
+    last_quarter: usize,
+}
+
+impl Reporter {
+    fn new() -> Self {
+        Reporter {
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+            started: Instant::now(),
+            stage_started: Instant::now(),
+            last_quarter: 0,
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(format!("fmseg segment: {msg}")),
+            None => eprintln!("fmseg segment: {msg}"),
+        }
+    }
+
+    fn update(&mut self, p: SegmentProgress) {
+        match (p.stage, p.done) {
+            (Stage::Inference, 0) => {
+                self.stage_started = Instant::now();
+                self.last_quarter = 0;
+                self.line(&format!("inference: {} window(s) of 192x192x16", p.total));
+                if self.tty {
+                    let style = indicatif::ProgressStyle::with_template(
+                        "fmseg segment: [{bar:40}] {pos}/{len} windows, {elapsed} elapsed, about {eta} left",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+                    self.bar = Some(indicatif::ProgressBar::new(p.total as u64).with_style(style));
+                }
+            }
+            (Stage::Inference, done) => {
+                if let Some(b) = &self.bar {
+                    b.set_position(done as u64);
+                } else {
+                    let quarter = done * 4 / p.total.max(1);
+                    if quarter > self.last_quarter {
+                        self.last_quarter = quarter;
+                        self.line(&format!(
+                            "inference: {done}/{} windows ({:.1} s)",
+                            p.total,
+                            self.stage_started.elapsed().as_secs_f64()
+                        ));
+                    }
+                }
+                if done == p.total {
+                    if let Some(b) = self.bar.take() {
+                        b.finish_and_clear();
+                    }
+                }
+            }
+            (stage, 0) => {
+                self.stage_started = Instant::now();
+                self.line(&format!("{}...", stage.name()));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        self.line(&format!("segmented in {:.1} s", self.started.elapsed().as_secs_f64()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_resolution_order_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, bundled) = (dir.path().join("a.fmw"), dir.path().join("b.pth"), dir.path().join("bundled.fmw"));
+        std::fs::write(&a, b"x").unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let missing_bundled = dir.path().join("nope.fmw");
+        // --weights wins
+        let r = resolve_weights(&[a.clone(), b.clone()], Some(b.clone().into()), &bundled).unwrap();
+        assert_eq!(
+            r,
+            vec![WeightsChoice { path: a.clone(), bundled: false }, WeightsChoice { path: b.clone(), bundled: false }]
+        );
+        // then the environment (several paths)
+        let env = std::env::join_paths([&a, &b]).unwrap();
+        let r = resolve_weights(&[], Some(env), &missing_bundled).unwrap();
+        assert_eq!(r.len(), 2);
+        let e = resolve_weights(&[], Some(dir.path().join("gone.fmw").into()), &bundled).unwrap_err().to_string();
+        assert!(e.contains("FMSEG_WEIGHTS") && e.contains("gone.fmw"), "{e}");
+        // then the bundled file
+        std::fs::write(&bundled, b"x").unwrap();
+        let r = resolve_weights(&[], None, &bundled).unwrap();
+        assert_eq!(r, vec![WeightsChoice { path: bundled.clone(), bundled: true }]);
+        let r = resolve_weights(&[], Some(OsString::new()), &bundled).unwrap();
+        assert!(r[0].bundled);
+        // nothing: a message that says what to do
+        let e = resolve_weights(&[], None, &missing_bundled).unwrap_err().to_string();
+        assert!(e.contains("--weights") && e.contains("nope.fmw") && e.contains("FMSEG_WEIGHTS"), "{e}");
+        let e = resolve_weights(&[dir.path().join("x.pth")], None, &bundled).unwrap_err().to_string();
+        assert!(e.contains("x.pth"), "{e}");
+        let e = resolve_weights(&[dir.path().to_path_buf()], None, &bundled).unwrap_err().to_string();
+        assert!(e.contains("not a file"), "{e}");
+    }
+
+    #[test]
+    fn untrained_notices() {
+        let w = |trained, bundled| WeightsInfo {
+            file: "w.fmw".into(),
+            path: "w.fmw".into(),
+            sha256: String::new(),
+            format: "frozen".into(),
+            trained,
+            bundled,
+        };
+        assert!(untrained_notice(&w(Some(true), true)).is_none());
+        assert!(untrained_notice(&w(None, false)).is_none());
+        assert!(untrained_notice(&w(Some(false), false)).unwrap().contains("untrained"));
+        assert!(untrained_notice(&w(None, true)).unwrap().contains("bundled"));
+    }
+}

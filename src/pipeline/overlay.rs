@@ -1,0 +1,262 @@
+//! `overlay.png`: a montage of slices of the input image with the fat-metaplasia outline drawn
+//! on them, for a quick look at what the mask covers (ITK-SNAP or a viewer with the mask
+//! NIfTI is the place for a close look).
+//!
+//! - Slices: those holding any FM, else all; at most [`MAX_TILES`], evenly spaced among them.
+//!   Slices are along the input's third voxel axis ([`crate::pipeline::report::SLICE_AXIS`]).
+//! - Orientation: each tile is shown as a radiologist reads it, whatever the file's voxel
+//!   order. Axial: patient's right on the image's left, anterior at the top; coronal: right on
+//!   the left, superior at the top; sagittal: anterior on the left, superior at the top. The
+//!   plane is the one closest to the slices' normal; each in-plane voxel axis goes to the
+//!   screen axis it runs closest to, flipped where needed ([`View`]).
+//! - Pixels are square in millimetres (anisotropic in-plane spacing is resampled), and a tile
+//!   is at most [`MAX_TILE_PX`] pixels across: each screen pixel shows the mean of the image
+//!   voxels it covers, and is FM if any voxel it covers is.
+//! - Grey levels: the image's 1st to 99th percentile (over the whole volume) mapped to 0-255.
+//! - Outline: FM screen pixels with a 4-neighbour outside the mask (or at the tile's edge),
+//!   drawn in [`OUTLINE_RGB`]; no caption or legend.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::pipeline::report::{percentile, SLICE_AXIS};
+use crate::volume::Volume;
+
+/// Colour of the mask outline.
+pub const OUTLINE_RGB: [u8; 3] = [255, 48, 32];
+/// Colour between tiles.
+pub const GAP_RGB: [u8; 3] = [48, 48, 64];
+/// Pixels between tiles and around the montage.
+pub const GAP: usize = 4;
+pub const MAX_TILES: usize = 24;
+pub const MAX_TILE_PX: usize = 384;
+
+/// How one slice is laid out on screen: voxel axis `h_axis` runs left to right (reversed
+/// when `h_flip`), `v_axis` top to bottom (reversed when `v_flip`), in a tile of `w x h`
+/// pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub h_axis: usize,
+    pub h_flip: bool,
+    pub v_axis: usize,
+    pub v_flip: bool,
+    pub w: usize,
+    pub h: usize,
+}
+
+impl View {
+    /// The radiological view of slices along the third voxel axis of `image` (module docs).
+    pub fn of(image: &Volume) -> View {
+        let a = &image.affine;
+        let s = image.spacing();
+        let dir = |c: usize| [0, 1, 2].map(|r| a[r][c] / s[c].max(f64::MIN_POSITIVE));
+        let (d0, d1) = (dir(0), dir(1));
+        let n = [d0[1] * d1[2] - d0[2] * d1[1], d0[2] * d1[0] - d0[0] * d1[2], d0[0] * d1[1] - d0[1] * d1[0]];
+        let plane = (0..3).max_by(|&x, &y| n[x].abs().total_cmp(&n[y].abs())).unwrap_or(2);
+        // (world axis to the right, world axis downwards, sign of "down" along it)
+        let (hw, vw, down) = match plane {
+            2 => (0, 1, 1.0),  // axial: +x (patient left) right, +y (posterior) down
+            1 => (0, 2, -1.0), // coronal: +x right, superior up
+            _ => (1, 2, -1.0), // sagittal: +y (posterior) right, superior up
+        };
+        let (h_axis, v_axis) = if d1[hw].abs() > d0[hw].abs() { (1, 0) } else { (0, 1) };
+        let (dh, dv) = if h_axis == 0 { (d0, d1) } else { (d1, d0) };
+        let d = image.dims;
+        let (nh, nv, sh, sv) = (d[h_axis], d[v_axis], s[h_axis], s[v_axis]);
+        let px = sh.min(sv).max(((nh as f64 * sh).max(nv as f64 * sv)) / MAX_TILE_PX as f64);
+        let size = |n: usize, s: f64| ((n as f64 * s / px).round() as usize).clamp(1, MAX_TILE_PX);
+        View { h_axis, h_flip: dh[hw] < 0.0, v_axis, v_flip: down * dv[vw] < 0.0, w: size(nh, sh), h: size(nv, sv) }
+    }
+
+    /// Voxel index range `[a, b)` along an in-plane axis of `n` voxels covered by screen
+    /// pixel `u` of `m`, before any flip.
+    fn span(u: usize, m: usize, n: usize) -> (usize, usize) {
+        let a = (u * n / m).min(n - 1);
+        let b = ((u + 1) * n / m).clamp(a + 1, n);
+        (a, b)
+    }
+}
+
+/// A drawn montage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overlay {
+    pub width: usize,
+    pub height: usize,
+    /// Row-major RGB, 3 bytes per pixel.
+    pub rgb: Vec<u8>,
+    /// Slices shown, in tile order (left to right, then top to bottom).
+    pub slices: Vec<usize>,
+    pub view: View,
+    /// Top-left corner of each tile, in tile order.
+    pub tiles: Vec<(usize, usize)>,
+}
+
+/// Which slices to show (module docs).
+pub fn choose_slices(mask: &Volume) -> Vec<usize> {
+    let d = mask.dims;
+    let n = d[SLICE_AXIS];
+    let mut with_fm = vec![false; n];
+    for (p, &v) in mask.data.iter().enumerate() {
+        if v > 0.5 {
+            with_fm[p % d[2]] = true;
+        }
+    }
+    let mut pool: Vec<usize> = (0..n).filter(|&k| with_fm[k]).collect();
+    if pool.is_empty() {
+        pool = (0..n).collect();
+    }
+    if pool.len() <= MAX_TILES {
+        return pool;
+    }
+    let m = pool.len() - 1;
+    (0..MAX_TILES).map(|t| pool[(t * m + (MAX_TILES - 1) / 2) / (MAX_TILES - 1)]).collect()
+}
+
+/// Draw the montage of `image` with the outline of `mask` (same grid).
+pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
+    if image.dims != mask.dims {
+        return Err(Error::Shape(format!("overlay: image {:?} and mask {:?} differ", image.dims, mask.dims)));
+    }
+    if image.dims.contains(&0) {
+        return Err(Error::Shape(format!("overlay: empty image {:?}", image.dims)));
+    }
+    let (mut lo, mut hi) = (percentile(&image.data, 0.01).unwrap_or(0.0), percentile(&image.data, 0.99).unwrap_or(1.0));
+    if hi <= lo {
+        (lo, hi) = (percentile(&image.data, 0.0).unwrap_or(0.0), percentile(&image.data, 1.0).unwrap_or(1.0));
+    }
+    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+    let view = View::of(image);
+    let slices = choose_slices(mask);
+    let cols = (slices.len() as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = slices.len().div_ceil(cols);
+    let width = GAP + cols * (view.w + GAP);
+    let height = GAP + rows * (view.h + GAP);
+    let mut rgb: Vec<u8> = GAP_RGB.iter().copied().cycle().take(width * height * 3).collect();
+    let d = image.dims;
+    let (nh, nv) = (d[view.h_axis], d[view.v_axis]);
+    let at = |h: usize, v: usize, k: usize| {
+        let mut ijk = [0usize; 3];
+        ijk[view.h_axis] = if view.h_flip { nh - 1 - h } else { h };
+        ijk[view.v_axis] = if view.v_flip { nv - 1 - v } else { v };
+        ijk[2] = k;
+        (ijk[0] * d[1] + ijk[1]) * d[2] + ijk[2]
+    };
+    let mut tiles = Vec::with_capacity(slices.len());
+    let mut grey = vec![0u8; view.w * view.h];
+    let mut fm = vec![false; view.w * view.h];
+    for (t, &k) in slices.iter().enumerate() {
+        for y in 0..view.h {
+            let (v0, v1) = View::span(y, view.h, nv);
+            for x in 0..view.w {
+                let (h0, h1) = View::span(x, view.w, nh);
+                let (mut sum, mut any) = (0f64, false);
+                for v in v0..v1 {
+                    for h in h0..h1 {
+                        let p = at(h, v, k);
+                        sum += image.data[p] as f64;
+                        any |= mask.data[p] > 0.5;
+                    }
+                }
+                let mean = sum / ((v1 - v0) * (h1 - h0)) as f64;
+                grey[y * view.w + x] = ((mean - lo as f64) * scale as f64).round().clamp(0.0, 255.0) as u8;
+                fm[y * view.w + x] = any;
+            }
+        }
+        let (x0, y0) = (GAP + (t % cols) * (view.w + GAP), GAP + (t / cols) * (view.h + GAP));
+        tiles.push((x0, y0));
+        for y in 0..view.h {
+            for x in 0..view.w {
+                let q = y * view.w + x;
+                let edge = fm[q]
+                    && (x == 0
+                        || y == 0
+                        || x + 1 == view.w
+                        || y + 1 == view.h
+                        || !fm[q - 1]
+                        || !fm[q + 1]
+                        || !fm[q - view.w]
+                        || !fm[q + view.w]);
+                let c = if edge { OUTLINE_RGB } else { [grey[q]; 3] };
+                let o = ((y0 + y) * width + x0 + x) * 3;
+                rgb[o..o + 3].copy_from_slice(&c);
+            }
+        }
+    }
+    Ok(Overlay { width, height, rgb, slices, view, tiles })
+}
+
+/// The montage as PNG bytes (8-bit RGB).
+pub fn encode_png(o: &Overlay) -> Result<Vec<u8>> {
+    let err = |e: png::EncodingError| Error::Other(format!("overlay: PNG encoding failed: {e}"));
+    let (w, h) = (u32::try_from(o.width), u32::try_from(o.height));
+    let (Ok(w), Ok(h)) = (w, h) else {
+        return Err(Error::Shape(format!("overlay: {}x{} pixels is too large for PNG", o.width, o.height)));
+    };
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut wr = enc.write_header().map_err(err)?;
+    wr.write_image_data(&o.rgb).map_err(err)?;
+    wr.finish().map_err(err)?;
+    Ok(out)
+}
+
+/// Write the montage to `path` as PNG, atomically.
+pub fn write_png(path: &Path, o: &Overlay) -> Result<()> {
+    let bytes = encode_png(o)?;
+    crate::io::write_atomic(path, |w| w.write_all(&bytes).map_err(|e| Error::io(path, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Affine;
+
+    fn lps(cols: [[f64; 3]; 3]) -> Affine {
+        let mut a = crate::volume::IDENTITY;
+        for c in 0..3 {
+            for r in 0..3 {
+                a[r][c] = cols[c][r];
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn views_are_radiological() {
+        let vol = |a: Affine| Volume::new([8, 6, 3], vec![0.0; 144], a).unwrap();
+        // LPS-ordered axial: i -> +x (left) goes right, j -> +y (posterior) goes down
+        let v = View::of(&vol(lps([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])));
+        assert_eq!((v.h_axis, v.h_flip, v.v_axis, v.v_flip, v.w, v.h), (0, false, 1, false, 8, 6));
+        // RAS-ordered axial (i -> right, j -> anterior): both flipped
+        let v = View::of(&vol(lps([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])));
+        assert_eq!((v.h_axis, v.h_flip, v.v_axis, v.v_flip), (0, true, 1, true));
+        // DICOM coronal: i -> +x, j -> -z (rows run down the patient): no flips
+        let v = View::of(&vol(lps([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])));
+        assert_eq!((v.h_axis, v.h_flip, v.v_axis, v.v_flip), (0, false, 1, false));
+        // transposed axial: i -> +y, j -> +x: axes swap
+        let v = View::of(&vol(lps([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])));
+        assert_eq!((v.h_axis, v.h_flip, v.v_axis, v.v_flip, v.w, v.h), (1, false, 0, false, 6, 8));
+        // sagittal: i -> +y goes right (anterior left), j -> -z goes down
+        let v = View::of(&vol(lps([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])));
+        assert_eq!((v.h_axis, v.h_flip, v.v_axis, v.v_flip), (0, false, 1, false));
+        // anisotropic pixels become square: 2 mm along i
+        let v = View::of(&vol(lps([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])));
+        assert_eq!((v.w, v.h), (16, 6));
+    }
+
+    #[test]
+    fn slice_choice_and_percentiles() {
+        let mut m = Volume::new([2, 2, 40], vec![0.0; 160], crate::volume::IDENTITY).unwrap();
+        let all = choose_slices(&m);
+        assert_eq!((all.len(), all[0], all[23]), (24, 0, 39));
+        assert!(all.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= 2), "{all:?}");
+        m.data[3] = 1.0;
+        m.data[40 + 7] = 1.0;
+        assert_eq!(choose_slices(&m), vec![3, 7]);
+        let d: Vec<f32> = (0..101).map(|v| v as f32).collect();
+        assert_eq!(percentile(&d, 0.01), Some(1.0));
+        assert_eq!(percentile(&d, 0.99), Some(99.0));
+    }
+}

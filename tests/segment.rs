@@ -1,0 +1,804 @@
+//! `fmseg segment`: the report's arithmetic on hand-made masks, the overlay picture, the
+//! pipeline's wiring with mock models, the real command end to end on a NIfTI image, and bad
+//! inputs refused with a clear message and no output.
+
+mod common;
+mod dicom_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use fmseg::io::nifti::{self, Datatype, WriteType};
+use fmseg::pipeline::overlay::{self, GAP, OUTLINE_RGB};
+use fmseg::pipeline::report::{analyse, Midline, Side};
+use fmseg::pipeline::segment::{segment_volume, validate, LoadedInput, SegmentConfig, Stage};
+use fmseg::pipeline::tta::TtaConfig;
+use fmseg::pipeline::window::Predictor;
+use fmseg::tensor::HostTensor;
+use fmseg::volume::{Affine, Volume, IDENTITY};
+use serde_json::Value;
+
+fn affine(cols: [[f64; 3]; 3], origin: [f64; 3]) -> Affine {
+    let mut a = IDENTITY;
+    for r in 0..3 {
+        for c in 0..3 {
+            a[r][c] = cols[c][r];
+        }
+        a[r][3] = origin[r];
+    }
+    a
+}
+
+fn volume(dims: [usize; 3], a: Affine, f: impl Fn(usize, usize, usize) -> f32) -> Volume {
+    let mut data = Vec::with_capacity(dims.iter().product());
+    for i in 0..dims[0] {
+        for j in 0..dims[1] {
+            for k in 0..dims[2] {
+                data.push(f(i, j, k));
+            }
+        }
+    }
+    Volume::new(dims, data, a).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+fn close3(a: [f64; 3], b: [f64; 3]) -> bool {
+    (0..3).all(|c| close(a[c], b[c]))
+}
+
+// ------------------------------------------------------------------ report arithmetic
+
+/// Three lesions on a flipped, sheared grid (x = 40 - 0.8 i; slices tilted: k moves 0.5 mm
+/// along y and 3 mm along z): a 2x2x2 cube, a chain of three voxels touching only at corners
+/// (one lesion under 26-connectivity, three under 6), and a single voxel on the midline.
+#[test]
+fn report_volumes_components_sides_and_slices() {
+    let a = affine([[-0.8, 0.0, 0.0], [0.0, 0.9, 0.0], [0.0, 0.5, 3.0]], [40.0, -20.0, 5.0]);
+    let cube = |i, j, k| (2..=3).contains(&i) && (2..=3).contains(&j) && (1..=2).contains(&k);
+    let chain = |i, j, k| [(6, 6, 0), (7, 7, 1), (8, 8, 2)].contains(&(i, j, k));
+    let single = |i, j, k| (i, j, k) == (5, 1, 5);
+    let mask = volume([10, 12, 6], a, |i, j, k| (cube(i, j, k) || chain(i, j, k) || single(i, j, k)) as u8 as f32);
+    // the midline through the single voxel's centre: x = 40 - 0.8 * 5 = 36
+    let midline = Midline::at(mask.world([5.0, 1.0, 5.0])[0]);
+    assert!(close(midline.x_lps_mm, 36.0));
+    let f = analyse(&mask, &midline).unwrap();
+
+    // |det| = 0.8 * 0.9 * 3 = 2.16 mm^3 (the product of the column lengths would be 2.19)
+    let v = 2.16e-3;
+    assert!(close(f.voxel_volume_ml, v), "{}", f.voxel_volume_ml);
+    assert_eq!(f.fm_voxels, 12);
+    assert!(close(f.fm_volume_ml, 12.0 * v));
+    assert_eq!(f.lesion_count, 3);
+    assert!(f.connectivity.contains("26"));
+    let sizes: Vec<usize> = f.lesions.iter().map(|l| l.voxels).collect();
+    assert_eq!(sizes, vec![8, 3, 1]);
+    assert_eq!(f.lesions.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    let c = &f.lesions[0];
+    assert!(close(c.volume_ml, 8.0 * v));
+    // centre (2.5, 2.5, 1.5): x = 40 - 2, y = -20 + 2.25 + 0.75, z = 5 + 4.5
+    assert!(close3(c.centroid_lps_mm, [38.0, -17.0, 9.5]), "{:?}", c.centroid_lps_mm);
+    assert_eq!((c.bbox_voxels.min, c.bbox_voxels.max), ([2, 2, 1], [3, 3, 2]));
+    assert!(close3(c.bbox_lps_mm.min, [37.6, -17.7, 8.0]), "{:?}", c.bbox_lps_mm);
+    assert!(close3(c.bbox_lps_mm.max, [38.4, -16.3, 11.0]), "{:?}", c.bbox_lps_mm);
+    assert_eq!(c.side, Side::Left);
+    assert!(close(c.left_ml, 8.0 * v) && c.right_ml == 0.0);
+    assert_eq!(c.slices, vec![1, 2]);
+
+    let ch = &f.lesions[1];
+    assert!(close3(ch.centroid_lps_mm, [34.4, -13.2, 8.0]), "{:?}", ch.centroid_lps_mm);
+    assert_eq!(ch.side, Side::Right);
+    assert_eq!(ch.slices, vec![0, 1, 2]);
+
+    let s = &f.lesions[2];
+    assert_eq!(s.side, Side::Both);
+    assert!(close(s.left_ml, 0.5 * v) && close(s.right_ml, 0.5 * v));
+    assert_eq!(s.slices, vec![5]);
+
+    assert!(close(f.left_ml, 8.5 * v) && close(f.right_ml, 3.5 * v));
+    assert!(close(f.left_ml + f.right_ml, f.fm_volume_ml));
+    assert_eq!(f.slices_with_fm, vec![0, 1, 2, 5]);
+
+    // an empty mask: nothing, and no division by zero
+    let empty = volume([4, 4, 3], a, |_, _, _| 0.0);
+    let f = analyse(&empty, &midline).unwrap();
+    assert_eq!((f.fm_voxels, f.lesion_count, f.fm_volume_ml), (0, 0, 0.0));
+    assert!(f.slices_with_fm.is_empty());
+    // a mask that is not 0/1
+    let bad = volume([2, 2, 2], a, |i, _, _| i as f32 * 2.0);
+    assert!(analyse(&bad, &midline).unwrap_err().to_string().contains("expected only 0 and 1"));
+}
+
+/// The midline is the body's centroid, not the image centre: a bright disc centred 12 voxels
+/// right of the image centre (LPS x = 2 i - 30) puts the midline at its centre's x.
+#[test]
+fn midline_is_the_body_centroid() {
+    let a = affine([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 5.0]], [-30.0, 0.0, 0.0]);
+    let img = volume([60, 40, 5], a, |i, j, _| {
+        let (x, y) = (i as f64 - 41.5, j as f64 - 19.5);
+        let noise = ((i * 7 + j * 13) % 5) as f32;
+        if x * x + y * y < 12.0 * 12.0 {
+            300.0 + noise
+        } else {
+            noise
+        }
+    });
+    let m = Midline::from_image(&img);
+    // symmetric about i = 41.5: x = 2 * 41.5 - 30 = 53
+    assert!(close(m.x_lps_mm, 53.0), "{m:?}");
+    assert!(m.method.contains("Otsu"));
+}
+
+// ------------------------------------------------------------------ overlay
+
+fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<u8>) {
+    let dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let info = r.next_frame(&mut buf).unwrap();
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgb, png::BitDepth::Eight));
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, buf)
+}
+
+/// A 10x8 rectangle of FM on one slice of a 30x20x4 image: one tile, the outline exactly on
+/// the rectangle's border (32 pixels), grey elsewhere; mirrored when the voxel axes run
+/// right-to-left and anterior-to-posterior (RAS order).
+#[test]
+fn overlay_png_outline_where_the_mask_boundary_is() {
+    for flipped in [false, true] {
+        let s = if flipped { -1.0 } else { 1.0 };
+        let a = affine([[s, 0.0, 0.0], [0.0, s, 0.0], [0.0, 0.0, 4.0]], [0.0; 3]);
+        let img = volume([30, 20, 4], a, |i, j, k| (i * 3 + j * 5 + k) as f32);
+        let mask =
+            volume([30, 20, 4], a, |i, j, k| ((5..15).contains(&i) && (4..12).contains(&j) && k == 2) as u8 as f32);
+        let o = overlay::render(&img, &mask).unwrap();
+        assert_eq!(o.slices, vec![2]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overlay.png");
+        overlay::write_png(&path, &o).unwrap();
+        let (w, h, rgb) = decode_png(&std::fs::read(&path).unwrap());
+        assert_eq!((w, h), (GAP + 30 + GAP, GAP + 20 + GAP));
+        let px = |x: usize, y: usize| -> [u8; 3] {
+            let o = (y * w + x) * 3;
+            [rgb[o], rgb[o + 1], rgb[o + 2]]
+        };
+        // screen position of voxel (i, j)
+        let at = |i: usize, j: usize| {
+            if flipped {
+                px(GAP + 29 - i, GAP + 19 - j)
+            } else {
+                px(GAP + i, GAP + j)
+            }
+        };
+        let mut outline = 0;
+        for i in 0..30 {
+            for j in 0..20 {
+                let inside = (5..15).contains(&i) && (4..12).contains(&j);
+                let border = inside && (i == 5 || i == 14 || j == 4 || j == 11);
+                let c = at(i, j);
+                if border {
+                    assert_eq!(c, OUTLINE_RGB, "voxel ({i}, {j}) flipped={flipped}");
+                    outline += 1;
+                } else {
+                    assert!(c[0] == c[1] && c[1] == c[2], "voxel ({i}, {j}) should be grey: {c:?}");
+                }
+            }
+        }
+        assert_eq!(outline, 32);
+        assert_eq!(rgb.chunks(3).filter(|c| *c == OUTLINE_RGB).count(), 32, "no outline outside the tile");
+        // windowing: brighter voxels are brighter pixels, the 99th percentile and above white
+        assert!(at(1, 1)[0] < at(3, 1)[0]);
+        assert_eq!(at(29, 19), [255; 3]);
+        assert_eq!(at(0, 0), [0; 3]);
+    }
+}
+
+// ------------------------------------------------------------------ pipeline wiring (mock models)
+
+/// An image already on the network's grid (LPS, 1 x 1 x 7 mm, 200x196x16: no reorientation,
+/// resampling or padding), valued 0 or 100, and mock models whose class-1 logit is the input
+/// itself: the mask must be exactly the bright voxels, through a two-model ensemble with the
+/// reference's TTA (26 passes), with progress counting every window.
+#[test]
+fn segment_volume_with_mock_models_maps_back_exactly() {
+    let dims = [200, 196, 16];
+    let a = affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 7.0]], [-100.0, -90.0, 0.0]);
+    let bright = |i: usize, j: usize, k: usize| (i * 31 + j * 17 + k * 7) % 11 < 4;
+    let img = volume(dims, a, |i, j, k| if bright(i, j, k) { 100.0 } else { 0.0 });
+    let info = fmseg::pipeline::segment::InputInfo {
+        path: "mock.nii".into(),
+        format: "nifti".into(),
+        series_uid: None,
+        series_description: None,
+        modality: None,
+        series_number: None,
+        series_choice: None,
+        dims,
+        spacing_mm: img.spacing(),
+        affine_lps: a,
+    };
+    let mut calls = 0usize;
+    let mut model = |x: &HostTensor| -> fmseg::Result<HostTensor> {
+        calls += x.shape[0];
+        // (B, 1, ...) -> (B, 2, ...): per batch item, channel 0 zeros then channel 1 the input
+        let (b, n) = (x.shape[0], x.data.len() / x.shape[0]);
+        let mut out = Vec::with_capacity(2 * x.data.len());
+        for bi in 0..b {
+            out.extend(std::iter::repeat_n(0.0, n));
+            out.extend_from_slice(&x.data[bi * n..(bi + 1) * n]);
+        }
+        HostTensor::new(vec![b, 2, x.shape[2], x.shape[3], x.shape[4]], out)
+    };
+    let mut model2 = |x: &HostTensor| model(x);
+    let mut copy = |x: &HostTensor| -> fmseg::Result<HostTensor> {
+        let (b, n) = (x.shape[0], x.data.len() / x.shape[0]);
+        let mut out = Vec::with_capacity(2 * x.data.len());
+        for bi in 0..b {
+            out.extend(std::iter::repeat_n(0.0, n));
+            out.extend(x.data[bi * n..(bi + 1) * n].iter().map(|v| v * 3.0));
+        }
+        HostTensor::new(vec![b, 2, x.shape[2], x.shape[3], x.shape[4]], out)
+    };
+    let cfg = SegmentConfig { tta: Some(TtaConfig { seed: 3, ..TtaConfig::default() }), ..SegmentConfig::default() };
+    let mut last = None;
+    let mut stages = Vec::new();
+    let r = {
+        let mut models: Vec<&mut dyn Predictor> = vec![&mut model2, &mut copy];
+        segment_volume(LoadedInput { image: img.clone(), info }, &cfg, &mut models, &mut |p| {
+            if stages.last() != Some(&p.stage) {
+                stages.push(p.stage);
+            }
+            if p.stage == Stage::Inference {
+                last = Some((p.done, p.total));
+            }
+        })
+        .unwrap()
+    };
+    assert_eq!(stages, vec![Stage::Preprocess, Stage::Inference, Stage::Postprocess]);
+    // windows: axis 0 starts 0, 8; axis 1 starts 0, 4; axis 2 one: 4 per pass
+    assert_eq!((r.windows_per_pass, r.passes, r.preprocessed_dims), (4, 26, dims));
+    assert_eq!(last, Some((104, 104)));
+    assert_eq!(calls, 4 * 13);
+    assert_eq!(r.mask.dims, dims);
+    assert_eq!(r.mask.affine, a);
+    assert!(r.probability.is_none());
+    let wrong = r.mask.data.iter().zip(&img.data).filter(|(m, v)| (**m == 1.0) != (**v == 100.0)).count();
+    assert_eq!(wrong, 0);
+    assert_eq!(
+        r.timings.iter().map(|t| t.stage.as_str()).collect::<Vec<_>>(),
+        ["preprocess", "inference", "postprocess"]
+    );
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}
+
+#[test]
+fn validation_refuses_degenerate_volumes() {
+    let p = Path::new("x.nii");
+    let ok = volume([3, 3, 2], IDENTITY, |i, j, k| (i + j + k) as f32);
+    assert!(validate(p, &ok).is_ok());
+    for (v, want) in [
+        (volume([3, 3, 1], IDENTITY, |i, j, _| (i + j) as f32), "2-D"),
+        (volume([3, 3, 2], IDENTITY, |_, _, _| 7.0), "constant"),
+        (volume([3, 3, 2], IDENTITY, |i, _, _| if i == 2 { f32::INFINITY } else { 0.0 }), "non-finite"),
+    ] {
+        let e = validate(p, &v).unwrap_err().to_string();
+        assert!(e.contains("x.nii") && e.contains(want), "{e}");
+    }
+}
+
+// ------------------------------------------------------------------ the command
+
+fn fmseg(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fmseg"));
+    c.args(args).env_remove("FMSEG_WEIGHTS");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run fmseg");
+    eprintln!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Randomly initialised weights (PyTorch's default init, seed 1) in the frozen format, marked
+/// untrained; written once per test process (atomically, so parallel test binaries agree).
+fn weights_file() -> &'static Path {
+    static W: OnceLock<PathBuf> = OnceLock::new();
+    W.get_or_init(|| {
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segment-test-weights-seed1.fmw");
+        let sd = fmseg::model::init::random_state_dict(1);
+        fmseg::weights::save_with_metadata(
+            &sd,
+            &p,
+            fmseg::weights::Format::Frozen,
+            fmseg::weights::DType::F32,
+            &[("trained", "false")],
+        )
+        .unwrap();
+        p
+    })
+}
+
+fn segment_cmd(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "segment".as_ref(),
+        input.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--weights".as_ref(),
+        weights_file().as_os_str(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+    ];
+    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
+    fmseg(&args, &[])
+}
+
+/// A pelvis-like test image: an oblique, x-flipped int16 NIfTI with a bright body and two
+/// darker "bones", 64x56x10 voxels of 1.6 x 1.6 x 3.5 mm (one 192x192x16 window).
+fn test_image(path: &Path) -> Volume {
+    let (c, s) = (0.15f64.cos(), 0.15f64.sin());
+    let a = affine([[-1.6, 0.0, 0.0], [0.0, 1.6 * c, 1.6 * s], [0.0, -3.5 * s, 3.5 * c]], [50.0, -40.0, 10.0]);
+    let img = pelvis(a);
+    nifti::write(path, &img, WriteType::I16).unwrap();
+    img
+}
+
+/// The pelvis-like values on a 64x56x10 grid with affine `a` (whole numbers, int16 range).
+fn pelvis(a: Affine) -> Volume {
+    volume([64, 56, 10], a, |i, j, k| {
+        let (x, y) = (i as f64 - 31.5, j as f64 - 27.5);
+        let body = (x / 28.0).powi(2) + (y / 22.0).powi(2) < 1.0;
+        let bone = ((x.abs() - 12.0) / 5.0).powi(2) + (y / 8.0).powi(2) < 1.0;
+        let v = if bone {
+            250.0
+        } else if body {
+            600.0
+        } else {
+            20.0
+        };
+        (v + ((i * 7 + j * 11 + k * 3) % 17) as f64 * 3.0).round() as f32
+    })
+}
+
+/// The pelvis as a classic MR series (one file per slice) in `dir`, or with `modality` other
+/// than MR rewritten into every file.
+fn write_dicom(dir: &Path, modality: &str) -> fmseg::io::dicom::MrSeriesMeta {
+    use fmseg::io::dicom::{write_mr_series, Rescale, StoredSamples, StoredVolume};
+    let a = dicom_support::oblique_affine(1.6, 1.6, 3.5, 8.0, [-50.0, -40.0, 10.0]);
+    let img = pelvis(a);
+    let samples = StoredSamples::I16(img.data.iter().map(|&v| v as i16).collect());
+    let v = StoredVolume::new(img.dims, samples, a, vec![Rescale::IDENTITY]).unwrap();
+    let meta = dicom_support::meta("segment-test", 3, "T1 TSE AX SIJ");
+    for p in write_mr_series(&v, &meta, dir).unwrap() {
+        if modality != "MR" {
+            dicom_support::rewrite(&p, |o| {
+                o.put(dicom_core::DataElement::new(
+                    dicom_dictionary_std::tags::MODALITY,
+                    dicom_core::VR::CS,
+                    dicom_core::value::PrimitiveValue::from(modality),
+                ));
+            });
+        }
+    }
+    meta
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn segment_command_end_to_end_on_nifti() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t1.nii.gz");
+    let img = test_image(&input);
+    let input_read = nifti::read(&input).unwrap();
+    let out = dir.path().join("result");
+    let t0 = std::time::Instant::now();
+    let o = segment_cmd(&input, &out, &["--probability"]);
+    eprintln!("segment took {:.1} s", t0.elapsed().as_secs_f64());
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("NOTICE") && stderr.contains("untrained"), "untrained weights are announced");
+    assert!(stderr.contains("inference"), "progress lines");
+    assert_eq!(listing(&out), ["fm_mask.nii.gz", "fm_probability.nii.gz", "overlay.png", "report.json"]);
+
+    // the mask: u8, on the input's own grid and affine
+    let (mask, h) = nifti::read_with_header(out.join("fm_mask.nii.gz")).unwrap();
+    assert_eq!(h.datatype, Datatype::U8);
+    assert_eq!(mask.dims, img.dims);
+    for r in 0..3 {
+        for c in 0..4 {
+            assert!((mask.affine[r][c] - input_read.affine[r][c]).abs() < 1e-5, "affine [{r}][{c}]");
+        }
+    }
+    assert!(mask.data.iter().all(|&v| v == 0.0 || v == 1.0));
+    let fm = mask.data.iter().filter(|&&v| v == 1.0).count();
+    let (prob, ph) = nifti::read_with_header(out.join("fm_probability.nii.gz")).unwrap();
+    assert_eq!((ph.datatype, prob.dims), (Datatype::F32, img.dims));
+    assert!(prob.data.iter().all(|&p| (0.0..=1.0).contains(&p)));
+
+    // the report agrees with the mask
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let f = &r["findings"];
+    let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&input_read.affine)).abs();
+    assert!((det - 1.6 * 1.6 * 3.5).abs() < 1e-4);
+    assert_eq!(f["fm_voxels"].as_u64(), Some(fm as u64));
+    let vol = f["fm_volume_ml"].as_f64().unwrap();
+    assert!((vol - fm as f64 * det / 1000.0).abs() < 1e-9 * (1.0 + vol), "{vol} vs {fm} voxels");
+    let lesions = f["lesions"].as_array().unwrap();
+    assert_eq!(f["lesion_count"].as_u64(), Some(lesions.len() as u64));
+    let sum: f64 = lesions.iter().map(|l| l["volume_ml"].as_f64().unwrap()).sum();
+    assert!((sum - vol).abs() < 1e-9 * (1.0 + vol));
+    let lr = f["left_ml"].as_f64().unwrap() + f["right_ml"].as_f64().unwrap();
+    assert!((lr - vol).abs() < 1e-9 * (1.0 + vol));
+    let slices: Vec<u64> =
+        (0..10u64).filter(|&k| (0..64 * 56).any(|p| mask.data[p * 10 + k as usize] == 1.0)).collect();
+    assert_eq!(f["slices_with_fm"], serde_json::json!(slices));
+    assert!(f["connectivity"].as_str().unwrap().contains("26"));
+    assert!(f["midline"]["method"].as_str().unwrap().contains("Otsu"));
+    assert_eq!(r["input"]["format"], "nifti");
+    assert_eq!(r["input"]["dims"], serde_json::json!([64, 56, 10]));
+    assert_eq!(r["fmseg_version"], env!("CARGO_PKG_VERSION"));
+    // `--device auto` (the default): the CPU here, the GPU on a machine with one
+    assert!(!r["device"].as_str().unwrap().is_empty());
+    let w = &r["weights"][0];
+    assert_eq!(w["file"], "segment-test-weights-seed1.fmw");
+    assert_eq!(w["trained"], false);
+    use sha2::Digest;
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(std::fs::read(weights_file()).unwrap()));
+    assert_eq!(w["sha256"], digest.as_str());
+    assert_eq!(r["settings"]["windows_per_pass"], 1);
+    assert_eq!(r["settings"]["passes"], 1);
+    assert_eq!(r["settings"]["tta"], false);
+    let stages: Vec<&str> = r["timings"].as_array().unwrap().iter().map(|t| t["stage"].as_str().unwrap()).collect();
+    assert_eq!(
+        stages,
+        ["load", "weights", "preprocess", "inference", "postprocess", "report", "overlay", "write", "total"]
+    );
+    let warnings: Vec<&str> = r["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert!(warnings.iter().any(|w| w.contains("untrained")), "{warnings:?}");
+    // 10 slices of 3.5 mm (tilted) are 6 slabs of 7 mm: padded to 16, flagged
+    assert!(warnings.iter().any(|w| w.contains("inferior-superior") && w.contains("padded")), "{warnings:?}");
+    assert_eq!(
+        r["outputs"],
+        serde_json::json!(["fm_mask.nii.gz", "fm_probability.nii.gz", "overlay.png", "report.json"])
+    );
+
+    // the overlay: one tile per listed slice
+    let (pw, ph, _) = decode_png(&std::fs::read(out.join("overlay.png")).unwrap());
+    let shown = r["overlay"]["slices"].as_array().unwrap().len();
+    assert!((1..=10).contains(&shown));
+    assert!(pw > 64 && ph > 56, "{pw}x{ph}");
+}
+
+/// Every bad input: non-zero exit, a message naming the input and the problem, and no output
+/// directory.
+#[test]
+fn bad_inputs_fail_cleanly_without_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 4.0]], [0.0; 3]);
+
+    let text = d.join("notes.txt");
+    std::fs::write(&text, "not an image\n").unwrap();
+    let nan = d.join("nan.nii.gz");
+    nifti::write(
+        &nan,
+        &volume([20, 20, 6], a, |i, j, k| if (i, j, k) == (3, 4, 5) { f32::NAN } else { 1.0 + i as f32 }),
+        WriteType::F32,
+    )
+    .unwrap();
+    // a true 2-D NIfTI: dim[0] = 2
+    let flat = d.join("flat.nii");
+    nifti::write(&flat, &volume([20, 20, 1], a, |i, j, _| (i + j) as f32), WriteType::F32).unwrap();
+    let mut bytes = std::fs::read(&flat).unwrap();
+    bytes[40..42].copy_from_slice(&2i16.to_le_bytes());
+    std::fs::write(&flat, bytes).unwrap();
+    let constant = d.join("blank.nii");
+    nifti::write(&constant, &volume([20, 20, 6], a, |_, _, _| 0.0), WriteType::I16).unwrap();
+    let truncated = d.join("cut.nii");
+    nifti::write(&truncated, &volume([20, 20, 6], a, |i, _, _| i as f32), WriteType::F32).unwrap();
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let empty_dir = d.join("empty_dir");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let ct_dir = d.join("ct_series");
+    write_dicom(&ct_dir, "CT");
+    let mr_dir = d.join("mr_series");
+    write_dicom(&mr_dir, "MR");
+    let one_slice = listing(&mr_dir).into_iter().next().map(|n| mr_dir.join(n)).unwrap();
+
+    let cases: Vec<(PathBuf, &[&str])> = vec![
+        (d.join("missing.nii.gz"), &["No such file"]),
+        (text.clone(), &["neither a NIfTI-1 image (.nii, .nii.gz) nor a DICOM image"]),
+        (nan, &["non-finite", "(3, 4, 5)"]),
+        (flat, &["2-D"]),
+        (constant, &["constant"]),
+        (truncated, &["truncated", "short", "expected"]),
+        (empty_dir.clone(), &["no DICOM image found"]),
+        (ct_dir, &["modality is \"CT\", but an MR series is required"]),
+        (one_slice, &["a single DICOM slice (64x56 pixels)", "pass the directory"]),
+    ];
+    for (input, wants) in cases {
+        let out = d.join(format!("out-{}", input.file_name().unwrap().to_string_lossy()));
+        let o = segment_cmd(&input, &out, &[]);
+        let msg = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{} should fail", input.display());
+        assert_eq!(o.status.code(), Some(1));
+        assert!(msg.contains(&input.display().to_string()), "message names the input: {msg}");
+        assert!(wants.iter().any(|w| msg.contains(w)), "{}: expected one of {wants:?} in: {msg}", input.display());
+        assert!(!msg.contains("panicked"), "{msg}");
+        assert!(!out.exists(), "{} must not be created", out.display());
+    }
+
+    // an existing output directory keeps its other files and gets nothing
+    let keep = d.join("keep");
+    std::fs::create_dir(&keep).unwrap();
+    std::fs::write(keep.join("mine.txt"), "x").unwrap();
+    let o = segment_cmd(&text, &keep, &[]);
+    assert!(!o.status.success());
+    assert_eq!(listing(&keep), ["mine.txt"]);
+
+    // --out naming a file, --series on a NIfTI, bad knobs
+    let good = d.join("good.nii");
+    nifti::write(&good, &volume([20, 20, 6], a, |i, j, k| (i * j + k) as f32), WriteType::F32).unwrap();
+    let o = segment_cmd(&good, &text, &[]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
+    let o = segment_cmd(&good, &d.join("o1"), &["--series", "1.2.3"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NIfTI"));
+    let o = segment_cmd(&good, &d.join("o2"), &["--overlap", "1.5"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--overlap"));
+    assert!(!d.join("o1").exists() && !d.join("o2").exists());
+}
+
+#[test]
+fn weights_from_the_environment_and_missing_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.nii");
+    test_image(&input);
+    let out = dir.path().join("out");
+    let gone = dir.path().join("gone.fmw");
+    let o = fmseg(
+        &["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()],
+        &[("FMSEG_WEIGHTS", gone.as_os_str())],
+    );
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("FMSEG_WEIGHTS") && msg.contains("gone.fmw"), "{msg}");
+    let o = segment_cmd(&input, &out, &["--weights", dir.path().join("nope.pth").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.pth"));
+    // weights that do not fit the network: named, no output
+    let bad = dir.path().join("bad.safetensors");
+    let mut sd = fmseg::weights::StateDict::new();
+    sd.insert("conv.weight", HostTensor::zeros(vec![2, 2]));
+    fmseg::weights::save(&sd, &bad, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F32).unwrap();
+    let o = fmseg(
+        &["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()],
+        &[("FMSEG_WEIGHTS", bad.as_os_str())],
+    );
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("bad.safetensors"), "{msg}");
+    assert!(!out.exists());
+}
+
+/// A DICOM series directory through the command, into an output directory that already holds
+/// another file: the mask is on the series' grid (the affine the DICOM loader gives), the
+/// report names the series, the other file is left alone.
+#[test]
+fn segment_command_on_a_dicom_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    let meta = write_dicom(&series, "MR");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "keep me").unwrap();
+    // a two-model ensemble: the test weights again, as f16 safetensors
+    let second = dir.path().join("fold2.safetensors");
+    let sd = fmseg::weights::load_canonical(weights_file()).unwrap();
+    fmseg::weights::save(&sd, &second, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F16).unwrap();
+    let o = segment_cmd(&series, &out, &["--weights", second.to_str().unwrap(), "--sw-batch", "1"]);
+    assert!(o.status.success());
+    assert_eq!(listing(&out), ["fm_mask.nii.gz", "notes.txt", "overlay.png", "report.json"]);
+    let (loaded, _) = fmseg::io::dicom::load_volume(&series, &fmseg::io::dicom::Selection::auto()).unwrap();
+    let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
+    assert_eq!(mask.dims, loaded.dims);
+    assert!(
+        dicom_support::affine_diff(&mask.affine, &loaded.affine) < 1e-4,
+        "{:?} vs {:?}",
+        mask.affine,
+        loaded.affine
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["input"]["format"], "dicom");
+    assert_eq!(r["input"]["series_uid"], meta.series_uid().as_str());
+    assert_eq!(r["input"]["series_description"], "T1 TSE AX SIJ");
+    assert_eq!(r["input"]["modality"], "MR");
+    assert!(r["input"]["series_choice"].as_str().unwrap().contains("the only series"));
+    let files: Vec<&str> = r["weights"].as_array().unwrap().iter().map(|w| w["file"].as_str().unwrap()).collect();
+    assert_eq!(files, ["segment-test-weights-seed1.fmw", "fold2.safetensors"]);
+    assert_eq!(r["weights"][1]["format"], "safetensors");
+    assert_eq!((r["settings"]["models"].as_u64(), r["settings"]["passes"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(r["settings"]["sw_batch"], 1);
+    let fm = mask.data.iter().filter(|&&v| v == 1.0).count() as f64;
+    let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&loaded.affine)).abs();
+    let vol = r["findings"]["fm_volume_ml"].as_f64().unwrap();
+    assert!((vol - fm * det / 1000.0).abs() < 1e-6 * (1.0 + vol), "{vol}");
+    // --series with a UID that is not there: the available series are listed
+    let o = segment_cmd(&series, &dir.path().join("o2"), &["--series", "1.2.3.4"]);
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("1.2.3.4") && msg.contains(&meta.series_uid()), "{msg}");
+    assert!(!dir.path().join("o2").exists());
+}
+
+/// An Enhanced MR object (one multi-frame file) loads as the same volume as the classic series.
+#[test]
+fn enhanced_mr_file_loads_as_input() {
+    use fmseg::io::dicom::{write_enhanced_mr, Rescale, StoredSamples, StoredVolume};
+    let dir = tempfile::tempdir().unwrap();
+    let a = dicom_support::oblique_affine(1.6, 1.6, 3.5, 8.0, [-50.0, -40.0, 10.0]);
+    let img = pelvis(a);
+    let samples = StoredSamples::I16(img.data.iter().map(|&v| v as i16).collect());
+    let v = StoredVolume::new(img.dims, samples, a, vec![Rescale::IDENTITY]).unwrap();
+    let file = dir.path().join("enhanced.dcm");
+    write_enhanced_mr(&v, &dicom_support::meta("enh", 5, "T1 enhanced"), &file).unwrap();
+    let l = fmseg::pipeline::segment::load_input(&file, None).unwrap();
+    assert_eq!(l.info.format, "dicom");
+    assert_eq!(l.info.series_description.as_deref(), Some("T1 enhanced"));
+    assert_eq!(l.image.dims, img.dims);
+    assert_eq!(l.image.data, img.data);
+    assert!(dicom_support::affine_diff(&l.image.affine, &a) < 1e-6);
+}
+
+/// The command on the reference's own pipeline case with the reference checkpoint: the mask
+/// it writes is the reference's (MONAI preprocessing, sliding window, inverse transforms)
+/// voxel for voxel, except where the reference's two logits nearly tie. Four windows.
+#[test]
+fn segment_command_reproduces_the_reference_mask() {
+    let (Some(case), Some(weights)) = (common::fixture("pipeline_case1.nii.gz"), common::fixture("weights_seed0.pth"))
+    else {
+        return;
+    };
+    let dir = common::fixtures_dir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = fmseg(
+        &[
+            "segment".as_ref(),
+            case.as_os_str(),
+            "--out".as_ref(),
+            out.path().as_os_str(),
+            "--weights".as_ref(),
+            weights.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let mask = nifti::read(out.path().join("fm_mask.nii.gz")).unwrap();
+    let want = match fmseg::io::npy::read(dir.join("pipeline_case1_mask_original_grid.npy")).unwrap().data {
+        fmseg::io::npy::NpyData::U8(v) => v,
+        d => panic!("expected uint8, got {}", d.dtype_name()),
+    };
+    assert_eq!(mask.data.len(), want.len());
+    // near-ties of the reference's logits, mapped back to the original grid
+    let logits = fmseg::io::npy::read_tensor(dir.join("pipeline_case1_logits.npy")).unwrap();
+    let n = logits.data.len() / 2;
+    let tie: Vec<f32> = (0..n).map(|i| ((logits.data[i] - logits.data[n + i]).abs() < 1e-3) as u8 as f32).collect();
+    let img = nifti::read(&case).unwrap();
+    let p = fmseg::pipeline::preprocess::preprocess(&img, &Default::default()).unwrap();
+    let tie = fmseg::pipeline::postprocess::to_original(&tie, &p.chain, fmseg::pipeline::postprocess::Interp::Nearest)
+        .unwrap();
+    let differ: Vec<usize> = (0..want.len()).filter(|&i| mask.data[i] != want[i] as f32).collect();
+    let outside = differ.iter().filter(|&&i| tie[i] == 0.0).count();
+    eprintln!(
+        "mask: {} of {} voxels differ from the reference, {outside} away from near-ties",
+        differ.len(),
+        want.len()
+    );
+    assert_eq!(outside, 0);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let fm = want.iter().filter(|&&v| v == 1).count() as i64;
+    let got = r["findings"]["fm_voxels"].as_i64().unwrap();
+    assert!(got.abs_diff(fm) as usize <= differ.len(), "{got} vs reference {fm}");
+    assert_eq!(r["settings"]["windows_per_pass"], 4);
+}
+
+/// phantom -> segment -> report: a synthetic axSpA study written as a DICOM series by
+/// `fmseg phantom`, segmented through the library's one call ([`segment`]) with the test
+/// weights. The report's volume is the mask's voxel count times the voxel volume; and the
+/// report's arithmetic on the phantom's ground-truth mask agrees with the generator's own
+/// manifest: the same FM volume and, with the midline found from the image (body centroid),
+/// every ground-truth lesion on the side the generator put it.
+#[test]
+fn phantom_segment_report_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    // case 8 of set seed 7: 267 x 245 mm field of view, 17 slices of 5.4 mm (4 windows), lesions
+    // on both sides
+    let o = fmseg(
+        &[
+            "phantom".as_ref(),
+            "--out".as_ref(),
+            set.as_os_str(),
+            "--seed".as_ref(),
+            "7".as_ref(),
+            "--first".as_ref(),
+            "8".as_ref(),
+            "--axspa-fraction".as_ref(),
+            "1".as_ref(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let case = set.join("case_008");
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(case.join("manifest.json")).unwrap()).unwrap();
+
+    let sd = fmseg::weights::load_canonical(weights_file()).unwrap();
+    let engine = fmseg::engine::AnyEngine::new(fmseg::engine::Device::Auto, 2, &sd).unwrap();
+    let cfg = SegmentConfig::default();
+    let mut last = (0, 0);
+    let t0 = std::time::Instant::now();
+    let r = fmseg::pipeline::segment::segment(&case.join("dicom"), &cfg, std::slice::from_ref(&engine), &mut |p| {
+        if p.stage == Stage::Inference {
+            last = (p.done, p.total);
+        }
+    })
+    .unwrap();
+    eprintln!(
+        "phantom {:?} at {:.3?} mm: {} windows on {} in {:.1} s",
+        r.image.dims,
+        r.image.spacing(),
+        r.windows_per_pass,
+        engine.device_name(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(last.0, last.1);
+    assert_eq!(r.input.format, "dicom");
+    assert_eq!(r.input.modality.as_deref(), Some("MR"));
+    assert_eq!(r.mask.dims, r.image.dims);
+    assert_eq!(r.mask.affine, r.image.affine);
+    let stages: Vec<&str> = r.timings.iter().map(|t| t.stage.as_str()).collect();
+    assert_eq!(stages, ["load", "preprocess", "inference", "postprocess"]);
+
+    let midline = Midline::from_image(&r.image);
+    let report = fmseg::pipeline::report::Report::new(&r, &cfg, engine.device_name(), vec![], &midline).unwrap();
+    let det = fmseg::linalg::det3(&fmseg::linalg::linear_part(&r.image.affine)).abs();
+    let fm = r.mask.data.iter().filter(|&&v| v == 1.0).count();
+    assert_eq!(report.findings.fm_voxels, fm);
+    assert!(close(report.findings.fm_volume_ml, fm as f64 * det / 1000.0));
+    let json: Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
+    assert_eq!(json["findings"]["fm_voxels"].as_u64(), Some(fm as u64));
+
+    // the ground truth, on the same grid as the loaded series
+    let gt = nifti::read(case.join("fm_mask.nii.gz")).unwrap();
+    assert_eq!(gt.dims, r.image.dims);
+    assert!(dicom_support::affine_diff(&gt.affine, &r.image.affine) < 1e-3);
+    let truth = analyse(&gt, &midline).unwrap();
+    assert_eq!(truth.fm_voxels as u64, manifest["fm_voxels"].as_u64().unwrap());
+    let vol = manifest["fm_volume_ml"].as_f64().unwrap();
+    assert!((truth.fm_volume_ml - vol).abs() < 1e-6 * (1.0 + vol), "{} vs {vol}", truth.fm_volume_ml);
+    let lesions = manifest["lesions"].as_array().unwrap();
+    let sides: Vec<&str> = lesions.iter().map(|l| l["side"].as_str().unwrap()).collect();
+    assert!(sides.contains(&"left") && sides.contains(&"right"), "lesions on both sides: {sides:?}");
+    let by_side = |side: &str| -> f64 {
+        lesions.iter().filter(|l| l["side"] == side).map(|l| l["voxels"].as_u64().unwrap() as f64).sum()
+    };
+    let v = truth.voxel_volume_ml;
+    eprintln!(
+        "ground truth: {} lesion(s) in the manifest, {} 26-connected; left {:.2} ml, right {:.2} ml; midline x {:.1} mm",
+        lesions.len(),
+        truth.lesion_count,
+        truth.left_ml,
+        truth.right_ml,
+        midline.x_lps_mm
+    );
+    assert!(close(truth.left_ml / v, by_side("left")), "left: {} vs {}", truth.left_ml / v, by_side("left"));
+    assert!(close(truth.right_ml / v, by_side("right")), "right: {} vs {}", truth.right_ml / v, by_side("right"));
+}
