@@ -5,12 +5,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message (not a `source`), so an error chain prints it once.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     /// A file that exists but is not what it claims to be (corrupt, truncated, wrong format).
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
@@ -37,7 +34,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Format { path: path.into(), msg: msg.into() }

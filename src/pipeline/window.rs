@@ -411,7 +411,7 @@ mod tests {
         // pads: axis 0 [1, 2], axis 2 [1, 2]; padded voxel (0, j, 0) = image (0, j, 0)
         let x = &inputs[0];
         assert_eq!(inputs.len(), 1);
-        assert_eq!(x[(0 * 6 + 4) * 4], img[4]);
+        assert_eq!(x[4 * 4], img[4]);
         assert_eq!(x[(5 * 6 + 4) * 4 + 3], img[2 * 6 + 4]);
     }
 

@@ -172,7 +172,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Errors about the temporary file name the destination the user asked for.
 fn retarget(e: Error, tmp: &Path, path: &Path) -> Error {
     match e {
-        Error::Io { path: p, source } if p == tmp => Error::Io { path: path.to_path_buf(), source },
+        Error::Io { path: p, err } if p == tmp => Error::Io { path: path.to_path_buf(), err },
         Error::Format { path: p, msg } if p == tmp => Error::Format { path: path.to_path_buf(), msg },
         Error::Weights { path: p, msg } if p == tmp => Error::Weights { path: path.to_path_buf(), msg },
         e => e,

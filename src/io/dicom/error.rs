@@ -73,12 +73,9 @@ pub enum DicomError {
     #[error("cannot write DICOM: {0}")]
     InvalidWrite(String),
 
-    #[error("{}: {source}", show(path))]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The OS error is part of the message, not a `source`, so an error chain prints it once.
+    #[error("{}: {err}", show(path))]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 fn describe(d: &str) -> String {
@@ -100,7 +97,7 @@ impl DicomError {
         DicomError::Malformed { path: path.to_path_buf(), msg: msg.into() }
     }
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DicomError::Io { path: path.to_path_buf(), source }
+        DicomError::Io { path: path.to_path_buf(), err: source }
     }
 }
 
