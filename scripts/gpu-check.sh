@@ -220,7 +220,7 @@ run() {
     [[ -f "$DEV/fixtures/weights_seed0.safetensors" ]] && w=(--weights "$DEV/fixtures/weights_seed0.safetensors")
     want torch && run_step "bench pytorch" 120 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py "${w[@]}" --compile-batches 1
     want e2e && run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
-    want racecheck-network && sanitizer_step "racecheck network" racecheck 90 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
+    want racecheck-network && sanitizer_step "racecheck network" racecheck 240 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
 
     {
         echo
