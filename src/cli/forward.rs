@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::engine::{AnyEngine, Device};
-use crate::io::npy;
+use crate::io::{npy, Staging};
 use crate::tensor::HostTensor;
 
 #[derive(Args, Debug)]
@@ -51,26 +51,11 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
 }
 
 fn write_all(outputs: &[(PathBuf, &HostTensor)]) -> anyhow::Result<()> {
-    let mut staged = Vec::new();
+    let mut staging = Staging::new();
     for (path, t) in outputs {
-        let tmp = staging_name(path);
-        if let Err(e) = npy::write_tensor(&tmp, t) {
-            for (s, _) in &staged {
-                let _ = std::fs::remove_file(s);
-            }
-            return Err(e).with_context(|| format!("writing {}", path.display()));
-        }
-        staged.push((tmp, path.clone()));
+        npy::write_tensor(staging.stage(path), t).with_context(|| format!("writing {}", path.display()))?;
     }
-    for (tmp, path) in staged {
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-fn staging_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.fmseg-partial"))
+    Ok(staging.commit()?)
 }
 
 /// The network input as `(N, 1, H, W, D)`.

@@ -27,6 +27,7 @@ use clap::Args;
 
 use crate::engine::{AnyEngine, Device};
 use crate::io::nifti::{self, WriteType};
+use crate::io::Staging;
 use crate::pipeline::overlay;
 use crate::pipeline::report::{Midline, OverlayInfo, Report, WeightsInfo};
 use crate::pipeline::segment::{self, SegmentConfig, SegmentProgress, Stage, StageTime};
@@ -279,12 +280,6 @@ impl Output<'_> {
     }
 }
 
-/// `dir/.fmseg-partial-<pid>-<name>` (the name's extension kept: the NIfTI writer compresses
-/// by it).
-fn staging_name(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".fmseg-partial-{}-{name}", std::process::id()))
-}
-
 /// Write every output and then the report (`report(seconds spent writing the others)` makes
 /// its bytes) under temporary names in `dir`, then rename them all; on any failure remove what
 /// was written, and `dir` itself if this call created it.
@@ -295,36 +290,28 @@ fn write_outputs(
 ) -> anyhow::Result<()> {
     let created = !dir.exists();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut staging = Staging::new();
     let t = Instant::now();
     let result = (|| -> anyhow::Result<()> {
         for o in &outputs {
-            let tmp = staging_name(dir, o.name());
-            staged.push((tmp.clone(), dir.join(o.name())));
+            let dest = dir.join(o.name());
+            let tmp = staging.stage(&dest);
             match o {
-                Output::Nifti(name, vol, ty) => nifti::write(&tmp, vol, *ty)
-                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", dir.join(name).display()))?,
-                Output::Bytes(name, bytes) => {
-                    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(name).display()))?
+                Output::Nifti(_, vol, ty) => {
+                    nifti::write(&tmp, vol, *ty).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?
+                }
+                Output::Bytes(_, bytes) => {
+                    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dest.display()))?
                 }
             }
         }
         let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
-        let tmp = staging_name(dir, REPORT_FILE);
-        staged.push((tmp.clone(), dir.join(REPORT_FILE)));
-        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dir.join(REPORT_FILE).display()))?;
-        for (tmp, dest) in &staged {
-            std::fs::rename(tmp, dest).with_context(|| format!("writing {}", dest.display()))?;
-        }
-        Ok(())
+        let dest = dir.join(REPORT_FILE);
+        std::fs::write(staging.stage(&dest), bytes).with_context(|| format!("writing {}", dest.display()))?;
+        staging.commit().map_err(flat)
     })();
-    if result.is_err() {
-        for (tmp, _) in &staged {
-            let _ = std::fs::remove_file(tmp);
-        }
-        if created {
-            let _ = std::fs::remove_dir(dir);
-        }
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir(dir);
     }
     result
 }

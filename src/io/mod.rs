@@ -44,3 +44,49 @@ fn temp_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
+
+/// Several output files that appear together or not at all: each is written to a temporary
+/// name in its destination's directory ([`Staging::stage`]), and [`Staging::commit`] renames
+/// them all into place. Dropped without a commit (an error on the way), it removes what was
+/// staged.
+#[derive(Default)]
+pub struct Staging {
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staging {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The temporary path to write `dest` to: `.fmseg-partial-<pid>-<n>-<name>` beside it, the
+    /// name kept at the end so writers that choose an encoding by extension (`.nii.gz`) still do.
+    pub fn stage(&mut self, dest: &Path) -> PathBuf {
+        let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+        let tmp = dest.with_file_name(format!(".fmseg-partial-{}-{}-{name}", std::process::id(), self.files.len()));
+        self.files.push((tmp.clone(), dest.to_path_buf()));
+        tmp
+    }
+
+    /// Renames every staged file over its destination.
+    pub fn commit(mut self) -> Result<()> {
+        let files = std::mem::take(&mut self.files);
+        for (i, (tmp, dest)) in files.iter().enumerate() {
+            if let Err(e) = std::fs::rename(tmp, dest) {
+                for (t, _) in &files[i..] {
+                    let _ = std::fs::remove_file(t);
+                }
+                return Err(Error::io(dest, e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for (tmp, _) in &self.files {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
