@@ -76,10 +76,17 @@ class SpatialAttention(nn.Module):
         return x * w + x, w
 
 
+# The reference hard-codes Dropout3d(p=0.2) in the channel attention and the context block,
+# whatever dropout the network is built with: in train() mode those layers are random even in
+# Unet(dropout=0). Take gradients in eval() mode for deterministic results.
+REFERENCE_FIXED_DROPOUT = 0.2
+
+
 class ChannelAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.conv = nn.Sequential(ConvNorm(c, c // 4, 3, True), ConvNorm(c // 4, c, 3, False))
+        p = REFERENCE_FIXED_DROPOUT
+        self.conv = nn.Sequential(ConvNorm(c, c // 4, 3, True, p), ConvNorm(c // 4, c, 3, False))
 
     def forward(self, x):
         size = x.shape[2:]
@@ -91,6 +98,7 @@ class ChannelAttention(nn.Module):
 class ContextBlock(nn.Module):
     def __init__(self, c, p):
         super().__init__()
+        p = REFERENCE_FIXED_DROPOUT
         i = c // 4
         self.trans_layer = ConvNorm(c, i, 1, True, p)
         self.conv1_1 = ConvNorm(i, i, 1, True, p)

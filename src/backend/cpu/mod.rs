@@ -90,7 +90,7 @@ impl CpuBackend {
         self.buffers.clear();
     }
 
-    fn tensor(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
+    pub(crate) fn tensor(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
         let data = Buffer::new(self.buffers.take(n * c * numel(dims)), Some(self.buffers.clone()));
         CpuTensor { n, c, dims, data }
     }

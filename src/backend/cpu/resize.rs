@@ -6,7 +6,7 @@ use crate::tensor::Dims;
 
 /// `(i0, i1, frac)` per output index along one axis. The source coordinate is computed like
 /// PyTorch's (`scale * i` with `scale = (in - 1) / (out - 1)` in float32).
-fn axis_weights(inp: usize, out: usize) -> Vec<(usize, usize, f32)> {
+pub(crate) fn axis_weights(inp: usize, out: usize) -> Vec<(usize, usize, f32)> {
     let scale = if out > 1 { (inp as f32 - 1.0) / (out as f32 - 1.0) } else { 0.0 };
     (0..out)
         .map(|i| {

@@ -1,0 +1,521 @@
+//! Backward kernels of the CPU engine's ops, on channels-last samples `(H, W, D, C)`.
+//!
+//! Each takes the output gradient (and whatever the forward saved) and returns or accumulates
+//! the input and parameter gradients, in float32 with float64 sums where a reduction runs over
+//! a whole volume. The convolution's data gradient is not here: it is a forward convolution
+//! with flipped, transposed weights ([`flip_transpose`]) and runs on the forward kernels.
+
+use rayon::prelude::*;
+
+use crate::backend::cpu::norm::Stats;
+use crate::backend::cpu::reference::adaptive_window;
+use crate::backend::cpu::resize::axis_weights;
+use crate::tensor::{numel, Dims};
+
+/// Voxels per parallel work item of the elementwise kernels.
+const CHUNK_VOX: usize = 4096;
+
+/// Rows per matrix product in [`accumulate_at_b`]: float32 sums stay short (about 1e-6
+/// relative error at worst), and the chunk results are added in float64.
+const SUM_CHUNK_ROWS: usize = 2048;
+
+/// `acc (m x n) += A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
+/// `a[a_first + r * a_stride ..]` and row `r` of `B` the `n` floats at `b[b_first + r * n ..]`.
+///
+/// A gradient sums hundreds of thousands of products of both signs, often to a small result,
+/// so float32 accumulation over the whole volume loses digits: rows go in chunks of
+/// [`SUM_CHUNK_ROWS`] through a float32 matrix product, and the chunk results are added in
+/// float64. Rows are split into `parts` contiguous ranges summed in parallel and the partial sums
+/// are added in a fixed order, so the result does not depend on scheduling.
+#[allow(clippy::too_many_arguments)]
+fn accumulate_at_b(
+    a: &[f32],
+    a_first: usize,
+    a_stride: usize,
+    m: usize,
+    b: &[f32],
+    b_first: usize,
+    n: usize,
+    rows: usize,
+    parts: usize,
+    acc: &mut [f32],
+) {
+    assert!(acc.len() == m * n, "accumulate_at_b: accumulator of {} for {m}x{n}", acc.len());
+    if rows == 0 {
+        return;
+    }
+    assert!(a_first + (rows - 1) * a_stride + m <= a.len(), "accumulate_at_b: A out of bounds");
+    assert!(b_first + rows * n <= b.len(), "accumulate_at_b: B out of bounds");
+    let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
+    let parts = parts.clamp(1, chunks);
+    let partials: Vec<Vec<f64>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut sum = vec![0f64; m * n];
+            let mut c = vec![0f32; m * n];
+            for chunk in chunks * p / parts..chunks * (p + 1) / parts {
+                let r0 = chunk * SUM_CHUNK_ROWS;
+                let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
+                // SAFETY: the asserts above bound every row of A and B read here; `c` is m x n.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        r1 - r0,
+                        n,
+                        1.0,
+                        a.as_ptr().add(a_first + r0 * a_stride),
+                        1,
+                        a_stride as isize,
+                        b.as_ptr().add(b_first + r0 * n),
+                        n as isize,
+                        1,
+                        0.0,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    );
+                }
+                for (s, &v) in sum.iter_mut().zip(&c) {
+                    *s += v as f64;
+                }
+            }
+            sum
+        })
+        .collect();
+    let mut total = vec![0f64; m * n];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    for (d, t) in acc.iter_mut().zip(total) {
+        *d = (*d as f64 + t) as f32;
+    }
+}
+
+/// `out (rows x n) = A (rows x k) B (k x n)`, rows split across threads.
+fn matmul(a: &[f32], k: usize, b: &[f32], n: usize, out: &mut [f32]) {
+    let rows = a.len() / k;
+    assert!(b.len() == k * n && out.len() == rows * n, "matmul: shapes");
+    const ROWS: usize = 2048;
+    out.par_chunks_mut(ROWS * n).enumerate().for_each(|(i, dst)| {
+        let r = dst.len() / n;
+        // SAFETY: `dst` is r x n, the A rows i*ROWS .. i*ROWS+r exist, B is k x n.
+        unsafe {
+            matrixmultiply::sgemm(
+                r,
+                k,
+                n,
+                1.0,
+                a.as_ptr().add(i * ROWS * k),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                dst.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    });
+}
+
+/// Weight gradient of a "same" convolution for one sample, accumulated into `acc` laid out
+/// `[tap][cin][cout]`. `xpad` and `dypad` are the input (`cin` channels) and the output
+/// gradient (`cout`) zero-padded by the conv's padding (`conv::pad_input`).
+///
+/// In the padded volume the input of tap `t` for the output voxel at linear index `q` sits at
+/// `q + off(t)`, one constant per tap. With the output gradient zero outside the interior, the
+/// sum over interior voxels is a sum over the contiguous run of padded voxels from the first
+/// interior one to the last: one matrix product per tap, rows `q`, no gather.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_weight_grad(
+    xpad: &[f32],
+    dypad: &[f32],
+    dims: Dims,
+    cin: usize,
+    cout: usize,
+    k: Dims,
+    parts: usize,
+    acc: &mut [f32],
+) {
+    let pad = [k[0] / 2, k[1] / 2, k[2] / 2];
+    let p = [dims[0] + 2 * pad[0], dims[1] + 2 * pad[1], dims[2] + 2 * pad[2]];
+    let lin = |h: usize, w: usize, d: usize| (h * p[1] + w) * p[2] + d;
+    let q0 = lin(pad[0], pad[1], pad[2]);
+    let q1 = lin(pad[0] + dims[0] - 1, pad[1] + dims[1] - 1, pad[2] + dims[2] - 1);
+    let rows = q1 - q0 + 1;
+    let mut tap = 0;
+    for a in 0..k[0] {
+        for b in 0..k[1] {
+            for c in 0..k[2] {
+                // q0 + off(t) >= 0 because q0 is the offset of the farthest tap.
+                let first = lin(a, b, c);
+                accumulate_at_b(
+                    xpad,
+                    first * cin,
+                    cin,
+                    cin,
+                    dypad,
+                    q0 * cout,
+                    cout,
+                    rows,
+                    parts,
+                    &mut acc[tap * cin * cout..][..cin * cout],
+                );
+                tap += 1;
+            }
+        }
+    }
+}
+
+/// `[tap][cin][cout]` (as [`conv_weight_grad`] accumulates) to PyTorch's `(cout, cin, taps)`.
+pub fn tap_major_to_torch(acc: &[f32], cin: usize, cout: usize, taps: usize) -> Vec<f32> {
+    let mut w = vec![0f32; acc.len()];
+    for t in 0..taps {
+        for ci in 0..cin {
+            for co in 0..cout {
+                w[(co * cin + ci) * taps + t] = acc[(t * cin + ci) * cout + co];
+            }
+        }
+    }
+    w
+}
+
+/// The weight of the convolution that maps an output gradient to the input gradient:
+/// PyTorch `(cout, cin, kH, kW, kD)` to `(cin, cout, kH, kW, kD)` with every axis reversed.
+/// (With stride 1 and "same" padding of an odd kernel, the transposed convolution is this
+/// convolution.)
+pub fn flip_transpose(w: &[f32], cout: usize, cin: usize, k: Dims) -> Vec<f32> {
+    let taps = k[0] * k[1] * k[2];
+    let mut out = vec![0f32; w.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..taps {
+                out[(ci * cout + co) * taps + (taps - 1 - t)] = w[(co * cin + ci) * taps + t];
+            }
+        }
+    }
+    out
+}
+
+/// Per-channel sums over all voxels (bias gradients), in float64.
+pub fn channel_sums(x: &[f32], c: usize) -> Vec<f64> {
+    x.par_chunks(CHUNK_VOX * c)
+        .map(|chunk| {
+            let mut s = vec![0f64; c];
+            for v in chunk.chunks_exact(c) {
+                for ch in 0..c {
+                    s[ch] += v[ch] as f64;
+                }
+            }
+            s
+        })
+        .reduce(|| vec![0f64; c], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+}
+
+/// What an instance norm saved for its backward: `xhat = (x - mean) * rstd` is either kept
+/// (when a ReLU follows and clipped values are lost) or recovered as `y - residual`.
+pub enum NormSaved<'a> {
+    Xhat(&'a [f32]),
+    FromOutput { y: &'a [f32], residual: Option<&'a [f32]> },
+}
+
+/// Backward of `y = relu?(xhat + r)` with `xhat` the instance norm of `x`: turns `dy` into
+/// `g = dy * relu'(y)` in place (which is also the residual's gradient) and writes
+/// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))` per channel.
+pub fn norm_backward(
+    dy: &mut [f32],
+    y: &[f32],
+    saved: NormSaved<'_>,
+    stats: &[Stats],
+    c: usize,
+    relu: bool,
+    dx: &mut [f32],
+) {
+    let vox = dy.len() / c;
+    let xhat_at = |i: usize| -> f32 {
+        match &saved {
+            NormSaved::Xhat(x) => x[i],
+            NormSaved::FromOutput { y, residual } => y[i] - residual.map_or(0.0, |r| r[i]),
+        }
+    };
+    let (sg, sgx) = dy
+        .par_chunks_mut(CHUNK_VOX * c)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let base = i * CHUNK_VOX * c;
+            let mut sg = vec![0f64; c];
+            let mut sgx = vec![0f64; c];
+            for (j, g) in chunk.iter_mut().enumerate() {
+                let idx = base + j;
+                if relu && y[idx] <= 0.0 {
+                    *g = 0.0;
+                    continue;
+                }
+                let ch = j % c;
+                sg[ch] += *g as f64;
+                sgx[ch] += *g as f64 * xhat_at(idx) as f64;
+            }
+            (sg, sgx)
+        })
+        .reduce(
+            || (vec![0f64; c], vec![0f64; c]),
+            |(mut a, mut b), (x, y)| {
+                for ch in 0..c {
+                    a[ch] += x[ch];
+                    b[ch] += y[ch];
+                }
+                (a, b)
+            },
+        );
+    let mg: Vec<f32> = sg.iter().map(|s| (s / vox as f64) as f32).collect();
+    let mgx: Vec<f32> = sgx.iter().map(|s| (s / vox as f64) as f32).collect();
+    let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
+    let dy = &*dy;
+    dx.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| {
+        let base = i * CHUNK_VOX * c;
+        for (j, d) in chunk.iter_mut().enumerate() {
+            let ch = j % c;
+            *d = rstd[ch] * (dy[base + j] - mg[ch] - xhat_at(base + j) * mgx[ch]);
+        }
+    });
+}
+
+/// Max pool (kernel = stride) backward: each output's gradient goes to the first maximum of
+/// its window in row-major `(h, w, d)` order, as PyTorch's CPU kernel picks it.
+pub fn max_pool_backward(x: &[f32], dims: Dims, c: usize, k: Dims, dy: &[f32], dx: &mut [f32]) {
+    let od = [dims[0] / k[0], dims[1] / k[1], dims[2] / k[2]];
+    dx.fill(0.0);
+    let plane_in = dims[1] * dims[2] * c;
+    // Input planes oh*k0 .. oh*k0+k0 belong to output plane oh alone.
+    dx.par_chunks_mut(k[0] * plane_in).enumerate().take(od[0]).for_each(|(oh, dst)| {
+        for ow in 0..od[1] {
+            for oz in 0..od[2] {
+                for ch in 0..c {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = None;
+                    for a in 0..k[0] {
+                        for b in 0..k[1] {
+                            for cc in 0..k[2] {
+                                let (h, w, z) = (oh * k[0] + a, ow * k[1] + b, oz * k[2] + cc);
+                                let v = x[((h * dims[1] + w) * dims[2] + z) * c + ch];
+                                if at.is_none() || v > best || v.is_nan() && !best.is_nan() {
+                                    best = v;
+                                    at = Some(((a * dims[1] + w) * dims[2] + z) * c + ch);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(i) = at {
+                        dst[i] += dy[((oh * od[1] + ow) * od[2] + oz) * c + ch];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Adaptive average pool backward (windows may overlap for sizes that do not divide).
+pub fn adaptive_avg_pool_backward(dims: Dims, c: usize, od: Dims, dy: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    for oh in 0..od[0] {
+        let (h0, h1) = adaptive_window(oh, dims[0], od[0]);
+        for ow in 0..od[1] {
+            let (w0, w1) = adaptive_window(ow, dims[1], od[1]);
+            for oz in 0..od[2] {
+                let (z0, z1) = adaptive_window(oz, dims[2], od[2]);
+                let n = ((h1 - h0) * (w1 - w0) * (z1 - z0)) as f32;
+                let g = &dy[((oh * od[1] + ow) * od[2] + oz) * c..][..c];
+                for h in h0..h1 {
+                    for w in w0..w1 {
+                        for z in z0..z1 {
+                            let d = &mut dx[((h * dims[1] + w) * dims[2] + z) * c..][..c];
+                            for ch in 0..c {
+                                d[ch] += g[ch] / n;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Trilinear (align_corners) resize backward: each output scatters to its 8 corners with the
+/// forward's weights.
+pub fn resize_trilinear_backward(dims: Dims, c: usize, od: Dims, dy: &[f32], dx: &mut [f32]) {
+    let wh = axis_weights(dims[0], od[0]);
+    let ww = axis_weights(dims[1], od[1]);
+    let wz = axis_weights(dims[2], od[2]);
+    let at = |h: usize, w: usize, z: usize| ((h * dims[1] + w) * dims[2] + z) * c;
+    dx.fill(0.0);
+    for (oh, &(h0, h1, fh)) in wh.iter().enumerate() {
+        for (ow, &(w0, w1, fw)) in ww.iter().enumerate() {
+            for (oz, &(z0, z1, fz)) in wz.iter().enumerate() {
+                let g = &dy[((oh * od[1] + ow) * od[2] + oz) * c..][..c];
+                let corners = [
+                    (at(h0, w0, z0), (1.0 - fh) * (1.0 - fw) * (1.0 - fz)),
+                    (at(h0, w0, z1), (1.0 - fh) * (1.0 - fw) * fz),
+                    (at(h0, w1, z0), (1.0 - fh) * fw * (1.0 - fz)),
+                    (at(h0, w1, z1), (1.0 - fh) * fw * fz),
+                    (at(h1, w0, z0), fh * (1.0 - fw) * (1.0 - fz)),
+                    (at(h1, w0, z1), fh * (1.0 - fw) * fz),
+                    (at(h1, w1, z0), fh * fw * (1.0 - fz)),
+                    (at(h1, w1, z1), fh * fw * fz),
+                ];
+                for (base, wgt) in corners {
+                    let d = &mut dx[base..][..c];
+                    for ch in 0..c {
+                        d[ch] += wgt * g[ch];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Backward of the decoder's `skip + replicate_pad(conv_transpose(x) + bias)` for one sample,
+/// with the transposed conv's kernel equal to its stride `k`. `dy` is the output gradient
+/// (`skip_dims`, `cout`), which is also the skip's gradient. Accumulates the weight gradient
+/// (PyTorch `(cin, cout, taps)`) and bias gradient, and writes `dx` (`in_dims`, `cin`).
+#[allow(clippy::too_many_arguments)]
+pub fn up_add_backward(
+    x: &[f32],
+    in_dims: Dims,
+    cin: usize,
+    cout: usize,
+    k: Dims,
+    weight: &[f32],
+    skip_dims: Dims,
+    dy: &[f32],
+    parts: usize,
+    dw: &mut [f32],
+    db: &mut [f64],
+    dx: &mut [f32],
+) {
+    let taps = k[0] * k[1] * k[2];
+    let wide = taps * cout;
+    let up = [in_dims[0] * k[0], in_dims[1] * k[1], in_dims[2] * k[2]];
+    let sd = skip_dims;
+    // dwide[v][tap][co]: the gradient of the transposed conv's output, folded through the
+    // replicate pad (clamped indices add up) and regrouped by source voxel.
+    let mut dwide = vec![0f32; numel(in_dims) * wide];
+    let plane = in_dims[1] * in_dims[2] * wide;
+    dwide.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+        for h in 0..sd[0] {
+            let hu = h.min(up[0] - 1);
+            if hu / k[0] != i {
+                continue;
+            }
+            for w in 0..sd[1] {
+                let wu = w.min(up[1] - 1);
+                for z in 0..sd[2] {
+                    let zu = z.min(up[2] - 1);
+                    let v = (wu / k[1]) * in_dims[2] + zu / k[2];
+                    let tap = ((hu % k[0]) * k[1] + wu % k[1]) * k[2] + zu % k[2];
+                    let src = &dy[((h * sd[1] + w) * sd[2] + z) * cout..][..cout];
+                    let d = &mut dst[(v * taps + tap) * cout..][..cout];
+                    for co in 0..cout {
+                        d[co] += src[co];
+                    }
+                }
+            }
+        }
+    });
+    // Bias: every upsampled voxel carries it once.
+    for (co, s) in channel_sums(&dwide, cout).into_iter().enumerate() {
+        db[co] += s;
+    }
+    // Weight: dW[ci][(tap, co)] = sum_v x[v][ci] * dwide[v][(tap, co)].
+    let mut acc = vec![0f32; cin * wide];
+    accumulate_at_b(x, 0, cin, cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
+    for ci in 0..cin {
+        for t in 0..taps {
+            for co in 0..cout {
+                dw[(ci * cout + co) * taps + t] += acc[ci * wide + t * cout + co];
+            }
+        }
+    }
+    // Data: dx[v][ci] = sum_(tap, co) dwide[v][(tap, co)] * W[ci][co][tap].
+    let mut wt = vec![0f32; wide * cin];
+    for ci in 0..cin {
+        for co in 0..cout {
+            for t in 0..taps {
+                wt[(t * cout + co) * cin + ci] = weight[(ci * cout + co) * taps + t];
+            }
+        }
+    }
+    matmul(&dwide, wide, &wt, cin, dx);
+}
+
+/// `d += s` elementwise.
+pub fn add_into(d: &mut [f32], s: &[f32]) {
+    d.par_chunks_mut(CHUNK_VOX * 8).zip(s.par_chunks(CHUNK_VOX * 8)).for_each(|(d, s)| {
+        for (a, b) in d.iter_mut().zip(s) {
+            *a += b;
+        }
+    });
+}
+
+/// `y = relu(y + r)` in place.
+pub fn add_relu(y: &mut [f32], r: Option<&[f32]>) {
+    y.par_chunks_mut(CHUNK_VOX * 8).enumerate().for_each(|(i, y)| {
+        let r = r.map(|r| &r[i * CHUNK_VOX * 8..][..y.len()]);
+        for (j, v) in y.iter_mut().enumerate() {
+            let s = *v + r.map_or(0.0, |r| r[j]);
+            *v = if s > 0.0 { s } else { 0.0 };
+        }
+    });
+}
+
+/// `g = dy` where `y > 0`, else 0 (ReLU backward from the output), in place.
+pub fn relu_mask(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(CHUNK_VOX * 8).zip(y.par_chunks(CHUNK_VOX * 8)).for_each(|(g, y)| {
+        for (a, &b) in g.iter_mut().zip(y) {
+            if b <= 0.0 {
+                *a = 0.0;
+            }
+        }
+    });
+}
+
+/// Sigmoid backward from the output `w`: `g = dy * w * (1 - w)`, in place.
+pub fn sigmoid_backward(g: &mut [f32], w: &[f32]) {
+    g.par_chunks_mut(CHUNK_VOX * 8).zip(w.par_chunks(CHUNK_VOX * 8)).for_each(|(g, w)| {
+        for (a, &s) in g.iter_mut().zip(w) {
+            *a *= s * (1.0 - s);
+        }
+    });
+}
+
+/// Backward of `out = x * w + x` for one sample (`w` with 1 or `c` channels): writes `dx` and
+/// `dw` (same shape as `w`).
+pub fn attend_backward(x: &[f32], w: &[f32], c: usize, wc: usize, dy: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+    dx.par_chunks_mut(CHUNK_VOX * c).zip(dw.par_chunks_mut(CHUNK_VOX * wc)).enumerate().for_each(|(i, (dxc, dwc))| {
+        let base = i * CHUNK_VOX;
+        for (j, dxv) in dxc.chunks_exact_mut(c).enumerate() {
+            let vox = base + j;
+            let xv = &x[vox * c..][..c];
+            let gv = &dy[vox * c..][..c];
+            if wc == 1 {
+                let g = w[vox];
+                let mut s = 0f32;
+                for ch in 0..c {
+                    dxv[ch] = gv[ch] * (1.0 + g);
+                    s += gv[ch] * xv[ch];
+                }
+                dwc[j] = s;
+            } else {
+                let wv = &w[vox * c..][..c];
+                let dwv = &mut dwc[j * c..][..c];
+                for ch in 0..c {
+                    dxv[ch] = gv[ch] * (1.0 + wv[ch]);
+                    dwv[ch] = gv[ch] * xv[ch];
+                }
+            }
+        }
+    });
+}

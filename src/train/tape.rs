@@ -1,0 +1,499 @@
+//! Autograd-lite: a [`Backend`] that runs the CPU engine's forward ops and records, per op,
+//! what its backward needs. The model graph (`crate::model`) runs on it unchanged, so training
+//! differentiates exactly the function inference computes.
+//!
+//! Every tensor is a [`Var`]: an id on the tape and a shared handle on its value. An op's
+//! record keeps handles on the values its backward reads (a conv its input, an instance norm
+//! its normalised values, a pool its input...) and nothing else, so the memory plan is the set
+//! of saved activations; each record is dropped as soon as the backward pass has used it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::cpu::conv::{pad_input, padded_len};
+use crate::backend::cpu::{norm, CpuBackend, CpuConv, CpuConvT, CpuTensor};
+use crate::backend::{Backend, ConvSpec, ConvTSpec};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Dims, HostTensor};
+use crate::train::grad_ops::{self, NormSaved};
+
+/// A tensor on the tape.
+#[derive(Clone)]
+pub struct Var {
+    id: usize,
+    t: Arc<CpuTensor>,
+}
+
+impl Var {
+    pub fn id(&self) -> usize {
+        self.id
+    }
+    pub fn value(&self) -> &CpuTensor {
+        &self.t
+    }
+}
+
+/// A prepared convolution that knows its parameters' names.
+pub struct TapeConv {
+    layer: Arc<ConvRecord>,
+    inner: CpuConv,
+}
+
+struct ConvRecord {
+    name: String,
+    spec: ConvSpec,
+    /// PyTorch layout `(cout, cin, kH, kW, kD)`.
+    weight: Vec<f32>,
+}
+
+pub struct TapeConvT {
+    layer: Arc<ConvTRecord>,
+    inner: CpuConvT,
+}
+
+struct ConvTRecord {
+    name: String,
+    spec: ConvTSpec,
+    /// PyTorch layout `(cin, cout, kH, kW, kD)`.
+    weight: Vec<f32>,
+}
+
+/// Output gradient in, `(input id, input gradient)` pairs out; parameter gradients go to the
+/// context.
+type BackwardFn = Box<dyn FnOnce(&Ctx<'_>, CpuTensor) -> Result<Vec<(usize, CpuTensor)>> + Send>;
+
+struct Ctx<'a> {
+    cpu: &'a CpuBackend,
+    params: &'a Mutex<BTreeMap<String, Vec<f32>>>,
+}
+
+impl Ctx<'_> {
+    fn add_param(&self, name: String, g: Vec<f32>) {
+        let mut p = self.params.lock().unwrap_or_else(|e| e.into_inner());
+        match p.get_mut(&name) {
+            Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+            None => {
+                p.insert(name, g);
+            }
+        }
+    }
+}
+
+/// The result of [`TapeBackend::backward`].
+pub struct Gradients {
+    leaves: HashMap<usize, CpuTensor>,
+    /// Parameter gradients by checkpoint key, PyTorch layout.
+    pub params: BTreeMap<String, Vec<f32>>,
+}
+
+impl Gradients {
+    /// The gradient of a leaf (an uploaded tensor), if the loss depends on it.
+    pub fn of(&self, v: &Var) -> Option<&CpuTensor> {
+        self.leaves.get(&v.id)
+    }
+}
+
+/// The recording backend.
+pub struct TapeBackend {
+    cpu: CpuBackend,
+    nodes: Mutex<Vec<Option<BackwardFn>>>,
+}
+
+impl TapeBackend {
+    pub fn new(cpu: CpuBackend) -> Self {
+        TapeBackend { cpu, nodes: Mutex::new(Vec::new()) }
+    }
+
+    pub fn cpu(&self) -> &CpuBackend {
+        &self.cpu
+    }
+
+    /// Forgets everything recorded (a forward pass that will not be differentiated).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<BackwardFn>>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self, t: CpuTensor, backward: Option<BackwardFn>) -> Var {
+        let mut nodes = self.lock();
+        nodes.push(backward);
+        Var { id: nodes.len() - 1, t: Arc::new(t) }
+    }
+
+    fn alloc(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
+        self.cpu.tensor(n, c, dims)
+    }
+
+    fn copy_of(&self, t: &CpuTensor) -> CpuTensor {
+        let mut o = self.alloc(t.n, t.c, t.dims);
+        o.data.copy_from_slice(&t.data);
+        o
+    }
+
+    /// Runs the recorded ops backwards from `seeds` (d loss / d output for some outputs) and
+    /// consumes the tape.
+    pub fn backward(&self, seeds: Vec<(&Var, CpuTensor)>) -> Result<Gradients> {
+        let nodes = std::mem::take(&mut *self.lock());
+        let mut grads: Vec<Option<CpuTensor>> = (0..nodes.len()).map(|_| None).collect();
+        for (v, g) in seeds {
+            check_like(&g, &v.t, "seed gradient")?;
+            accumulate(&self.cpu, &mut grads[v.id], g);
+        }
+        let params = Mutex::new(BTreeMap::new());
+        let ctx = Ctx { cpu: &self.cpu, params: &params };
+        let mut leaves = HashMap::new();
+        self.cpu.install(|| -> Result<()> {
+            for (id, node) in nodes.into_iter().enumerate().rev() {
+                let Some(g) = grads[id].take() else { continue };
+                match node {
+                    Some(f) => {
+                        for (i, gi) in f(&ctx, g)? {
+                            accumulate(&self.cpu, &mut grads[i], gi);
+                        }
+                    }
+                    None => {
+                        leaves.insert(id, g);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Gradients { leaves, params: params.into_inner().unwrap_or_else(|e| e.into_inner()) })
+    }
+}
+
+fn check_like(a: &CpuTensor, b: &CpuTensor, what: &str) -> Result<()> {
+    if a.n != b.n || a.c != b.c || a.dims != b.dims {
+        return Err(Error::Shape(format!(
+            "{what}: {}x{}x{:?} for a {}x{}x{:?} tensor",
+            a.n, a.c, a.dims, b.n, b.c, b.dims
+        )));
+    }
+    Ok(())
+}
+
+fn accumulate(cpu: &CpuBackend, slot: &mut Option<CpuTensor>, g: CpuTensor) {
+    match slot {
+        Some(acc) => cpu.install(|| grad_ops::add_into(&mut acc.data, &g.data)),
+        None => *slot = Some(g),
+    }
+}
+
+fn sample_len(t: &CpuTensor) -> usize {
+    numel(t.dims) * t.c
+}
+
+fn sample_mut(t: &mut CpuTensor, s: usize) -> &mut [f32] {
+    let len = sample_len(t);
+    &mut t.data[s * len..][..len]
+}
+
+impl Backend for TapeBackend {
+    type Tensor = Var;
+    type Conv = TapeConv;
+    type ConvT = TapeConvT;
+
+    fn name(&self) -> String {
+        format!("{} with gradient tape", self.cpu.name())
+    }
+
+    fn upload(&self, x: &HostTensor) -> Result<Var> {
+        Ok(self.record(self.cpu.upload(x)?, None))
+    }
+
+    fn download(&self, x: &Var) -> Result<HostTensor> {
+        self.cpu.download(&x.t)
+    }
+
+    fn shape(&self, x: &Var) -> (usize, usize, Dims) {
+        (x.t.n, x.t.c, x.t.dims)
+    }
+
+    fn prepare_conv(&self, spec: ConvSpec, _: &HostTensor, _: Option<&HostTensor>) -> Result<TapeConv> {
+        Err(Error::Other(format!("internal: the gradient tape needs the name of the {spec:?} convolution")))
+    }
+
+    fn prepare_conv_t(&self, spec: ConvTSpec, _: &HostTensor, _: &HostTensor) -> Result<TapeConvT> {
+        Err(Error::Other(format!("internal: the gradient tape needs the name of the {spec:?} transposed convolution")))
+    }
+
+    fn prepare_conv_named(
+        &self,
+        prefix: &str,
+        spec: ConvSpec,
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+    ) -> Result<TapeConv> {
+        let inner = self.cpu.prepare_conv(spec, weight, bias)?;
+        Ok(TapeConv { layer: Arc::new(ConvRecord { name: prefix.into(), spec, weight: weight.data.clone() }), inner })
+    }
+
+    fn prepare_conv_t_named(
+        &self,
+        prefix: &str,
+        spec: ConvTSpec,
+        weight: &HostTensor,
+        bias: &HostTensor,
+    ) -> Result<TapeConvT> {
+        let inner = self.cpu.prepare_conv_t(spec, weight, bias)?;
+        Ok(TapeConvT { layer: Arc::new(ConvTRecord { name: prefix.into(), spec, weight: weight.data.clone() }), inner })
+    }
+
+    fn conv(&self, x: &Var, conv: &TapeConv) -> Result<Var> {
+        let y = self.cpu.conv(&x.t, &conv.inner)?;
+        let (xid, xt, layer) = (x.id, x.t.clone(), conv.layer.clone());
+        Ok(self.record(y, Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy)))))
+    }
+
+    fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
+        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| self.copy_of(&shared));
+        if let Some(r) = residual {
+            check_like(&r.t, &t, "instance norm residual")?;
+        }
+        let c = t.c;
+        // xhat in place, then y = relu?(xhat + r).
+        let stats: Vec<Vec<norm::Stats>> = self.cpu.install(|| {
+            (0..t.n)
+                .map(|s| {
+                    let xs = sample_mut(&mut t, s);
+                    let st = norm::channel_stats(xs, c);
+                    norm::apply(xs, c, &st, None, false);
+                    st
+                })
+                .collect()
+        });
+        let res = residual.map(|r| (r.id, r.t.clone()));
+        let (y, saved_xhat) = if relu {
+            let mut y = self.copy_of(&t);
+            let r = res.as_ref().map(|(_, r)| &r.data[..]);
+            self.cpu.install(|| grad_ops::add_relu(&mut y.data, r));
+            (y, Some(Arc::new(t)))
+        } else {
+            if let Some((_, r)) = &res {
+                self.cpu.install(|| grad_ops::add_into(&mut t.data, &r.data));
+            }
+            (t, None)
+        };
+        let xid = x.id;
+        // The backward reads the output: record first, then patch in a handle on it.
+        let out = self.record(y, None);
+        let y_out = out.t.clone();
+        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
+            let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
+            for s in 0..dy.n {
+                let saved = match &saved_xhat {
+                    Some(xh) => NormSaved::Xhat(xh.sample(s)),
+                    None => {
+                        NormSaved::FromOutput { y: y_out.sample(s), residual: res.as_ref().map(|(_, r)| r.sample(s)) }
+                    }
+                };
+                let dys = sample_mut(&mut dy, s);
+                grad_ops::norm_backward(dys, y_out.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
+            }
+            let mut grads = vec![(xid, dx)];
+            if let Some((rid, _)) = res {
+                grads.push((rid, dy));
+            }
+            Ok(grads)
+        }));
+        Ok(out)
+    }
+
+    fn max_pool(&self, x: &Var, k: Dims) -> Result<Var> {
+        let y = self.cpu.max_pool(&x.t, k)?;
+        let (xid, xt) = (x.id, x.t.clone());
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let mut dx = ctx.cpu.tensor(xt.n, xt.c, xt.dims);
+                for s in 0..xt.n {
+                    grad_ops::max_pool_backward(xt.sample(s), xt.dims, xt.c, k, dy.sample(s), sample_mut(&mut dx, s));
+                }
+                Ok(vec![(xid, dx)])
+            })),
+        ))
+    }
+
+    fn adaptive_avg_pool(&self, x: &Var, out: Dims) -> Result<Var> {
+        let y = self.cpu.adaptive_avg_pool(&x.t, out)?;
+        let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let mut dx = ctx.cpu.tensor(n, c, dims);
+                for s in 0..n {
+                    grad_ops::adaptive_avg_pool_backward(dims, c, out, dy.sample(s), sample_mut(&mut dx, s));
+                }
+                Ok(vec![(xid, dx)])
+            })),
+        ))
+    }
+
+    fn resize_trilinear(&self, x: &Var, out: Dims) -> Result<Var> {
+        let y = self.cpu.resize_trilinear(&x.t, out)?;
+        let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let mut dx = ctx.cpu.tensor(n, c, dims);
+                for s in 0..n {
+                    grad_ops::resize_trilinear_backward(dims, c, out, dy.sample(s), sample_mut(&mut dx, s));
+                }
+                Ok(vec![(xid, dx)])
+            })),
+        ))
+    }
+
+    fn up_add(&self, x: &Var, conv_t: &TapeConvT, skip: &Var) -> Result<Var> {
+        let y = self.cpu.up_add(&x.t, &conv_t.inner, &skip.t)?;
+        let (xid, xt, sid, layer) = (x.id, x.t.clone(), skip.id, conv_t.layer.clone());
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let ConvTSpec { cin, cout, k } = layer.spec;
+                let mut dw = vec![0f32; layer.weight.len()];
+                let mut db = vec![0f64; cout];
+                let mut dx = ctx.cpu.tensor(xt.n, cin, xt.dims);
+                for s in 0..xt.n {
+                    grad_ops::up_add_backward(
+                        xt.sample(s),
+                        xt.dims,
+                        cin,
+                        cout,
+                        k,
+                        &layer.weight,
+                        dy.dims,
+                        dy.sample(s),
+                        ctx.cpu.threads() * 2,
+                        &mut dw,
+                        &mut db,
+                        sample_mut(&mut dx, s),
+                    );
+                }
+                ctx.add_param(format!("{}.weight", layer.name), dw);
+                ctx.add_param(format!("{}.bias", layer.name), db.iter().map(|&v| v as f32).collect());
+                Ok(vec![(xid, dx), (sid, dy)])
+            })),
+        ))
+    }
+
+    fn sum(&self, xs: &[&Var], relu: bool) -> Result<Var> {
+        let refs: Vec<&CpuTensor> = xs.iter().map(|v| &*v.t).collect();
+        let y = self.cpu.sum(&refs, relu)?;
+        let ids: Vec<usize> = xs.iter().map(|v| v.id).collect();
+        // The ReLU's backward reads the output: record first, then patch in a handle on it.
+        let out = self.record(y, None);
+        let yt = relu.then(|| out.t.clone());
+        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
+            if let Some(y) = &yt {
+                ctx.cpu.install(|| grad_ops::relu_mask(&mut dy.data, &y.data));
+            }
+            let mut grads = Vec::with_capacity(ids.len());
+            for &i in &ids[1..] {
+                grads.push((i, copy(ctx.cpu, &dy)));
+            }
+            grads.push((ids[0], dy));
+            Ok(grads)
+        }));
+        Ok(out)
+    }
+
+    fn sigmoid_sum(&self, a: &Var, b: &Var) -> Result<Var> {
+        let y = self.cpu.sigmoid_sum(&a.t, &b.t)?;
+        let (aid, bid) = (a.id, b.id);
+        let out = self.record(y, None);
+        let w = out.t.clone();
+        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
+            ctx.cpu.install(|| grad_ops::sigmoid_backward(&mut dy.data, &w.data));
+            Ok(vec![(aid, copy(ctx.cpu, &dy)), (bid, dy)])
+        }));
+        Ok(out)
+    }
+
+    fn attend(&self, x: Var, w: &Var) -> Result<Var> {
+        let y = self.cpu.attend(self.copy_of(&x.t), &w.t)?;
+        let (xid, xt, wid, wt) = (x.id, x.t.clone(), w.id, w.t.clone());
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let mut dx = ctx.cpu.tensor(xt.n, xt.c, xt.dims);
+                let mut dw = ctx.cpu.tensor(wt.n, wt.c, wt.dims);
+                for s in 0..xt.n {
+                    let (dxs, dws) = (sample_mut(&mut dx, s), sample_mut(&mut dw, s));
+                    grad_ops::attend_backward(xt.sample(s), wt.sample(s), xt.c, wt.c, dy.sample(s), dxs, dws);
+                }
+                Ok(vec![(xid, dx), (wid, dw)])
+            })),
+        ))
+    }
+
+    fn concat(&self, a: &Var, b: &Var) -> Result<Var> {
+        let y = self.cpu.concat(&a.t, &b.t)?;
+        let (aid, bid, ca, cb) = (a.id, b.id, a.t.c, b.t.c);
+        Ok(self.record(
+            y,
+            Some(Box::new(move |ctx, dy| {
+                let mut da = ctx.cpu.tensor(dy.n, ca, dy.dims);
+                let mut db = ctx.cpu.tensor(dy.n, cb, dy.dims);
+                for (v, g) in dy.data.chunks_exact(ca + cb).enumerate() {
+                    da.data[v * ca..][..ca].copy_from_slice(&g[..ca]);
+                    db.data[v * cb..][..cb].copy_from_slice(&g[ca..]);
+                }
+                Ok(vec![(aid, da), (bid, db)])
+            })),
+        ))
+    }
+}
+
+fn copy(cpu: &CpuBackend, t: &CpuTensor) -> CpuTensor {
+    let mut o = cpu.tensor(t.n, t.c, t.dims);
+    o.data.copy_from_slice(&t.data);
+    o
+}
+
+/// Conv backward: the weight gradient by per-tap matrix products over the padded volumes, the
+/// bias gradient by channel sums, the input gradient by the flipped, transposed convolution.
+fn conv_backward(
+    ctx: &Ctx<'_>,
+    layer: &ConvRecord,
+    xid: usize,
+    x: &CpuTensor,
+    dy: CpuTensor,
+) -> Result<Vec<(usize, CpuTensor)>> {
+    let ConvSpec { cin, cout, k, bias } = layer.spec;
+    let taps = layer.spec.taps();
+    let pad = layer.spec.pad();
+    let padded = pad != [0, 0, 0];
+    let mut acc = vec![0f32; taps * cin * cout];
+    let mut db = vec![0f64; cout];
+    let mut xpad = if padded { vec![0f32; padded_len(x.dims, cin, k)] } else { Vec::new() };
+    let mut dypad = if padded { vec![0f32; padded_len(x.dims, cout, k)] } else { Vec::new() };
+    for s in 0..x.n {
+        let (xs, dys) = (x.sample(s), dy.sample(s));
+        if bias {
+            for (a, v) in db.iter_mut().zip(grad_ops::channel_sums(dys, cout)) {
+                *a += v;
+            }
+        }
+        let parts = ctx.cpu.threads() * 2;
+        if padded {
+            pad_input(xs, x.dims, cin, pad, &mut xpad);
+            pad_input(dys, x.dims, cout, pad, &mut dypad);
+            grad_ops::conv_weight_grad(&xpad, &dypad, x.dims, cin, cout, k, parts, &mut acc);
+        } else {
+            grad_ops::conv_weight_grad(xs, dys, x.dims, cin, cout, k, parts, &mut acc);
+        }
+    }
+    ctx.add_param(format!("{}.weight", layer.name), grad_ops::tap_major_to_torch(&acc, cin, cout, taps));
+    if bias {
+        ctx.add_param(format!("{}.bias", layer.name), db.iter().map(|&v| v as f32).collect());
+    }
+    let back_spec = ConvSpec { cin: cout, cout: cin, k, bias: false };
+    let w = HostTensor::new(back_spec.weight_shape(), grad_ops::flip_transpose(&layer.weight, cout, cin, k))?;
+    let back = ctx.cpu.prepare_conv(back_spec, &w, None)?;
+    let dx = ctx.cpu.conv(&dy, &back)?;
+    Ok(vec![(xid, dx)])
+}
