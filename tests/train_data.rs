@@ -596,3 +596,37 @@ fn loader_stops_cleanly_and_reports_errors() {
     let e = out[1].as_ref().unwrap_err().to_string();
     assert!(e.contains("zbad_seg.nii.gz") && e.contains("3 (1 voxels)"), "{e}");
 }
+
+#[test]
+fn dicom_case_loads_with_its_mask() {
+    use fmseg::io::dicom::{self, write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("case1");
+    // an oblique axial series: 0.8 mm pixels, 4 mm slices, tilted 10 degrees about x
+    let (s, c) = 10f64.to_radians().sin_cos();
+    let a: Affine =
+        [[0.8, 0.0, 0.0, -8.0], [0.0, 0.8 * c, -4.0 * s, -6.0], [0.0, 0.8 * s, 4.0 * c, 2.0], [0.0, 0.0, 0.0, 1.0]];
+    let dims = [20, 16, 8];
+    let values: Vec<i16> = (0..20 * 16 * 8).map(|p| (p % 251) as i16 * 3).collect();
+    let vol = StoredVolume::new(dims, StoredSamples::I16(values), a, vec![Rescale::IDENTITY]).unwrap();
+    write_mr_series(&vol, &MrSeriesMeta::default(), &case).unwrap();
+    // the mask on the grid the DICOM reader gives
+    let (img, _) = dicom::load_volume(&case, &dicom::Selection::auto()).unwrap();
+    let mask: Vec<f32> = (0..img.data.len()).map(|p| (p % 9 == 0) as u8 as f32).collect();
+    let mask = Volume::new(img.dims, mask, img.affine).unwrap();
+    nifti::write(case.join("mask.nii.gz"), &mask, WriteType::U8).unwrap();
+
+    let cases = Source::detect(dir.path()).unwrap().cases().unwrap();
+    let s = load_case(&cases[0], &PreprocessConfig::default()).unwrap();
+    let p = preprocess(&img, &PreprocessConfig::default()).unwrap();
+    let want = preprocess_label(
+        &mask.data.iter().map(|&v| v as u8).collect::<Vec<_>>(),
+        mask.dims,
+        &mask.affine,
+        &p.chain,
+        1e-3,
+    )
+    .unwrap();
+    assert_eq!((s.id.as_str(), s.dims, &s.image, &s.label), ("case1", p.volume.dims, &p.volume.data, &want));
+    assert!(s.foreground() > 0);
+}
