@@ -106,6 +106,73 @@ pub fn preprocess(image: &Volume, cfg: &PreprocessConfig) -> Result<Preprocessed
     Ok(Preprocessed { volume: Volume::new(padded_dims, normalised, padded_affine)?, chain, mean, std })
 }
 
+/// Carry a label volume through the grid chain of the image it annotates, with
+/// nearest-neighbour resampling (the reference's `Spacingd(mode=("bilinear", "nearest"))` and
+/// `SpatialPadd(mode="reflect")` on its label key): orientation to LPS by the label's own
+/// affine, then the image's spacing plan and padding. The label may be stored in another voxel
+/// order than the image, but once both are oriented to LPS they must be the same grid: same
+/// dims, and affines within `tol_mm` entry by entry (direction-times-spacing columns and origin,
+/// millimetres); otherwise an [`Error::Shape`] says how they differ. Output: row-major on
+/// `chain.padded_dims`.
+pub fn preprocess_label(
+    label: &[u8],
+    label_dims: Dims,
+    label_affine: &Affine,
+    chain: &GridChain,
+    tol_mm: f64,
+) -> Result<Vec<u8>> {
+    if label.len() != label_dims.iter().product::<usize>() {
+        return Err(Error::Shape(format!(
+            "label {:?} needs {} voxels, got {}",
+            label_dims,
+            label_dims.iter().product::<usize>(),
+            label.len()
+        )));
+    }
+    let orientation = geometry::orient_to_lps(label_dims, label_affine)?;
+    let oriented_dims = orientation.out_dims();
+    let oriented_affine = orientation.out_affine(label_affine);
+    let sp = &chain.spacing;
+    if oriented_dims != sp.in_dims {
+        return Err(Error::Shape(format!(
+            "label grid {:?} (LPS {:?}) is not the image grid {:?} (LPS {:?})",
+            label_dims, oriented_dims, chain.original_dims, sp.in_dims
+        )));
+    }
+    let mut worst = (0.0f64, 0, 0);
+    for r in 0..3 {
+        for c in 0..4 {
+            let d = (oriented_affine[r][c] - sp.in_affine[r][c]).abs();
+            if d.is_nan() || d > worst.0 {
+                worst = (d, r, c);
+            }
+        }
+    }
+    if worst.0.is_nan() || worst.0 > tol_mm {
+        let row = |a: &Affine, r: usize| format!("[{:.4}, {:.4}, {:.4}, {:.4}]", a[r][0], a[r][1], a[r][2], a[r][3]);
+        return Err(Error::Shape(format!(
+            "label affine differs from the image affine by {:.4} mm at entry ({}, {}) (tolerance {tol_mm} mm); \
+             LPS row {}: label {} vs image {}",
+            worst.0,
+            worst.1,
+            worst.2,
+            worst.1,
+            row(&oriented_affine, worst.1),
+            row(&sp.in_affine, worst.1)
+        )));
+    }
+    let oriented = orientation.apply(label);
+    let resampled = if sp.resampled {
+        let xform = geometry::resample_xform(&sp.in_affine, sp.in_dims, &sp.out_affine, sp.out_dims)?
+            .ok_or_else(|| Error::Other("internal: resampling plan and transform disagree".into()))?;
+        let grid = SourceGrid::new(&xform, sp.in_dims, sp.out_dims)?;
+        geometry::sample_nearest(&oriented, &grid)
+    } else {
+        oriented
+    };
+    Ok(pad_reflect(&resampled, sp.out_dims, chain.pad))
+}
+
 /// NumPy's `reflect` index (mirror about the edge voxels, which are not repeated), for any
 /// distance; PyTorch's `reflect` is the same where it is defined (pad < size).
 pub fn reflect_index(i: i64, n: usize) -> usize {

@@ -1,6 +1,12 @@
-//! Training: a gradient tape over the CPU engine's ops, the backward kernels, the losses.
+//! Training: a gradient tape over the CPU engine's ops and their backward kernels, the
+//! reference's losses, data sources with its augmentation, optimiser and schedule, validation
+//! metrics, and run directories with atomic checkpoints.
 
+pub mod augment;
+pub mod data;
+pub mod folds;
 pub mod grad_ops;
+pub mod loader;
 pub mod loss;
 pub mod step;
 pub mod tape;
