@@ -19,6 +19,7 @@ pub mod model;
 pub mod phantom;
 pub mod pipeline;
 pub mod tensor;
+pub mod train;
 pub mod volume;
 pub mod weights;
 
