@@ -3,10 +3,14 @@
 //! metrics, and run directories with atomic checkpoints.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod data;
 pub mod folds;
 pub mod grad_ops;
 pub mod loader;
 pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod run_dir;
 pub mod step;
 pub mod tape;
