@@ -27,7 +27,7 @@ fn step() -> Option<Step> {
     let label: Vec<u8> = case.f32("label").data.iter().map(|&v| v as u8).collect();
     let t0 = std::time::Instant::now();
     let r = step::forward_backward(&tape, &sd, &input, &label).unwrap();
-    eprintln!("forward + backward, batch 2: {:.2} s", t0.elapsed().as_secs_f64());
+    eprintln!("forward + backward, batch 2: {:.2} s: {:?}", t0.elapsed().as_secs_f64(), r.seconds);
     let mut grads = vec![("input".to_string(), r.input_grad.expect("input gradient").data)];
     for (key, _) in fmseg::model::catalog::tensor_keys() {
         // Shared modules are differentiated once, under `attention_k`.

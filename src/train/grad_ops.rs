@@ -236,10 +236,19 @@ pub fn norm_backward(
     dx: &mut [f32],
 ) {
     let vox = dy.len() / c;
-    let xhat_at = |i: usize| -> f32 {
-        match &saved {
-            NormSaved::Xhat(x) => x[i],
-            NormSaved::FromOutput { y, residual } => y[i] - residual.map_or(0.0, |r| r[i]),
+    // xhat of the voxels in a chunk, into `buf` (the hot loops below then run over plain slices).
+    let xhat_into = |base: usize, buf: &mut [f32]| match &saved {
+        NormSaved::Xhat(x) => buf.copy_from_slice(&x[base..][..buf.len()]),
+        NormSaved::FromOutput { y, residual } => {
+            let yv = &y[base..][..buf.len()];
+            match residual {
+                Some(r) => {
+                    for ((b, &a), &q) in buf.iter_mut().zip(yv).zip(&r[base..][..yv.len()]) {
+                        *b = a - q;
+                    }
+                }
+                None => buf.copy_from_slice(yv),
+            }
         }
     };
     let (sg, sgx) = dy
@@ -247,17 +256,19 @@ pub fn norm_backward(
         .enumerate()
         .map(|(i, chunk)| {
             let base = i * CHUNK_VOX * c;
+            let mut xh = vec![0f32; chunk.len()];
+            xhat_into(base, &mut xh);
             let mut sg = vec![0f64; c];
             let mut sgx = vec![0f64; c];
-            for (j, g) in chunk.iter_mut().enumerate() {
-                let idx = base + j;
-                if relu && y[idx] <= 0.0 {
-                    *g = 0.0;
-                    continue;
+            let yv = &y[base..][..chunk.len()];
+            for ((g, x), yy) in chunk.chunks_exact_mut(c).zip(xh.chunks_exact(c)).zip(yv.chunks_exact(c)) {
+                for ch in 0..c {
+                    if relu && yy[ch] <= 0.0 {
+                        g[ch] = 0.0;
+                    }
+                    sg[ch] += g[ch] as f64;
+                    sgx[ch] += g[ch] as f64 * x[ch] as f64;
                 }
-                let ch = j % c;
-                sg[ch] += *g as f64;
-                sgx[ch] += *g as f64 * xhat_at(idx) as f64;
             }
             (sg, sgx)
         })
@@ -277,9 +288,13 @@ pub fn norm_backward(
     let dy = &*dy;
     dx.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| {
         let base = i * CHUNK_VOX * c;
-        for (j, d) in chunk.iter_mut().enumerate() {
-            let ch = j % c;
-            *d = rstd[ch] * (dy[base + j] - mg[ch] - xhat_at(base + j) * mgx[ch]);
+        let mut xh = vec![0f32; chunk.len()];
+        xhat_into(base, &mut xh);
+        let gv = &dy[base..][..chunk.len()];
+        for ((d, x), g) in chunk.chunks_exact_mut(c).zip(xh.chunks_exact(c)).zip(gv.chunks_exact(c)) {
+            for ch in 0..c {
+                d[ch] = rstd[ch] * (g[ch] - mg[ch] - x[ch] * mgx[ch]);
+            }
         }
     });
 }

@@ -33,6 +33,8 @@ pub struct StepResult {
     pub grads: BTreeMap<String, Vec<f32>>,
     /// The input's gradient, PyTorch layout.
     pub input_grad: Option<HostTensor>,
+    /// Wall time: `forward`, `loss`, then `backward <op>` per op kind.
+    pub seconds: Vec<(String, f64)>,
 }
 
 /// Forward, losses and backward for a batch `image` `(N, 1, H, W, D)` with its 0/1 `label`
@@ -55,10 +57,13 @@ pub fn forward_backward(
         return Err(Error::Shape(format!("training batch: non-finite image value at flat index {i}")));
     }
     tape.clear();
+    let t0 = std::time::Instant::now();
     let net = Unet25d::new(tape, weights)?;
     let x = tape.upload(image)?;
     let out = net.forward(tape, &x)?;
     let cpu = tape.cpu();
+    let mut seconds = vec![("forward".to_string(), t0.elapsed().as_secs_f64())];
+    let t0 = std::time::Instant::now();
     let (dice, ce, g_logits) = loss::dice_ce(&out.logits.value().data, label, n)?;
     let mut seeds = vec![(&out.logits, cpu.from_channels_last(n, 2, dims, g_logits)?)];
     let mut attention = 0.0;
@@ -69,7 +74,9 @@ pub fn forward_backward(
         attention += l;
         seeds.push((w, cpu.from_channels_last(n, 1, od, g)?));
     }
+    seconds.push(("loss".to_string(), t0.elapsed().as_secs_f64()));
     let g = tape.backward(seeds)?;
+    seconds.extend(g.seconds.iter().map(|(op, s)| (format!("backward {op}"), *s)));
     let input_grad = g.of(&x).map(|t| cpu.download(t)).transpose()?;
-    Ok(StepResult { loss: LossTerms { dice_ce: dice + ce, attention }, grads: g.params, input_grad })
+    Ok(StepResult { loss: LossTerms { dice_ce: dice + ce, attention }, grads: g.params, input_grad, seconds })
 }

@@ -84,6 +84,8 @@ pub struct Gradients {
     leaves: HashMap<usize, CpuTensor>,
     /// Parameter gradients by checkpoint key, PyTorch layout.
     pub params: BTreeMap<String, Vec<f32>>,
+    /// Backward time per op kind.
+    pub seconds: Vec<(&'static str, f64)>,
 }
 
 impl Gradients {
@@ -93,10 +95,16 @@ impl Gradients {
     }
 }
 
+/// One recorded op: its kind (for timings) and its backward, `None` for a leaf.
+struct Node {
+    op: &'static str,
+    backward: Option<BackwardFn>,
+}
+
 /// The recording backend.
 pub struct TapeBackend {
     cpu: CpuBackend,
-    nodes: Mutex<Vec<Option<BackwardFn>>>,
+    nodes: Mutex<Vec<Node>>,
 }
 
 impl TapeBackend {
@@ -113,14 +121,19 @@ impl TapeBackend {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<BackwardFn>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Node>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn record(&self, t: CpuTensor, backward: Option<BackwardFn>) -> Var {
+    fn record(&self, t: CpuTensor, op: &'static str, backward: Option<BackwardFn>) -> Var {
         let mut nodes = self.lock();
-        nodes.push(backward);
+        nodes.push(Node { op, backward });
         Var { id: nodes.len() - 1, t: Arc::new(t) }
+    }
+
+    /// For ops whose backward reads their own output: record first, then attach.
+    fn attach(&self, v: &Var, backward: BackwardFn) {
+        self.lock()[v.id].backward = Some(backward);
     }
 
     fn alloc(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
@@ -145,14 +158,17 @@ impl TapeBackend {
         let params = Mutex::new(BTreeMap::new());
         let ctx = Ctx { cpu: &self.cpu, params: &params };
         let mut leaves = HashMap::new();
+        let mut seconds: BTreeMap<&'static str, f64> = BTreeMap::new();
         self.cpu.install(|| -> Result<()> {
             for (id, node) in nodes.into_iter().enumerate().rev() {
                 let Some(g) = grads[id].take() else { continue };
-                match node {
+                match node.backward {
                     Some(f) => {
+                        let t = std::time::Instant::now();
                         for (i, gi) in f(&ctx, g)? {
                             accumulate(&self.cpu, &mut grads[i], gi);
                         }
+                        *seconds.entry(node.op).or_default() += t.elapsed().as_secs_f64();
                     }
                     None => {
                         leaves.insert(id, g);
@@ -161,7 +177,11 @@ impl TapeBackend {
             }
             Ok(())
         })?;
-        Ok(Gradients { leaves, params: params.into_inner().unwrap_or_else(|e| e.into_inner()) })
+        Ok(Gradients {
+            leaves,
+            params: params.into_inner().unwrap_or_else(|e| e.into_inner()),
+            seconds: seconds.into_iter().collect(),
+        })
     }
 }
 
@@ -201,7 +221,7 @@ impl Backend for TapeBackend {
     }
 
     fn upload(&self, x: &HostTensor) -> Result<Var> {
-        Ok(self.record(self.cpu.upload(x)?, None))
+        Ok(self.record(self.cpu.upload(x)?, "input", None))
     }
 
     fn download(&self, x: &Var) -> Result<HostTensor> {
@@ -245,7 +265,7 @@ impl Backend for TapeBackend {
     fn conv(&self, x: &Var, conv: &TapeConv) -> Result<Var> {
         let y = self.cpu.conv(&x.t, &conv.inner)?;
         let (xid, xt, layer) = (x.id, x.t.clone(), conv.layer.clone());
-        Ok(self.record(y, Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy)))))
+        Ok(self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy)))))
     }
 
     fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
@@ -279,26 +299,30 @@ impl Backend for TapeBackend {
         };
         let xid = x.id;
         // The backward reads the output: record first, then patch in a handle on it.
-        let out = self.record(y, None);
+        let out = self.record(y, "instance_norm", None);
         let y_out = out.t.clone();
-        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
-            let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
-            for s in 0..dy.n {
-                let saved = match &saved_xhat {
-                    Some(xh) => NormSaved::Xhat(xh.sample(s)),
-                    None => {
-                        NormSaved::FromOutput { y: y_out.sample(s), residual: res.as_ref().map(|(_, r)| r.sample(s)) }
-                    }
-                };
-                let dys = sample_mut(&mut dy, s);
-                grad_ops::norm_backward(dys, y_out.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
-            }
-            let mut grads = vec![(xid, dx)];
-            if let Some((rid, _)) = res {
-                grads.push((rid, dy));
-            }
-            Ok(grads)
-        }));
+        self.attach(
+            &out,
+            Box::new(move |ctx, mut dy| {
+                let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
+                for s in 0..dy.n {
+                    let saved = match &saved_xhat {
+                        Some(xh) => NormSaved::Xhat(xh.sample(s)),
+                        None => NormSaved::FromOutput {
+                            y: y_out.sample(s),
+                            residual: res.as_ref().map(|(_, r)| r.sample(s)),
+                        },
+                    };
+                    let dys = sample_mut(&mut dy, s);
+                    grad_ops::norm_backward(dys, y_out.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
+                }
+                let mut grads = vec![(xid, dx)];
+                if let Some((rid, _)) = res {
+                    grads.push((rid, dy));
+                }
+                Ok(grads)
+            }),
+        );
         Ok(out)
     }
 
@@ -307,6 +331,7 @@ impl Backend for TapeBackend {
         let (xid, xt) = (x.id, x.t.clone());
         Ok(self.record(
             y,
+            "max_pool",
             Some(Box::new(move |ctx, dy| {
                 let mut dx = ctx.cpu.tensor(xt.n, xt.c, xt.dims);
                 for s in 0..xt.n {
@@ -322,6 +347,7 @@ impl Backend for TapeBackend {
         let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
         Ok(self.record(
             y,
+            "adaptive_avg_pool",
             Some(Box::new(move |ctx, dy| {
                 let mut dx = ctx.cpu.tensor(n, c, dims);
                 for s in 0..n {
@@ -337,6 +363,7 @@ impl Backend for TapeBackend {
         let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
         Ok(self.record(
             y,
+            "resize_trilinear",
             Some(Box::new(move |ctx, dy| {
                 let mut dx = ctx.cpu.tensor(n, c, dims);
                 for s in 0..n {
@@ -352,6 +379,7 @@ impl Backend for TapeBackend {
         let (xid, xt, sid, layer) = (x.id, x.t.clone(), skip.id, conv_t.layer.clone());
         Ok(self.record(
             y,
+            "up_add",
             Some(Box::new(move |ctx, dy| {
                 let ConvTSpec { cin, cout, k } = layer.spec;
                 let mut dw = vec![0f32; layer.weight.len()];
@@ -385,31 +413,37 @@ impl Backend for TapeBackend {
         let y = self.cpu.sum(&refs, relu)?;
         let ids: Vec<usize> = xs.iter().map(|v| v.id).collect();
         // The ReLU's backward reads the output: record first, then patch in a handle on it.
-        let out = self.record(y, None);
+        let out = self.record(y, "sum", None);
         let yt = relu.then(|| out.t.clone());
-        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
-            if let Some(y) = &yt {
-                ctx.cpu.install(|| grad_ops::relu_mask(&mut dy.data, &y.data));
-            }
-            let mut grads = Vec::with_capacity(ids.len());
-            for &i in &ids[1..] {
-                grads.push((i, copy(ctx.cpu, &dy)));
-            }
-            grads.push((ids[0], dy));
-            Ok(grads)
-        }));
+        self.attach(
+            &out,
+            Box::new(move |ctx, mut dy| {
+                if let Some(y) = &yt {
+                    ctx.cpu.install(|| grad_ops::relu_mask(&mut dy.data, &y.data));
+                }
+                let mut grads = Vec::with_capacity(ids.len());
+                for &i in &ids[1..] {
+                    grads.push((i, copy(ctx.cpu, &dy)));
+                }
+                grads.push((ids[0], dy));
+                Ok(grads)
+            }),
+        );
         Ok(out)
     }
 
     fn sigmoid_sum(&self, a: &Var, b: &Var) -> Result<Var> {
         let y = self.cpu.sigmoid_sum(&a.t, &b.t)?;
         let (aid, bid) = (a.id, b.id);
-        let out = self.record(y, None);
+        let out = self.record(y, "sigmoid_sum", None);
         let w = out.t.clone();
-        self.lock()[out.id] = Some(Box::new(move |ctx, mut dy| {
-            ctx.cpu.install(|| grad_ops::sigmoid_backward(&mut dy.data, &w.data));
-            Ok(vec![(aid, copy(ctx.cpu, &dy)), (bid, dy)])
-        }));
+        self.attach(
+            &out,
+            Box::new(move |ctx, mut dy| {
+                ctx.cpu.install(|| grad_ops::sigmoid_backward(&mut dy.data, &w.data));
+                Ok(vec![(aid, copy(ctx.cpu, &dy)), (bid, dy)])
+            }),
+        );
         Ok(out)
     }
 
@@ -418,6 +452,7 @@ impl Backend for TapeBackend {
         let (xid, xt, wid, wt) = (x.id, x.t.clone(), w.id, w.t.clone());
         Ok(self.record(
             y,
+            "attend",
             Some(Box::new(move |ctx, dy| {
                 let mut dx = ctx.cpu.tensor(xt.n, xt.c, xt.dims);
                 let mut dw = ctx.cpu.tensor(wt.n, wt.c, wt.dims);
@@ -435,6 +470,7 @@ impl Backend for TapeBackend {
         let (aid, bid, ca, cb) = (a.id, b.id, a.t.c, b.t.c);
         Ok(self.record(
             y,
+            "concat",
             Some(Box::new(move |ctx, dy| {
                 let mut da = ctx.cpu.tensor(dy.n, ca, dy.dims);
                 let mut db = ctx.cpu.tensor(dy.n, cb, dy.dims);
