@@ -8,6 +8,7 @@ pub mod init_weights;
 pub mod phantom;
 pub mod segment;
 pub mod series;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ pub enum Command {
     InitWeights(init_weights::InitWeightsArgs),
     /// Convert network weights between .pth, safetensors and the frozen format, checking them.
     ConvertWeights(convert_weights::Args),
+    /// Train the network (k-fold, the reference's recipe), resumable, checkpoints PyTorch can load.
+    Train(train::TrainArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InitWeights(a) => init_weights::run(a),
         Command::Phantom(a) => phantom::run(a),
         Command::Segment(a) => segment::run(a),
+        Command::Train(a) => train::run(a),
     }
 }

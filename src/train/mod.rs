@@ -14,3 +14,4 @@ pub mod optim;
 pub mod run_dir;
 pub mod step;
 pub mod tape;
+pub mod trainer;

@@ -1,0 +1,172 @@
+//! `fmseg train --data ... --out RUN`: k-fold training of the network with the reference's
+//! recipe, resumable (`--resume`), with a progress bar and a per-epoch summary on stderr.
+//!
+//! `RUN/fold-k/` holds `last.safetensors` and `optimizer.safetensors` (committed together each
+//! epoch), `best.safetensors` (best validation Dice), `metrics.csv`; `RUN/run.json` the settings.
+//! Checkpoints use the reference's key names: PyTorch loads them with `load_state_dict`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::pipeline::preprocess::PreprocessConfig;
+use crate::train::data::{Dataset, Source};
+use crate::train::run_dir::{RunDir, RunSpec};
+use crate::train::trainer::{self, Event, Init, TrainConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainDevice {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training data: a directory of `<id>_MRI.nii.gz` + `<id>_seg.nii.gz` pairs, a directory of
+    /// case folders (a DICOM series and `<id>_seg.nii.gz` or `mask.nii.gz` each), or synthetic
+    /// studies generated on the fly: `phantom:N` (seeds 0..N) or `phantom:A..B`.
+    #[arg(long)]
+    pub data: String,
+    /// Run directory (created; an existing run needs --resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub folds: usize,
+    /// Train this fold only (0-based); all folds by default.
+    #[arg(long)]
+    pub fold: Option<usize>,
+    /// Epochs per fold (the reference trains 400).
+    #[arg(long, default_value_t = 400)]
+    pub epochs: u64,
+    /// Continue the run in --out from its last finished epoch.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
+    pub device: TrainDevice,
+    /// Starting weights (.pth, .safetensors, .fmw); freshly initialised from --seed otherwise.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Seed of the initial weights, the epoch order and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// AdamW learning rate (halved every --lr-step steps).
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 3800)]
+    pub lr_step: u64,
+    /// Volumes per batch; each gives 3 crops (the reference: 2 volumes, 6 patches per step).
+    #[arg(long, default_value_t = 2)]
+    pub batch_volumes: usize,
+    /// Clip the global gradient norm (off by default, as in the reference).
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Validate every this many epochs (and after the last).
+    #[arg(long, default_value_t = 2)]
+    pub val_interval: u64,
+    /// Cap the steps of each epoch (smoke runs).
+    #[arg(long)]
+    pub max_steps_per_epoch: Option<usize>,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    if a.device == TrainDevice::Cuda {
+        bail!("training on the GPU is not implemented yet: use --device cpu");
+    }
+    let source = Source::parse(&a.data).with_context(|| format!("--data {}", a.data))?;
+    let dataset = Arc::new(Dataset::from_source(&source, PreprocessConfig::default())?);
+    if dataset.len() < a.folds {
+        bail!("--data {}: {} cases cannot be split into {} folds", a.data, dataset.len(), a.folds);
+    }
+    let mut cfg = TrainConfig::reference(a.epochs);
+    cfg.folds = a.folds;
+    cfg.fold = a.fold;
+    cfg.adamw.lr = a.lr;
+    cfg.lr_step = a.lr_step;
+    cfg.clip = a.clip;
+    cfg.val_interval = a.val_interval;
+    cfg.max_steps_per_epoch = a.max_steps_per_epoch;
+    cfg.threads = a.threads;
+    cfg.loader.volumes_per_batch = a.batch_volumes;
+    cfg.loader.seed = a.seed;
+    let init = match &a.weights {
+        Some(p) => Init::Weights(crate::weights::load_canonical(p)?),
+        None => Init::Seed(a.seed),
+    };
+    let mut config = cfg.to_json();
+    config["data"] = serde_json::json!(a.data);
+    config["init"] =
+        serde_json::json!(a.weights.as_ref().map_or(format!("seed {}", a.seed), |p| p.display().to_string()));
+    let spec = RunSpec { command: std::env::args().collect(), config };
+    let run = RunDir::open(&a.out, &spec, a.resume)?;
+    eprintln!(
+        "fmseg train: {} cases from {}, {} folds, {} epochs, CPU ({} threads), run {}{}",
+        dataset.len(),
+        a.data,
+        a.folds,
+        a.epochs,
+        if a.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { a.threads },
+        a.out.display(),
+        if run.resumed() { " (resumed)" } else { "" }
+    );
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut on = |e: Event<'_>| match e {
+        Event::FoldStart { fold, train, val, resumed_epoch } => {
+            eprintln!("fold {fold}: {train} training and {val} validation cases, starting after epoch {resumed_epoch}")
+        }
+        Event::EpochStart { fold, epoch, steps } => {
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} elapsed, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let b = indicatif::ProgressBar::new(steps as u64).with_style(style.progress_chars("=> "));
+            b.set_prefix(format!("fold {fold} epoch {epoch}"));
+            bar = Some(b);
+        }
+        Event::Step { step, loss, seconds, .. } => {
+            if let Some(b) = &bar {
+                b.set_position(step as u64);
+                b.set_message(format!(
+                    "loss {:.4} (dice+ce {:.4}, attention {:.4}), {seconds:.1} s/step",
+                    loss.total(),
+                    loss.dice_ce,
+                    loss.attention
+                ));
+            }
+        }
+        Event::Validating { done, total } => {
+            if let Some(b) = &bar {
+                b.set_message(format!("validating {done}/{total}"));
+            }
+        }
+        Event::EpochEnd { fold, row, best } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let val = row.val_dice.map_or("not validated".to_string(), |d| {
+                format!(
+                    "val Dice {d:.4}, precision {}, recall {}",
+                    row.val_precision.map_or("-".into(), |v| format!("{v:.4}")),
+                    row.val_recall.map_or("-".into(), |v| format!("{v:.4}"))
+                )
+            });
+            let losses: Vec<String> = row.losses.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+            eprintln!(
+                "fold {fold} epoch {}: {} steps total, lr {:.3e}, {}, {val}{}, {:.0} s",
+                row.epoch,
+                row.iteration,
+                row.lr,
+                losses.join(", "),
+                if best { " (best)" } else { "" },
+                row.seconds
+            );
+        }
+    };
+    trainer::train(dataset, &run, &cfg, &init, &mut on)?;
+    eprintln!("fmseg train: done; best weights in {}/fold-*/best.safetensors", a.out.display());
+    Ok(())
+}

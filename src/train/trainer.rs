@@ -1,0 +1,234 @@
+//! The training loop: k-fold cross-validation as the reference runs it, one fold after another;
+//! per step the tape's forward and backward, optional gradient clipping, AdamW and StepLR; per
+//! epoch (every `val_interval`, and the last) sliding-window validation on the fold's held-out
+//! cases; each epoch committed atomically to the run directory, so a killed run resumes at its
+//! last finished epoch and, the batches being a function of (seed, epoch), continues exactly.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::cpu::CpuBackend;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::pipeline::window::{sliding_window, WindowConfig};
+use crate::tensor::{numel, HostTensor};
+use crate::train::checkpoint::Progress;
+use crate::train::data::Dataset;
+use crate::train::folds;
+use crate::train::loader::{Loader, LoaderConfig};
+use crate::train::metrics::{Confusion, Summary};
+use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamSet, StepLR};
+use crate::train::run_dir::{MetricsRow, RunDir};
+use crate::train::step::{self, LossTerms};
+use crate::train::tape::TapeBackend;
+use crate::weights::StateDict;
+
+/// Everything that defines a run (stored in `run.json`; a resume must match it).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub folds: usize,
+    /// Train only this fold (else all, in order).
+    pub fold: Option<usize>,
+    pub epochs: u64,
+    pub adamw: AdamWConfig,
+    /// StepLR: halve (`lr_gamma`) every `lr_step` optimiser steps.
+    pub lr_step: u64,
+    pub lr_gamma: f64,
+    /// Clip the global gradient norm to this (off when `None`, as in the reference).
+    pub clip: Option<f64>,
+    /// Validate every this many epochs (and after the last).
+    pub val_interval: u64,
+    /// Stop an epoch after this many steps (for smoke runs; `None` = the whole epoch).
+    pub max_steps_per_epoch: Option<usize>,
+    pub loader: LoaderConfig,
+    /// CPU threads of the engine (0 = all).
+    pub threads: usize,
+}
+
+impl TrainConfig {
+    /// The reference's recipe.
+    pub fn reference(epochs: u64) -> Self {
+        TrainConfig {
+            folds: 4,
+            fold: None,
+            epochs,
+            adamw: AdamWConfig::default(),
+            lr_step: 3800,
+            lr_gamma: 0.5,
+            clip: None,
+            val_interval: 2,
+            max_steps_per_epoch: None,
+            loader: LoaderConfig::default(),
+            threads: 0,
+        }
+    }
+
+    /// The settings that must not change across a resume, as JSON. (`epochs` is not one of
+    /// them: a finished run can be resumed with more epochs.)
+    pub fn to_json(&self) -> serde_json::Value {
+        let a = &self.loader.augment;
+        serde_json::json!({
+            "folds": self.folds,
+            "fold": self.fold,
+            "lr": self.adamw.lr,
+            "betas": [self.adamw.beta1, self.adamw.beta2],
+            "eps": self.adamw.eps,
+            "weight_decay": self.adamw.weight_decay,
+            "lr_step": self.lr_step,
+            "lr_gamma": self.lr_gamma,
+            "clip": self.clip,
+            "val_interval": self.val_interval,
+            "max_steps_per_epoch": self.max_steps_per_epoch,
+            "volumes_per_batch": self.loader.volumes_per_batch,
+            "seed": self.loader.seed,
+            "augment": format!("{a:?}"),
+        })
+    }
+}
+
+/// What the loop reports as it goes.
+pub enum Event<'a> {
+    FoldStart { fold: usize, train: usize, val: usize, resumed_epoch: u64 },
+    EpochStart { fold: usize, epoch: u64, steps: usize },
+    Step { step: usize, steps: usize, loss: LossTerms, seconds: f64 },
+    Validating { done: usize, total: usize },
+    EpochEnd { fold: usize, row: &'a MetricsRow, best: bool },
+}
+
+/// The starting weights of a fold that has no checkpoint yet.
+pub enum Init {
+    Weights(StateDict),
+    Seed(u64),
+}
+
+/// Trains the folds of `dataset` into `run`.
+pub fn train(
+    dataset: Arc<Dataset>,
+    run: &RunDir,
+    cfg: &TrainConfig,
+    init: &Init,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<()> {
+    cfg.adamw.validate()?;
+    if cfg.epochs == 0 || cfg.val_interval == 0 {
+        return Err(Error::Value("--epochs and --val-interval must be at least 1".into()));
+    }
+    let folds: Vec<usize> = match cfg.fold {
+        Some(k) => vec![k],
+        None => (0..cfg.folds).collect(),
+    };
+    let cpu = CpuBackend::new(cfg.threads)?;
+    let tape = TapeBackend::new(cpu);
+    let sched = StepLR::new(cfg.adamw.lr, cfg.lr_step, cfg.lr_gamma)?;
+    let layout = ParamSet::network_layout();
+    for k in folds {
+        let (train_idx, val_idx) = folds::folds(dataset.len(), cfg.folds, k)?;
+        let fold_dir = run.fold(k)?;
+        let (mut params, mut opt, mut progress) = match fold_dir.load(&layout)? {
+            Some(c) => (c.params, c.optimizer, c.progress),
+            None => {
+                let sd = match init {
+                    Init::Weights(sd) => sd.clone(),
+                    Init::Seed(s) => crate::model::init::random_state_dict(*s),
+                };
+                let params = ParamSet::from_network_state_dict(&sd, std::path::Path::new("initial weights"))?;
+                let opt = AdamW::new(cfg.adamw, &params)?;
+                (params, opt, Progress::default())
+            }
+        };
+        on(Event::FoldStart { fold: k, train: train_idx.len(), val: val_idx.len(), resumed_epoch: progress.epoch });
+        let loader = Loader::new(dataset.clone(), train_idx, cfg.loader.clone())?;
+        while progress.epoch < cfg.epochs {
+            let epoch = progress.epoch + 1;
+            let t_epoch = Instant::now();
+            let planned = loader.batches_per_epoch();
+            let steps = cfg.max_steps_per_epoch.map_or(planned, |m| m.min(planned));
+            on(Event::EpochStart { fold: k, epoch, steps });
+            let mut sums = [0f64; 2];
+            let mut lr = sched.lr(progress.iteration);
+            for (i, batch) in loader.epoch(epoch).take(steps).enumerate() {
+                let batch = batch?;
+                let t = Instant::now();
+                let r = step::forward_backward(&tape, &params.to_state_dict(), &batch.image, &batch.label)?;
+                let total = r.loss.total();
+                if !total.is_finite() {
+                    return Err(Error::Value(format!(
+                        "fold {k} epoch {epoch} step {}: the loss is {total} (diverged; try a lower --lr or --clip)",
+                        i + 1
+                    )));
+                }
+                let mut grads = gradients_as(&params, r.grads)?;
+                if let Some(max) = cfg.clip {
+                    clip_grad_norm(&mut grads, max);
+                }
+                lr = sched.lr(progress.iteration);
+                opt.step(&mut params, &grads, lr)?;
+                progress.iteration += 1;
+                sums[0] += r.loss.dice_ce;
+                sums[1] += r.loss.attention;
+                on(Event::Step { step: i + 1, steps, loss: r.loss, seconds: t.elapsed().as_secs_f64() });
+            }
+            progress.epoch = epoch;
+            let validate = epoch % cfg.val_interval == 0 || epoch == cfg.epochs;
+            let summary = if validate && !val_idx.is_empty() {
+                Some(validate_fold(&dataset, &val_idx, &params.to_state_dict(), cfg.threads, on)?)
+            } else {
+                None
+            };
+            let row = MetricsRow {
+                epoch,
+                iteration: progress.iteration,
+                lr,
+                losses: vec![
+                    ("dice_ce".into(), sums[0] / steps.max(1) as f64),
+                    ("attention".into(), sums[1] / steps.max(1) as f64),
+                ],
+                val_dice: summary.as_ref().map(|s| s.mean_dice),
+                val_precision: summary.as_ref().and_then(|s| s.precision),
+                val_recall: summary.as_ref().and_then(|s| s.recall),
+                seconds: t_epoch.elapsed().as_secs_f64(),
+            };
+            let best = fold_dir.commit_epoch(&params, &opt, &mut progress, &row)?;
+            on(Event::EpochEnd { fold: k, row: &row, best });
+        }
+    }
+    Ok(())
+}
+
+/// The tape's gradients in the parameter set's layout (every distinct parameter must have one).
+fn gradients_as(params: &ParamSet, mut grads: std::collections::BTreeMap<String, Vec<f32>>) -> Result<ParamSet> {
+    let entries = params
+        .iter()
+        .map(|(name, t)| {
+            let g = grads
+                .remove(name)
+                .ok_or_else(|| Error::Other(format!("internal: the tape produced no gradient for {name}")))?;
+            Ok((name.to_string(), HostTensor::new(t.shape.clone(), g)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ParamSet::new(entries)
+}
+
+/// Mean Dice, pooled precision and recall of the argmax of sliding-window inference (the
+/// reference's settings) on each held-out case, on the preprocessed grid.
+pub fn validate_fold(
+    dataset: &Dataset,
+    cases: &[usize],
+    weights: &StateDict,
+    threads: usize,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Summary> {
+    let engine = Engine::new(CpuBackend::new(threads)?, weights)?;
+    let mut predict = |batch: &HostTensor| engine.logits(batch);
+    let mut confusions = Vec::with_capacity(cases.len());
+    for (done, &i) in cases.iter().enumerate() {
+        on(Event::Validating { done, total: cases.len() });
+        let s = dataset.sample(i)?;
+        let logits = sliding_window(&s.image, s.dims, &mut predict, &WindowConfig::default(), &mut |_| {})?;
+        let vox = numel(s.dims);
+        let pred: Vec<u8> = (0..vox).map(|v| (logits.data[vox + v] > logits.data[v]) as u8).collect();
+        confusions.push(Confusion::from_masks(&pred, &s.label)?);
+    }
+    on(Event::Validating { done: cases.len(), total: cases.len() });
+    Ok(Summary::of(&confusions))
+}
