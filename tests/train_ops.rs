@@ -70,6 +70,7 @@ fn at(c: usize, d: Dims, n: usize, ch: usize, h: usize, w: usize, z: usize) -> u
     (((n * c + ch) * d[0] + h) * d[1] + w) * d[2] + z
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv64(x: &[f64], n: usize, cin: usize, d: Dims, w: &[f64], b: &[f64], cout: usize, k: Dims) -> Vec<f64> {
     let p = [k[0] / 2, k[1] / 2, k[2] / 2];
     let mut y = vec![0f64; n * cout * d[0] * d[1] * d[2]];

@@ -28,7 +28,7 @@ pub fn dice_ce(logits: &[f32], label: &[u8], n: usize) -> Result<(f64, f64, Vec<
 
 /// [`dice_ce`] in float64 throughout (the finite-difference tests differentiate this).
 pub fn dice_ce_f64(z: &[f64], label: &[u8], n: usize) -> Result<(f64, f64, Vec<f64>)> {
-    if n == 0 || z.len() != 2 * label.len() || label.len() % n != 0 {
+    if n == 0 || z.len() != 2 * label.len() || !label.len().is_multiple_of(n) {
         return Err(Error::Shape(format!(
             "loss: {} logits for {} label voxels in {n} samples (need 2 per voxel)",
             z.len(),
@@ -94,7 +94,7 @@ pub fn attention_dice(w: &[f32], target: &[f32], n: usize) -> Result<(f64, Vec<f
 }
 
 pub fn attention_dice_f64(w: &[f64], t: &[f64], n: usize) -> Result<(f64, Vec<f64>)> {
-    if n == 0 || w.len() != t.len() || w.len() % n != 0 {
+    if n == 0 || w.len() != t.len() || !w.len().is_multiple_of(n) {
         return Err(Error::Shape(format!("attention loss: map of {} values, target of {}", w.len(), t.len())));
     }
     let vox = w.len() / n;
