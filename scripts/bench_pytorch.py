@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--mode", default="fp32", help="fp32 | channels_last | bf16 (cpu) | fp16 | compile (cuda)")
     ap.add_argument("--check", help="case fixture (.safetensors) to compare logits against first")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--train", type=int, metavar="BATCH",
+                    help="time a training step (eval() mode, Dice+CE+attention loss, backward) at this batch size")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -56,6 +58,35 @@ def main():
     run = model
     if a.mode == "compile":
         run = torch.compile(model)
+
+    if a.train:
+        import torch.nn.functional as F
+        xb = torch.randn(a.train, 1, *dims, device=dev)
+        yb = (xb > 1.5).float()
+
+        def dice(p, g, s=1e-5):
+            ax = (2, 3, 4)
+            return (1 - (2 * (p * g).sum(ax) + s) / (p.sum(ax) + g.sum(ax) + s)).mean()
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            logits, w0, w1, w2 = model(xb, maps=True)
+            loss = dice(torch.softmax(logits, 1), torch.cat([1 - yb, yb], 1)) + F.cross_entropy(logits, yb[:, 0].long())
+            loss = loss + 0.2 * sum(dice(w, F.adaptive_avg_pool3d(yb, w.shape[2:])) for w in (w0, w1, w2))
+            loss.backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        step()
+        times = []
+        for _ in range(a.iters):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(f"PyTorch {torch.__version__} training step, batch {a.train}, {torch.get_num_threads()} threads: "
+              f"{statistics.median(times):.2f} s per step (median of {a.iters}), peak RSS {peak / 2**20:.0f} MiB")
+        return
 
     def once():
         with torch.no_grad():

@@ -468,3 +468,65 @@ fn elementwise_ops() {
         fd_check("concat b", &b64, &g[1].data, &|b| f(&a64, b));
     }
 }
+
+/// Training-mode Dropout3d in a conv -> instance norm -> ReLU block: whole channels dropped at
+/// about the rate, the rest scaled by 1/(1-p), none in blocks the reference has none in, and a
+/// backward that matches finite differences with the same masks.
+#[test]
+fn dropout_in_conv_norm_relu_blocks() {
+    use fmseg::train::tape::Dropout;
+    let mut rng = Rng::fresh("dropout_in_conv_norm_relu_blocks");
+    let (n, cin, c, d) = (2, 3, 64, [5, 4, 3]);
+    let vox = 60;
+    let spec = ConvSpec { cin, cout: c, k: [1, 1, 1], bias: true };
+    let x = rng.tensor(&[n, cin, d[0], d[1], d[2]]);
+    let w = rng.tensor(&spec.weight_shape());
+    let b = rng.tensor(&[c]);
+    let forward = |name: &str, dropout: Option<Dropout>| {
+        let t = tape();
+        t.set_dropout(dropout);
+        let conv = t.prepare_conv_named(name, spec, &w, Some(&b)).unwrap();
+        let xv = t.upload(&x).unwrap();
+        let y = t.conv_norm(&xv, &conv, None, true).unwrap();
+        (t, xv, y)
+    };
+    let drop = Some(Dropout { p: 0.5, fixed: 0.2, seed: 7 });
+    let (t0, _, y0) = forward("down_1.down.1.conv1.0.block.0", None);
+    let plain = t0.download(&y0).unwrap();
+    let (t, xv, y) = forward("down_1.down.1.conv1.0.block.0", drop);
+    let dropped = t.download(&y).unwrap();
+    let mut masks = vec![0f64; n * c];
+    for s in 0..n * c {
+        let (p, q) = (&plain.data[s * vox..][..vox], &dropped.data[s * vox..][..vox]);
+        if q.iter().all(|&v| v == 0.0) {
+            continue;
+        }
+        assert!(
+            p.iter().zip(q).all(|(a, b)| (2.0 * a - b).abs() <= 1e-5 * a.abs().max(1.0)),
+            "kept channel scaled by 2"
+        );
+        masks[s] = 2.0;
+    }
+    let zeroed = masks.iter().filter(|&&m| m == 0.0).count();
+    // 128 channels at p = 0.5: 64 +- 4 sigma (sigma = 5.7).
+    assert!((41..=87).contains(&zeroed), "{zeroed} of 128 channels dropped at p = 0.5");
+    // The same masks in a naive float64 forward: finite differences of the input.
+    let r = rng.tensor(&[n, c, d[0], d[1], d[2]]);
+    let (g, _) = run_tape(&t, &[xv], &y, &r);
+    let (w64, b64) = (f64s(&w), f64s(&b));
+    fd_check("conv-norm-dropout-relu input", &f64s(&x), &g[0].data, &|x| {
+        let z = norm64(&conv64(x, n, cin, d, &w64, &b64, c, [1, 1, 1]), n, c, vox, None, false);
+        let y: Vec<f64> = z.iter().enumerate().map(|(i, v)| (v * masks[i / vox]).max(0.0)).collect();
+        dot(&y, &r)
+    });
+    // Context block and channel attention use the fixed rate; spatial attention none.
+    let count = |name: &str| {
+        let (t, _, y) = forward(name, Some(Dropout { p: 0.0, fixed: 0.5, seed: 3 }));
+        let v = t.download(&y).unwrap();
+        (0..n * c).filter(|s| v.data[s * vox..][..vox].iter().all(|&q| q == 0.0)).count()
+    };
+    assert!(count("context_block_1.trans_layer.block.0") > 30);
+    assert!(count("attention_4.conv.0.block.0") > 30);
+    assert_eq!(count("attention_0.conv1.0"), 0);
+    assert_eq!(count("up_1.convs.conv1.0.block.0"), 0, "p = 0 for the decoder here");
+}

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Time training steps instead (CPU: forward on the gradient tape, the reference's losses,
+    /// backward), per phase, with the peak memory.
+    #[arg(long)]
+    pub train: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -52,6 +56,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(p) => crate::weights::load_canonical(p)?,
         None => random_state_dict(0),
     };
+    if args.train {
+        if args.device != "cpu" {
+            bail!("--train: training runs on the CPU engine only (--device cpu)");
+        }
+        return bench_train(&args, &sd, dims);
+    }
     match args.device.as_str() {
         "cpu" => {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
@@ -169,6 +179,53 @@ fn print_layers(table: &[(String, crate::backend::profile::OpStat)], total: f64)
         println!("{:>9.2} {:>6.1} {:>7} {:>9}  {label}", s.seconds * 1e3, 100.0 * s.seconds / total, s.calls, rate);
     }
     println!("{:>9.2} total", total * 1e3);
+}
+
+/// Seconds per training step for each batch size, with the time of each phase.
+fn bench_train(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims) -> anyhow::Result<()> {
+    use crate::train::{step, tape::TapeBackend};
+    let tape = TapeBackend::new(CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd));
+    println!("training step on {}, patch {dims:?}", tape.name());
+    let mut results = Vec::new();
+    for &b in &args.batch {
+        let x = random_input(1, b, dims);
+        // A label with some foreground: the upper tail of a smooth-ish random field.
+        let label: Vec<u8> = x.data.iter().map(|&v| (v > 1.5) as u8).collect();
+        step::forward_backward(&tape, sd, &x, &label)?;
+        let mut times = Vec::new();
+        let mut phases: Vec<(String, f64)> = Vec::new();
+        for _ in 0..args.iters.max(1) {
+            let t = std::time::Instant::now();
+            let r = step::forward_backward(&tape, sd, &x, &label)?;
+            times.push(t.elapsed().as_secs_f64());
+            for (name, s) in r.seconds {
+                match phases.iter_mut().find(|(n, _)| *n == name) {
+                    Some(p) => p.1 += s,
+                    None => phases.push((name, s)),
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let n = times.len() as f64;
+        phases.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<String> = phases.iter().take(6).map(|(p, s)| format!("{p} {:.2}", s / n)).collect();
+        println!(
+            "batch {b}: {median:.2} s per step (median of {}), {:.2} s per patch; {}",
+            times.len(),
+            median / b as f64,
+            top.join(", ")
+        );
+        results.push(serde_json::json!({"batch": b, "seconds_per_step": median}));
+    }
+    match peak_rss_bytes() {
+        Some(p) => println!("peak memory (RSS high-water mark): {:.0} MiB", p as f64 / (1 << 20) as f64),
+        None => println!("peak memory: unavailable on this OS"),
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"train": results, "peak_rss_bytes": peak_rss_bytes()}));
+    }
+    Ok(())
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).

@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Volumes per batch; each gives 3 crops (the reference: 2 volumes, 6 patches per step).
     #[arg(long, default_value_t = 2)]
     pub batch_volumes: usize,
+    /// Dropout3d rate of the encoder and decoder blocks (the reference trains with 0.2; its
+    /// context block and channel attention always drop at 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    pub dropout: f32,
     /// Clip the global gradient norm (off by default, as in the reference).
     #[arg(long)]
     pub clip: Option<f64>,
@@ -88,6 +92,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     cfg.adamw.lr = a.lr;
     cfg.lr_step = a.lr_step;
     cfg.clip = a.clip;
+    cfg.dropout = a.dropout;
     cfg.val_interval = a.val_interval;
     cfg.max_steps_per_epoch = a.max_steps_per_epoch;
     cfg.threads = a.threads;

@@ -475,6 +475,20 @@ pub fn add_into(d: &mut [f32], s: &[f32]) {
     });
 }
 
+/// `x[s][v][c] *= m[s * C + c]` for channels-last samples (a per-sample channel mask).
+pub fn scale_channels(x: &mut [f32], c: usize, m: &[f32]) {
+    let n = m.len() / c;
+    let per = x.len() / n.max(1);
+    x.par_chunks_mut(per).enumerate().for_each(|(s, xs)| {
+        let ms = &m[s * c..][..c];
+        for v in xs.chunks_exact_mut(c) {
+            for (a, &k) in v.iter_mut().zip(ms) {
+                *a *= k;
+            }
+        }
+    });
+}
+
 /// `y = relu(y + r)` in place.
 pub fn add_relu(y: &mut [f32], r: Option<&[f32]>) {
     y.par_chunks_mut(CHUNK_VOX * 8).enumerate().for_each(|(i, y)| {

@@ -101,15 +101,69 @@ struct Node {
     backward: Option<BackwardFn>,
 }
 
+/// Training-mode `Dropout3d` as the reference applies it: in every conv -> instance norm ->
+/// ReLU block (`_ConvINReLU3D`), whole channels zeroed with probability `p` per sample and the
+/// rest scaled by `1 / (1 - p)`. The reference builds the encoders and decoders with the
+/// network's `dropout` (0.2 in its training) but hard-codes 0.2 in the context block and the
+/// channel attention; the spatial attention has none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Encoder and decoder blocks.
+    pub p: f32,
+    /// Context block and channel attention (the reference's fixed 0.2).
+    pub fixed: f32,
+    /// Masks are a function of this seed and the op's position on the tape.
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// The rate for the block whose conv is `name` (0 where the reference has no dropout).
+    pub fn rate(&self, conv_name: &str) -> f32 {
+        if !conv_name.ends_with(".block.0") {
+            0.0
+        } else if conv_name.starts_with("context_block") || conv_name.starts_with("attention_") {
+            self.fixed
+        } else {
+            self.p
+        }
+    }
+}
+
 /// The recording backend.
 pub struct TapeBackend {
     cpu: CpuBackend,
     nodes: Mutex<Vec<Node>>,
+    dropout: Mutex<Option<Dropout>>,
+    /// The conv layer that produced each tensor (to find a block's dropout rate).
+    producers: Mutex<HashMap<usize, Arc<ConvRecord>>>,
 }
 
 impl TapeBackend {
     pub fn new(cpu: CpuBackend) -> Self {
-        TapeBackend { cpu, nodes: Mutex::new(Vec::new()) }
+        TapeBackend {
+            cpu,
+            nodes: Mutex::new(Vec::new()),
+            dropout: Mutex::new(None),
+            producers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Training-mode dropout for the next forward passes (`None`: off, as at inference).
+    pub fn set_dropout(&self, d: Option<Dropout>) {
+        *self.dropout.lock().unwrap_or_else(|e| e.into_inner()) = d;
+    }
+
+    /// Per (sample, channel): 0 or `1 / (1 - p)`, drawn from the seed and the op's tape position.
+    fn dropout_masks(&self, x_id: usize, n: usize, c: usize) -> Option<Vec<f32>> {
+        let d = (*self.dropout.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let name = self.producers.lock().unwrap_or_else(|e| e.into_inner()).get(&x_id).map(|l| l.name.clone())?;
+        let p = d.rate(&name);
+        if p <= 0.0 {
+            return None;
+        }
+        let mut rng = crate::model::init::SplitMix(d.seed ^ (x_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let keep = 1.0 / (1.0 - p);
+        Some((0..n * c).map(|_| if (rng.unit() as f32) < p { 0.0 } else { keep }).collect())
     }
 
     pub fn cpu(&self) -> &CpuBackend {
@@ -119,6 +173,7 @@ impl TapeBackend {
     /// Forgets everything recorded (a forward pass that will not be differentiated).
     pub fn clear(&self) {
         self.lock().clear();
+        self.producers.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Node>> {
@@ -265,7 +320,9 @@ impl Backend for TapeBackend {
     fn conv(&self, x: &Var, conv: &TapeConv) -> Result<Var> {
         let y = self.cpu.conv(&x.t, &conv.inner)?;
         let (xid, xt, layer) = (x.id, x.t.clone(), conv.layer.clone());
-        Ok(self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy)))))
+        let out = self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy))));
+        self.producers.lock().unwrap_or_else(|e| e.into_inner()).insert(out.id, conv.layer.clone());
+        Ok(out)
     }
 
     fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
@@ -274,7 +331,8 @@ impl Backend for TapeBackend {
             check_like(&r.t, &t, "instance norm residual")?;
         }
         let c = t.c;
-        // xhat in place, then y = relu?(xhat + r).
+        let masks = if relu && residual.is_none() { self.dropout_masks(x.id, t.n, c) } else { None };
+        // xhat in place, then y = relu?(xhat + r) (or relu(dropout(xhat))).
         let stats: Vec<Vec<norm::Stats>> = self.cpu.install(|| {
             (0..t.n)
                 .map(|s| {
@@ -288,6 +346,9 @@ impl Backend for TapeBackend {
         let res = residual.map(|r| (r.id, r.t.clone()));
         let (y, saved_xhat) = if relu {
             let mut y = self.copy_of(&t);
+            if let Some(m) = &masks {
+                self.cpu.install(|| grad_ops::scale_channels(&mut y.data, c, m));
+            }
             let r = res.as_ref().map(|(_, r)| &r.data[..]);
             self.cpu.install(|| grad_ops::add_relu(&mut y.data, r));
             (y, Some(Arc::new(t)))
@@ -304,6 +365,11 @@ impl Backend for TapeBackend {
         self.attach(
             &out,
             Box::new(move |ctx, mut dy| {
+                if let Some(m) = &masks {
+                    // d relu(m xhat) / d xhat = m where the output is positive (the ReLU mask
+                    // below); scaling dy first is the same.
+                    ctx.cpu.install(|| grad_ops::scale_channels(&mut dy.data, c, m));
+                }
                 let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
                 for s in 0..dy.n {
                     let saved = match &saved_xhat {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::backend::cpu::CpuBackend;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::init::SplitMix;
 use crate::pipeline::window::{sliding_window, WindowConfig};
 use crate::tensor::{numel, HostTensor};
 use crate::train::checkpoint::Progress;
@@ -20,7 +21,10 @@ use crate::train::metrics::{Confusion, Summary};
 use crate::train::optim::{clip_grad_norm, AdamW, AdamWConfig, ParamSet, StepLR};
 use crate::train::run_dir::{MetricsRow, RunDir};
 use crate::train::step::{self, LossTerms};
-use crate::train::tape::TapeBackend;
+use crate::train::tape::{Dropout, TapeBackend};
+
+/// The reference's hard-coded Dropout3d rate in the context block and the channel attention.
+pub const FIXED_DROPOUT: f32 = 0.2;
 use crate::weights::StateDict;
 
 /// Everything that defines a run (stored in `run.json`; a resume must match it).
@@ -41,6 +45,9 @@ pub struct TrainConfig {
     /// Stop an epoch after this many steps (for smoke runs; `None` = the whole epoch).
     pub max_steps_per_epoch: Option<usize>,
     pub loader: LoaderConfig,
+    /// Dropout3d rate of the encoder and decoder blocks (the context block and channel
+    /// attention always use the reference's fixed 0.2).
+    pub dropout: f32,
     /// CPU threads of the engine (0 = all).
     pub threads: usize,
 }
@@ -59,6 +66,7 @@ impl TrainConfig {
             val_interval: 2,
             max_steps_per_epoch: None,
             loader: LoaderConfig::default(),
+            dropout: 0.2,
             threads: 0,
         }
     }
@@ -80,6 +88,7 @@ impl TrainConfig {
             "val_interval": self.val_interval,
             "max_steps_per_epoch": self.max_steps_per_epoch,
             "volumes_per_batch": self.loader.volumes_per_batch,
+            "dropout": self.dropout,
             "seed": self.loader.seed,
             "augment": format!("{a:?}"),
         })
@@ -110,6 +119,9 @@ pub fn train(
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<()> {
     cfg.adamw.validate()?;
+    if !(0.0..1.0).contains(&cfg.dropout) {
+        return Err(Error::Value(format!("--dropout {}: must be in [0, 1)", cfg.dropout)));
+    }
     if cfg.epochs == 0 || cfg.val_interval == 0 {
         return Err(Error::Value("--epochs and --val-interval must be at least 1".into()));
     }
@@ -149,6 +161,9 @@ pub fn train(
             for (i, batch) in loader.epoch(epoch).take(steps).enumerate() {
                 let batch = batch?;
                 let t = Instant::now();
+                // Masks from (seed, step): a resumed run draws the same ones.
+                let mut mix = SplitMix(cfg.loader.seed ^ progress.iteration.wrapping_mul(0xD1B5_4A32_D192_ED03));
+                tape.set_dropout(Some(Dropout { p: cfg.dropout, fixed: FIXED_DROPOUT, seed: mix.next_u64() }));
                 let r = step::forward_backward(&tape, &params.to_state_dict(), &batch.image, &batch.label)?;
                 let total = r.loss.total();
                 if !total.is_finite() {
