@@ -126,6 +126,14 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
     assert!(sd.contains("up_4.attention.conv.0.block.0.weight") && sd.contains("attention_3.conv.0.block.0.weight"));
     fmseg::weights::load_canonical(&best).unwrap();
     assert_eq!(std::fs::read_to_string(out.join("fold-1/metrics.csv")).unwrap().lines().count(), 2);
+    // For the reference's code: a .pth with the same tensors.
+    let pth = tmp.path().join("best.pth");
+    let (ok, err) = fmseg(&["convert-weights", best.to_str().unwrap(), pth.to_str().unwrap(), "--dtype", "f32"]);
+    assert!(ok, "{err}");
+    let back = fmseg::weights::load(&pth).unwrap();
+    for (k, t) in sd.iter() {
+        assert_eq!(back.get(k).map(|b| &b.data), Some(&t.data), "{k} survives the .pth export");
+    }
 
     // The same directory again without --resume: refused, nothing changed.
     let before = std::fs::read(out.join("fold-1/last.safetensors")).unwrap();

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::norm::Stats;
 use crate::backend::cpu::reference::adaptive_window;
-use crate::backend::cpu::resize::axis_weights;
+use crate::backend::cpu::resize::{axis_weights, corners};
 use crate::tensor::{numel, Dims};
 
 /// Voxels per parallel work item of the elementwise kernels.
@@ -367,21 +367,11 @@ pub fn resize_trilinear_backward(dims: Dims, c: usize, od: Dims, dy: &[f32], dx:
     let wz = axis_weights(dims[2], od[2]);
     let at = |h: usize, w: usize, z: usize| ((h * dims[1] + w) * dims[2] + z) * c;
     dx.fill(0.0);
-    for (oh, &(h0, h1, fh)) in wh.iter().enumerate() {
-        for (ow, &(w0, w1, fw)) in ww.iter().enumerate() {
-            for (oz, &(z0, z1, fz)) in wz.iter().enumerate() {
+    for (oh, &h) in wh.iter().enumerate() {
+        for (ow, &w) in ww.iter().enumerate() {
+            for (oz, &z) in wz.iter().enumerate() {
                 let g = &dy[((oh * od[1] + ow) * od[2] + oz) * c..][..c];
-                let corners = [
-                    (at(h0, w0, z0), (1.0 - fh) * (1.0 - fw) * (1.0 - fz)),
-                    (at(h0, w0, z1), (1.0 - fh) * (1.0 - fw) * fz),
-                    (at(h0, w1, z0), (1.0 - fh) * fw * (1.0 - fz)),
-                    (at(h0, w1, z1), (1.0 - fh) * fw * fz),
-                    (at(h1, w0, z0), fh * (1.0 - fw) * (1.0 - fz)),
-                    (at(h1, w0, z1), fh * (1.0 - fw) * fz),
-                    (at(h1, w1, z0), fh * fw * (1.0 - fz)),
-                    (at(h1, w1, z1), fh * fw * fz),
-                ];
-                for (base, wgt) in corners {
+                for (base, wgt) in corners(h, w, z, at) {
                     let d = &mut dx[base..][..c];
                     for ch in 0..c {
                         d[ch] += wgt * g[ch];

@@ -18,6 +18,27 @@ pub(crate) fn axis_weights(inp: usize, out: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
+/// The 8 source offsets (`at(h, w, z)`) and weights of one output voxel, from its per-axis
+/// `(i0, i1, frac)`.
+#[inline(always)]
+pub(crate) fn corners(
+    (h0, h1, fh): (usize, usize, f32),
+    (w0, w1, fw): (usize, usize, f32),
+    (z0, z1, fz): (usize, usize, f32),
+    at: impl Fn(usize, usize, usize) -> usize,
+) -> [(usize, f32); 8] {
+    [
+        (at(h0, w0, z0), (1.0 - fh) * (1.0 - fw) * (1.0 - fz)),
+        (at(h0, w0, z1), (1.0 - fh) * (1.0 - fw) * fz),
+        (at(h0, w1, z0), (1.0 - fh) * fw * (1.0 - fz)),
+        (at(h0, w1, z1), (1.0 - fh) * fw * fz),
+        (at(h1, w0, z0), fh * (1.0 - fw) * (1.0 - fz)),
+        (at(h1, w0, z1), fh * (1.0 - fw) * fz),
+        (at(h1, w1, z0), fh * fw * (1.0 - fz)),
+        (at(h1, w1, z1), fh * fw * fz),
+    ]
+}
+
 pub fn resize_trilinear(x: &[f32], dims: Dims, c: usize, od: Dims, out: &mut [f32]) {
     let wh = axis_weights(dims[0], od[0]);
     let ww = axis_weights(dims[1], od[1]);
@@ -28,18 +49,8 @@ pub fn resize_trilinear(x: &[f32], dims: Dims, c: usize, od: Dims, out: &mut [f3
         for (ow, &(w0, w1, fw)) in ww.iter().enumerate() {
             for (oz, &(z0, z1, fz)) in wz.iter().enumerate() {
                 let dst = &mut plane[(ow * od[2] + oz) * c..][..c];
-                let corners = [
-                    (at(h0, w0, z0), (1.0 - fh) * (1.0 - fw) * (1.0 - fz)),
-                    (at(h0, w0, z1), (1.0 - fh) * (1.0 - fw) * fz),
-                    (at(h0, w1, z0), (1.0 - fh) * fw * (1.0 - fz)),
-                    (at(h0, w1, z1), (1.0 - fh) * fw * fz),
-                    (at(h1, w0, z0), fh * (1.0 - fw) * (1.0 - fz)),
-                    (at(h1, w0, z1), fh * (1.0 - fw) * fz),
-                    (at(h1, w1, z0), fh * fw * (1.0 - fz)),
-                    (at(h1, w1, z1), fh * fw * fz),
-                ];
                 dst.fill(0.0);
-                for (base, wgt) in corners {
+                for (base, wgt) in corners((h0, h1, fh), (w0, w1, fw), (z0, z1, fz), at) {
                     let src = &x[base..][..c];
                     for ch in 0..c {
                         dst[ch] += wgt * src[ch];
