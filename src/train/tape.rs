@@ -186,19 +186,32 @@ impl TapeBackend {
         Var { id: nodes.len() - 1, t: Arc::new(t) }
     }
 
+    /// Records `y`, a resampling of `x` whose backward needs only the sizes:
+    /// `backward(in_dims, c, out_dims, dy, dx)` per sample.
+    fn record_resampling(
+        &self,
+        y: CpuTensor,
+        op: &'static str,
+        x: &Var,
+        backward: fn(Dims, usize, Dims, &[f32], &mut [f32]),
+    ) -> Var {
+        let (xid, n, c, dims, out) = (x.id, x.t.n, x.t.c, x.t.dims, y.dims);
+        self.record(
+            y,
+            op,
+            Some(Box::new(move |ctx, dy| {
+                let mut dx = ctx.cpu.tensor(n, c, dims);
+                for s in 0..n {
+                    backward(dims, c, out, dy.sample(s), sample_mut(&mut dx, s));
+                }
+                Ok(vec![(xid, dx)])
+            })),
+        )
+    }
+
     /// For ops whose backward reads their own output: record first, then attach.
     fn attach(&self, v: &Var, backward: BackwardFn) {
         self.lock()[v.id].backward = Some(backward);
-    }
-
-    fn alloc(&self, n: usize, c: usize, dims: Dims) -> CpuTensor {
-        self.cpu.tensor(n, c, dims)
-    }
-
-    fn copy_of(&self, t: &CpuTensor) -> CpuTensor {
-        let mut o = self.alloc(t.n, t.c, t.dims);
-        o.data.copy_from_slice(&t.data);
-        o
     }
 
     /// Runs the recorded ops backwards from `seeds` (d loss / d output for some outputs) and
@@ -326,7 +339,7 @@ impl Backend for TapeBackend {
     }
 
     fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
-        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| self.copy_of(&shared));
+        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| copy(&self.cpu, &shared));
         if let Some(r) = residual {
             check_like(&r.t, &t, "instance norm residual")?;
         }
@@ -345,7 +358,7 @@ impl Backend for TapeBackend {
         });
         let res = residual.map(|r| (r.id, r.t.clone()));
         let (y, saved_xhat) = if relu {
-            let mut y = self.copy_of(&t);
+            let mut y = copy(&self.cpu, &t);
             if let Some(m) = &masks {
                 self.cpu.install(|| grad_ops::scale_channels(&mut y.data, c, m));
             }
@@ -410,34 +423,12 @@ impl Backend for TapeBackend {
 
     fn adaptive_avg_pool(&self, x: &Var, out: Dims) -> Result<Var> {
         let y = self.cpu.adaptive_avg_pool(&x.t, out)?;
-        let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
-        Ok(self.record(
-            y,
-            "adaptive_avg_pool",
-            Some(Box::new(move |ctx, dy| {
-                let mut dx = ctx.cpu.tensor(n, c, dims);
-                for s in 0..n {
-                    grad_ops::adaptive_avg_pool_backward(dims, c, out, dy.sample(s), sample_mut(&mut dx, s));
-                }
-                Ok(vec![(xid, dx)])
-            })),
-        ))
+        Ok(self.record_resampling(y, "adaptive_avg_pool", x, grad_ops::adaptive_avg_pool_backward))
     }
 
     fn resize_trilinear(&self, x: &Var, out: Dims) -> Result<Var> {
         let y = self.cpu.resize_trilinear(&x.t, out)?;
-        let (xid, n, c, dims) = (x.id, x.t.n, x.t.c, x.t.dims);
-        Ok(self.record(
-            y,
-            "resize_trilinear",
-            Some(Box::new(move |ctx, dy| {
-                let mut dx = ctx.cpu.tensor(n, c, dims);
-                for s in 0..n {
-                    grad_ops::resize_trilinear_backward(dims, c, out, dy.sample(s), sample_mut(&mut dx, s));
-                }
-                Ok(vec![(xid, dx)])
-            })),
-        ))
+        Ok(self.record_resampling(y, "resize_trilinear", x, grad_ops::resize_trilinear_backward))
     }
 
     fn up_add(&self, x: &Var, conv_t: &TapeConvT, skip: &Var) -> Result<Var> {
@@ -514,7 +505,7 @@ impl Backend for TapeBackend {
     }
 
     fn attend(&self, x: Var, w: &Var) -> Result<Var> {
-        let y = self.cpu.attend(self.copy_of(&x.t), &w.t)?;
+        let y = self.cpu.attend(copy(&self.cpu, &x.t), &w.t)?;
         let (xid, xt, wid, wt) = (x.id, x.t.clone(), w.id, w.t.clone());
         Ok(self.record(
             y,
