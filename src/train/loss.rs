@@ -74,8 +74,11 @@ pub fn dice_ce_f64(z: &[f64], label: &[u8], n: usize) -> Result<(f64, f64, Vec<f
                 dp[c] = -dice_scale * (2.0 * g[c] / den[c] - (2.0 * i[c] + SMOOTH) / (den[c] * den[c]));
             }
             let dot = p[0] * dp[0] + p[1] * dp[1];
-            ce -= p[t as usize].max(f64::MIN_POSITIVE).ln();
             let o = (s * vox + v) * 2;
+            // -ln p_t = softplus(z_other - z_t), from the logits: ln(p) would lose it once p
+            // rounds to 0 (a confident wrong voxel).
+            let d = z[o + 1 - t as usize] - z[o + t as usize];
+            ce += d.max(0.0) + (-d.abs()).exp().ln_1p();
             for c in 0..2 {
                 grad[o + c] = p[c] * (dp[c] - dot) + ce_scale * (p[c] - g[c]);
             }
@@ -211,6 +214,13 @@ mod tests {
         let (b, g) = bce_with_logits(&[0.0, 0.0], &[1.0, 0.0]).unwrap();
         assert!((b - std::f64::consts::LN_2).abs() < 1e-12);
         assert_eq!(g, vec![-0.25, 0.25]);
+    }
+
+    #[test]
+    fn cross_entropy_stays_exact_for_confident_wrong_logits() {
+        // Label 0 with the logit of class 1 ahead by 800: -ln p_0 = 800 (+ ln(1 + e^-800)).
+        let (_, c, _) = dice_ce(&[0.0, 800.0], &[0], 1).unwrap();
+        assert!((c - 800.0).abs() < 1e-9, "{c}");
     }
 
     #[test]
