@@ -9,6 +9,7 @@
 mod common;
 
 use common::Rng;
+use fmseg::backend::cpu::reference::adaptive_window;
 use fmseg::backend::cpu::CpuBackend;
 use fmseg::backend::{Backend, ConvSpec, ConvTSpec};
 use fmseg::tensor::{Dims, HostTensor};
@@ -147,19 +148,15 @@ fn maxpool64(x: &[f64], nc: usize, d: Dims, k: Dims) -> Vec<f64> {
     y
 }
 
-fn window(i: usize, inp: usize, out: usize) -> (usize, usize) {
-    (i * inp / out, ((i + 1) * inp).div_ceil(out))
-}
-
 fn adaptive64(x: &[f64], nc: usize, d: Dims, od: Dims) -> Vec<f64> {
     let mut y = Vec::new();
     for s in 0..nc {
         for h in 0..od[0] {
-            let (h0, h1) = window(h, d[0], od[0]);
+            let (h0, h1) = adaptive_window(h, d[0], od[0]);
             for w in 0..od[1] {
-                let (w0, w1) = window(w, d[1], od[1]);
+                let (w0, w1) = adaptive_window(w, d[1], od[1]);
                 for z in 0..od[2] {
-                    let (z0, z1) = window(z, d[2], od[2]);
+                    let (z0, z1) = adaptive_window(z, d[2], od[2]);
                     let mut acc = 0.0;
                     for a in h0..h1 {
                         for b in w0..w1 {
