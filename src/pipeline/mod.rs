@@ -1,6 +1,7 @@
 //! The clinical pipeline around the network, exactly as the reference runs it:
-//! [`preprocess`] (MONAI orientation, spacing, padding, z-score), [`window`] (sliding-window
-//! inference with Gaussian blending, test-time augmentation, fold ensembles) and
+//! [`preprocess`] (MONAI orientation, spacing, padding, z-score), [`window`] (MONAI's
+//! sliding-window geometry and Gaussian blending), [`tta`] (test-time augmentation), [`study`]
+//! (every pass of a fold ensemble as one stream of network batches) and
 //! [`postprocess`] (argmax and resampling back to the original image grid).
 //! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result.
@@ -11,5 +12,6 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod report;
 pub mod segment;
+pub mod study;
 pub mod tta;
 pub mod window;

@@ -27,8 +27,9 @@ use crate::io::{dicom, nifti};
 use crate::pipeline::geometry;
 use crate::pipeline::postprocess;
 use crate::pipeline::preprocess::{preprocess, PreprocessConfig};
-use crate::pipeline::tta::{self, TtaConfig};
-use crate::pipeline::window::{self, Predictor, WindowConfig};
+use crate::pipeline::study;
+use crate::pipeline::tta::TtaConfig;
+use crate::pipeline::window::{Predictor, WindowConfig};
 use crate::tensor::Dims;
 use crate::volume::{Affine, Volume};
 
@@ -335,12 +336,11 @@ pub fn segment_volume(
 
     // Inference: every model, every TTA pass, every window.
     let t = Instant::now();
-    let windows_per_pass = window::windows(pre.volume.dims, &cfg.window).len();
-    let passes = models.len() * cfg.tta.as_ref().map_or(1, TtaConfig::passes);
-    let total = windows_per_pass * passes;
+    let plan = study::StudyPlan::new(pre.volume.dims, models.len(), &cfg.window, cfg.tta.as_ref())?;
+    let (windows_per_pass, passes, total) = (plan.windows.len(), plan.passes.len(), plan.total_windows());
     progress(SegmentProgress { stage: Stage::Inference, done: 0, total });
-    let logits = tta::ensemble(&pre.volume.data, pre.volume.dims, models, &cfg.window, cfg.tta.as_ref(), &mut |p| {
-        progress(SegmentProgress { stage: Stage::Inference, done: p.pass * windows_per_pass + p.window.done, total })
+    let logits = study::infer(&pre.volume.data, pre.volume.dims, models, &cfg.window, cfg.tta.as_ref(), &mut |p| {
+        progress(SegmentProgress { stage: Stage::Inference, done: p.done, total })
     })?;
     timed(Stage::Inference, t);
 

@@ -12,14 +12,17 @@
 //! `[0, std)` for each call (`sample_std=True`, its default) and then float64 normal noise,
 //! cast to float32 and added; we do the same with a seeded ChaCha8 generator (the reference
 //! used NumPy's unseeded global generator, so its noise cannot be reproduced, only its law).
+//! The passes run as one stream of network batches in [`crate::pipeline::study`], which
+//! adds the passes up by frame (plain, flipped H, flipped W) before the final division: the
+//! same sum, in a different order.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
-use crate::pipeline::window::{sliding_window, Predictor, Progress, WindowConfig};
-use crate::tensor::{Dims, HostTensor};
 
 /// Test-time augmentation knobs; the defaults are the reference's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,115 +43,73 @@ impl Default for TtaConfig {
 }
 
 impl TtaConfig {
+    /// Refuses settings the noise cannot be drawn with.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
+            return Err(Error::Value(format!("TTA noise std {} must be finite and >= 0", self.noise_std)));
+        }
+        if self.rounds >= 1 << 16 {
+            return Err(Error::Value(format!("TTA rounds {} must be below 65536", self.rounds)));
+        }
+        Ok(())
+    }
+
     /// Sliding-window passes per checkpoint.
     pub fn passes(&self) -> usize {
         1 + 3 * self.rounds
     }
 }
 
-/// Where an ensemble run is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EnsembleProgress {
-    /// 0-based pass being run, and the number of passes in all (models x TTA passes).
-    pub pass: usize,
-    pub passes: usize,
-    pub window: Progress,
-}
+/// Voxels per independently seeded noise stream: the noise is drawn in parallel and is the
+/// same for any number of threads.
+const NOISE_CHUNK: usize = 1 << 16;
 
-/// Flip row-major `(.., H, W, D)` data with `lead` leading planes along spatial `axis`
-/// (0 = H, 1 = W).
-fn flip(data: &[f32], lead: usize, dims: Dims, axis: usize) -> Vec<f32> {
-    let n: usize = dims.iter().product();
-    let mut out = vec![0f32; data.len()];
-    for l in 0..lead {
-        for i in 0..dims[0] {
-            for j in 0..dims[1] {
-                let (si, sj) = if axis == 0 { (dims[0] - 1 - i, j) } else { (i, dims[1] - 1 - j) };
-                let d = l * n + (i * dims[1] + j) * dims[2];
-                let s = l * n + (si * dims[1] + sj) * dims[2];
-                out[d..d + dims[2]].copy_from_slice(&data[s..s + dims[2]]);
-            }
+/// `image` plus the Gaussian noise of TTA round `round` of model `model`: the round's standard
+/// deviation, then one float64 normal per voxel, scaled and added in float32 (MONAI's
+/// `RandGaussianNoise`). Every (seed, model, round) and every chunk of voxels has its own
+/// ChaCha8 stream, so the rounds are independent and the result does not depend on threads.
+pub fn add_noise(image: &[f32], cfg: &TtaConfig, model: usize, round: usize) -> Result<Vec<f32>> {
+    cfg.validate()?;
+    if model >= 1 << 24 || image.len() / NOISE_CHUNK >= (1 << 24) - 1 {
+        return Err(Error::Value(format!("TTA noise: model {model} or image of {} voxels out of range", image.len())));
+    }
+    let stream = |chunk: usize| ((model as u64) << 40) | ((round as u64) << 24) | chunk as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(stream(0));
+    let std = if cfg.sample_std { rng.random::<f64>() * cfg.noise_std } else { cfg.noise_std };
+    let mut out = image.to_vec();
+    out.par_chunks_mut(NOISE_CHUNK).enumerate().for_each(|(i, chunk)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        rng.set_stream(stream(i + 1));
+        for v in chunk.iter_mut() {
+            let z: f64 = rng.sample(StandardNormal);
+            *v += (z * std) as f32;
         }
-    }
-    out
-}
-
-/// Averaged logits `(1, C, H, W, D)` of a fold ensemble on one preprocessed image, with the
-/// reference's test-time augmentation when `tta` is given (else one plain pass per model).
-pub fn ensemble(
-    image: &[f32],
-    dims: Dims,
-    models: &mut [&mut dyn Predictor],
-    window: &WindowConfig,
-    tta: Option<&TtaConfig>,
-    progress: &mut dyn FnMut(EnsembleProgress),
-) -> Result<HostTensor> {
-    if models.is_empty() {
-        return Err(Error::Value("ensemble: no models given".into()));
-    }
-    if let Some(t) = tta {
-        if !(t.noise_std >= 0.0 && t.noise_std.is_finite()) {
-            return Err(Error::Value(format!("TTA noise std {} must be finite and >= 0", t.noise_std)));
-        }
-    }
-    let per_model = tta.map_or(1, TtaConfig::passes);
-    let passes = per_model * models.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(tta.map_or(0, |t| t.seed));
-    let mut sum: Option<HostTensor> = None;
-    let mut pass = 0;
-    let add = |y: HostTensor, sum: &mut Option<HostTensor>| -> Result<()> {
-        match sum {
-            None => *sum = Some(y),
-            Some(s) => {
-                if s.shape != y.shape {
-                    return Err(Error::Shape(format!("ensemble: logits {:?} then {:?}", s.shape, y.shape)));
-                }
-                for (a, b) in s.data.iter_mut().zip(&y.data) {
-                    *a += b;
-                }
-            }
-        }
-        Ok(())
-    };
-    for model in models.iter_mut() {
-        let mut run = |img: &[f32], pass: usize| {
-            sliding_window(img, dims, &mut **model, window, &mut |w| {
-                progress(EnsembleProgress { pass, passes, window: w })
-            })
-        };
-        add(run(image, pass)?, &mut sum)?;
-        pass += 1;
-        let Some(t) = tta else { continue };
-        for _ in 0..t.rounds {
-            let std = if t.sample_std { rng.random::<f64>() * t.noise_std } else { t.noise_std };
-            let noised: Vec<f32> = image
-                .iter()
-                .map(|&v| {
-                    let z: f64 = rng.sample(StandardNormal);
-                    v + (z * std) as f32
-                })
-                .collect();
-            add(run(&noised, pass)?, &mut sum)?;
-            pass += 1;
-            for axis in [0, 1] {
-                let y = run(&flip(&noised, 1, dims, axis), pass)?;
-                let (_, c, _) = y.ncdims()?;
-                add(HostTensor::new(y.shape.clone(), flip(&y.data, c, dims, axis))?, &mut sum)?;
-                pass += 1;
-            }
-        }
-    }
-    let mut mean = sum.ok_or_else(|| Error::Other("ensemble: no passes ran".into()))?;
-    let n = passes as f32;
-    for v in mean.data.iter_mut() {
-        *v /= n;
-    }
-    Ok(mean)
+    });
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::study::infer;
+    use crate::pipeline::window::{Predictor, WindowConfig};
+    use crate::tensor::{Dims, HostTensor};
+
+    /// Flip row-major `(H, W, D)` data along `axis` (0 = H, 1 = W): the reference's
+    /// `torch.flip`, written out as the oracle for the study's index maps.
+    fn flip(data: &[f32], dims: Dims, axis: usize) -> Vec<f32> {
+        let mut out = vec![0f32; data.len()];
+        for i in 0..dims[0] {
+            for j in 0..dims[1] {
+                let (si, sj) = if axis == 0 { (dims[0] - 1 - i, j) } else { (i, dims[1] - 1 - j) };
+                let d = (i * dims[1] + j) * dims[2];
+                let s = (si * dims[1] + sj) * dims[2];
+                out[d..d + dims[2]].copy_from_slice(&data[s..s + dims[2]]);
+            }
+        }
+        out
+    }
 
     /// A mock model that records what it sees and answers with position-dependent logits:
     /// checks pass count, order (plain, noised, flip H, flip W), un-flipping and the mean.
@@ -162,26 +123,31 @@ mod tests {
         let mut seen: Vec<Vec<f32>> = Vec::new();
         // logits: channel 0 = input, channel 1 = constant 3 (flip invariant)
         let mut m = |x: &HostTensor| -> Result<HostTensor> {
-            seen.push(x.data.clone());
-            let mut d = x.data.clone();
-            d.extend(std::iter::repeat_n(3.0, n));
-            HostTensor::new(vec![1, 2, dims[0], dims[1], dims[2]], d)
+            let mut d = Vec::new();
+            for s in x.data.chunks(n) {
+                seen.push(s.to_vec());
+                d.extend_from_slice(s);
+                d.extend(std::iter::repeat_n(3.0, n));
+            }
+            HostTensor::new(vec![x.shape[0], 2, dims[0], dims[1], dims[2]], d)
         };
         let cfg = TtaConfig { rounds: 2, noise_std: 0.5, sample_std: false, seed: 7 };
-        let mut passes = Vec::new();
+        let mut progress = Vec::new();
         let out = {
             let mut models: [&mut dyn Predictor; 1] = [&mut m];
-            ensemble(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |p| passes.push((p.pass, p.passes))).unwrap()
+            infer(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |p| progress.push((p.done, p.total))).unwrap()
         };
-        assert_eq!(passes, (0..7).map(|p| (p, 7)).collect::<Vec<_>>());
+        // 7 passes of one window, batched 2 at a time across passes
+        assert_eq!(progress, vec![(2, 7), (4, 7), (6, 7), (7, 7)]);
         assert_eq!(seen.len(), 7);
         assert_eq!(seen[0], img);
         for r in 0..2 {
             let noised = &seen[1 + 3 * r];
+            assert_eq!(noised, &add_noise(&img, &cfg, 0, r).unwrap());
             let d: f64 = noised.iter().zip(&img).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / n as f64;
             assert!(d.sqrt() > 0.2 && d.sqrt() < 1.0, "noise rms {}", d.sqrt());
-            assert_eq!(seen[2 + 3 * r], flip(noised, 1, dims, 0));
-            assert_eq!(seen[3 + 3 * r], flip(noised, 1, dims, 1));
+            assert_eq!(seen[2 + 3 * r], flip(noised, dims, 0));
+            assert_eq!(seen[3 + 3 * r], flip(noised, dims, 1));
         }
         assert_ne!(seen[1], seen[4], "rounds draw fresh noise");
         // the mean of channel 0: (img + sum over rounds of 3 x noised) / 7, flips undone
@@ -190,6 +156,34 @@ mod tests {
             assert!((out.data[p] - want).abs() < 1e-4, "{p}");
             assert!((out.data[n + p] - 3.0).abs() < 1e-6);
         }
+    }
+
+    /// The noise law (standard deviation drawn in [0, std), normal per voxel), its
+    /// independence of the thread count, and of (model, round).
+    #[test]
+    fn noise_is_seeded_per_model_and_round_and_thread_independent() {
+        let img = vec![1f32; 300_000];
+        let cfg = TtaConfig { rounds: 4, noise_std: 0.5, sample_std: false, seed: 3 };
+        let a = add_noise(&img, &cfg, 1, 2).unwrap();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        assert_eq!(a, one.install(|| add_noise(&img, &cfg, 1, 2).unwrap()));
+        assert_ne!(a, add_noise(&img, &cfg, 1, 3).unwrap());
+        assert_ne!(a, add_noise(&img, &cfg, 0, 2).unwrap());
+        let z: Vec<f64> = a.iter().map(|&v| (v as f64 - 1.0) / 0.5).collect();
+        let mean = z.iter().sum::<f64>() / z.len() as f64;
+        let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / z.len() as f64;
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "mean {mean} var {var}");
+        // chunks are not copies of each other
+        assert_ne!(a[..100], a[1 << 16..(1 << 16) + 100]);
+        // sampled std: uniform in [0, 0.5) per round
+        let s = TtaConfig { sample_std: true, ..cfg };
+        let stds: Vec<f64> = (0..20)
+            .map(|r| {
+                let v = add_noise(&img[..20_000], &s, 0, r).unwrap();
+                (v.iter().map(|&x| (x as f64 - 1.0).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+            })
+            .collect();
+        assert!(stds.iter().all(|&x| x < 0.5) && stds.iter().any(|&x| x < 0.2) && stds.iter().any(|&x| x > 0.3));
     }
 
     #[test]
@@ -206,22 +200,25 @@ mod tests {
         };
         let (mut a, mut b) = (constant(1.0), constant(4.0));
         let mut models: [&mut dyn Predictor; 2] = [&mut a, &mut b];
-        let out = ensemble(&img, dims, &mut models, &wcfg, None, &mut |_| {}).unwrap();
+        let out = infer(&img, dims, &mut models, &wcfg, None, &mut |_| {}).unwrap();
         assert!(out.data.iter().all(|&v| (v - 2.5).abs() < 1e-6));
 
         let mut id = |x: &HostTensor| -> Result<HostTensor> {
-            let mut d = x.data.clone();
-            d.extend_from_slice(&x.data);
+            let mut d = Vec::new();
+            for s in x.data.chunks(32) {
+                d.extend_from_slice(s);
+                d.extend_from_slice(s);
+            }
             HostTensor::new(vec![x.shape[0], 2, 4, 4, 2], d)
         };
         let cfg = TtaConfig::default();
         let mut models: [&mut dyn Predictor; 1] = [&mut id];
-        let r1 = ensemble(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |_| {}).unwrap();
-        let r2 = ensemble(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |_| {}).unwrap();
+        let r1 = infer(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |_| {}).unwrap();
+        let r2 = infer(&img, dims, &mut models, &wcfg, Some(&cfg), &mut |_| {}).unwrap();
         assert_eq!(r1, r2, "seeded");
         let other = TtaConfig { seed: 1, ..cfg };
-        let r3 = ensemble(&img, dims, &mut models, &wcfg, Some(&other), &mut |_| {}).unwrap();
+        let r3 = infer(&img, dims, &mut models, &wcfg, Some(&other), &mut |_| {}).unwrap();
         assert_ne!(r1, r3);
-        assert!(ensemble(&img, dims, &mut [], &wcfg, None, &mut |_| {}).is_err());
+        assert!(infer(&img, dims, &mut [], &wcfg, None, &mut |_| {}).is_err());
     }
 }

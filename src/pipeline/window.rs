@@ -19,7 +19,7 @@
 //!   padding mode (replicate here), `diff / 2` before and the rest after, and the output
 //!   cropped back.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{Dims, HostTensor};
 
 /// A network on `(B, 1, H, W, D)` patches returning `(B, C, H, W, D)` logits.
@@ -49,10 +49,10 @@ impl Default for WindowConfig {
     }
 }
 
-/// Progress of one sliding-window pass.
+/// Progress of a sliding-window inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
-    /// Windows evaluated so far in this pass, and in the pass.
+    /// Windows evaluated so far, and in all (every pass of every model).
     pub done: usize,
     pub total: usize,
 }
@@ -118,23 +118,9 @@ pub fn importance_map(roi: Dims, sigma_scale: f64) -> Vec<f32> {
     m
 }
 
-/// Replicate-pad row-major `data` by `pad[a] = [before, after]`.
-fn pad_replicate(data: &[f32], dims: Dims, pad: [[usize; 2]; 3]) -> Vec<f32> {
-    let out = [0, 1, 2].map(|a| dims[a] + pad[a][0] + pad[a][1]);
-    let idx = |a: usize, o: usize| (o.saturating_sub(pad[a][0])).min(dims[a] - 1);
-    let mut v = Vec::with_capacity(out.iter().product());
-    for i in 0..out[0] {
-        for j in 0..out[1] {
-            for k in 0..out[2] {
-                v.push(data[(idx(0, i) * dims[1] + idx(1, j)) * dims[2] + idx(2, k)]);
-            }
-        }
-    }
-    v
-}
-
 /// One sliding-window pass over a single-channel image (`(H, W, D)` row-major) with one
-/// model: the blended logits `(1, C, H, W, D)`.
+/// model: the blended logits `(1, C, H, W, D)`. (A one-pass study: see
+/// [`crate::pipeline::study`], which cuts, pads and blends the windows.)
 pub fn sliding_window(
     image: &[f32],
     dims: Dims,
@@ -142,112 +128,7 @@ pub fn sliding_window(
     cfg: &WindowConfig,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<HostTensor> {
-    if image.len() != dims.iter().product::<usize>() || dims.contains(&0) {
-        return Err(Error::Shape(format!("sliding window: image of {} values for dims {dims:?}", image.len())));
-    }
-    if cfg.roi.contains(&0) || cfg.sw_batch == 0 || !(0.0..1.0).contains(&cfg.overlap) {
-        return Err(Error::Value(format!(
-            "sliding window: roi {:?} must be positive, sw_batch {} >= 1, overlap {} in [0, 1)",
-            cfg.roi, cfg.sw_batch, cfg.overlap
-        )));
-    }
-    let roi = cfg.roi;
-    let pad = [0, 1, 2].map(|a| {
-        let diff = roi[a].saturating_sub(dims[a]);
-        [diff / 2, diff - diff / 2]
-    });
-    let padded;
-    let (img, pdims): (&[f32], Dims) = if pad.iter().any(|p| p[0] + p[1] > 0) {
-        padded = pad_replicate(image, dims, pad);
-        (&padded, [0, 1, 2].map(|a| dims[a] + pad[a][0] + pad[a][1]))
-    } else {
-        (image, dims)
-    };
-    let wins = windows(pdims, cfg);
-    let wmap = importance_map(roi, cfg.sigma_scale);
-    let pn: usize = pdims.iter().product();
-    let rn: usize = roi.iter().product();
-
-    let mut count = vec![0f32; pn];
-    for w in &wins {
-        for_window(pdims, roi, *w, |p, r| count[p] += wmap[r]);
-    }
-
-    let mut out: Vec<f32> = Vec::new();
-    let mut channels = 0;
-    let mut done = 0;
-    for chunk in wins.chunks(cfg.sw_batch) {
-        let mut batch = Vec::with_capacity(chunk.len() * rn);
-        for w in chunk {
-            let start = batch.len();
-            batch.resize(start + rn, 0.0);
-            for_window(pdims, roi, *w, |p, r| batch[start + r] = img[p]);
-        }
-        let input = HostTensor::new(vec![chunk.len(), 1, roi[0], roi[1], roi[2]], batch)?;
-        let y = model.predict(&input)?;
-        let (b, c, sp) = y.ncdims()?;
-        if b != chunk.len() || sp != roi || c == 0 || (channels != 0 && c != channels) {
-            return Err(Error::Shape(format!(
-                "model returned {:?} for a batch of {} windows of {roi:?} (expected ({}, C, {}, {}, {}))",
-                y.shape,
-                chunk.len(),
-                chunk.len(),
-                roi[0],
-                roi[1],
-                roi[2]
-            )));
-        }
-        if let Some(i) = y.first_non_finite() {
-            return Err(Error::Value(format!("model returned a non-finite logit (flat index {i}) for window {done}")));
-        }
-        if channels == 0 {
-            channels = c;
-            out = vec![0f32; c * pn];
-        }
-        for (bi, w) in chunk.iter().enumerate() {
-            for ch in 0..c {
-                let src = &y.data[(bi * c + ch) * rn..(bi * c + ch + 1) * rn];
-                let dst = &mut out[ch * pn..(ch + 1) * pn];
-                for_window(pdims, roi, *w, |p, r| dst[p] += src[r] * wmap[r]);
-            }
-        }
-        done += chunk.len();
-        progress(Progress { done, total: wins.len() });
-    }
-    for ch in 0..channels {
-        for (v, n) in out[ch * pn..(ch + 1) * pn].iter_mut().zip(&count) {
-            *v /= n;
-        }
-    }
-    if pdims == dims {
-        return HostTensor::new(vec![1, channels, dims[0], dims[1], dims[2]], out);
-    }
-    let n: usize = dims.iter().product();
-    let mut cropped = Vec::with_capacity(channels * n);
-    for ch in 0..channels {
-        for i in 0..dims[0] {
-            for j in 0..dims[1] {
-                let row = ch * pn + ((i + pad[0][0]) * pdims[1] + j + pad[1][0]) * pdims[2] + pad[2][0];
-                cropped.extend_from_slice(&out[row..row + dims[2]]);
-            }
-        }
-    }
-    HostTensor::new(vec![1, channels, dims[0], dims[1], dims[2]], cropped)
-}
-
-/// Call `f(image_index, window_index)` for every voxel of the window starting at `start`.
-#[inline]
-fn for_window(dims: Dims, roi: Dims, start: Dims, mut f: impl FnMut(usize, usize)) {
-    let mut r = 0;
-    for i in 0..roi[0] {
-        for j in 0..roi[1] {
-            let p = ((start[0] + i) * dims[1] + start[1] + j) * dims[2] + start[2];
-            for k in 0..roi[2] {
-                f(p + k, r);
-                r += 1;
-            }
-        }
-    }
+    crate::pipeline::study::infer(image, dims, &mut [model], cfg, None, progress)
 }
 
 #[cfg(test)]
