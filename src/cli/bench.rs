@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// backward), per phase, with the peak memory.
     #[arg(long)]
     pub train: bool,
+    /// Time a whole synthetic study instead (preprocessing, then one model without TTA, then
+    /// the reference's fold ensemble with test-time augmentation).
+    #[arg(long)]
+    pub study: bool,
+    #[command(flatten)]
+    pub study_args: super::bench_study::StudyArgs,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -106,6 +112,18 @@ fn bench<B: Backend + 'static>(
         return Ok(());
     }
     let engine = Engine::new(backend, sd)?;
+    if args.study {
+        let report = super::bench_study::run(&engine, &sync, &args.study_args, args.json)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"device": engine.backend().name(), "threads": threads, "study": report, "peak_rss_bytes": peak_rss_bytes()})
+            );
+        } else {
+            println!("device: {}", engine.backend().name());
+        }
+        return Ok(());
+    }
     let be = engine.backend();
     for &n in &args.batch {
         let x = random_input(n as u64, n, dims);

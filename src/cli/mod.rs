@@ -1,6 +1,7 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
 pub mod bench;
+pub mod bench_study;
 pub mod convert;
 pub mod convert_weights;
 pub mod forward;
