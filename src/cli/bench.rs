@@ -68,6 +68,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return bench_train(&args, &sd, dims);
     }
+    if args.study {
+        return super::bench_study::run(&args.device, args.threads, &sd, &args.study_args, args.json);
+    }
     match args.device.as_str() {
         "cpu" => {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
@@ -112,18 +115,6 @@ fn bench<B: Backend + 'static>(
         return Ok(());
     }
     let engine = Engine::new(backend, sd)?;
-    if args.study {
-        let report = super::bench_study::run(&engine, &sync, &args.study_args, args.json)?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"device": engine.backend().name(), "threads": threads, "study": report, "peak_rss_bytes": peak_rss_bytes()})
-            );
-        } else {
-            println!("device: {}", engine.backend().name());
-        }
-        return Ok(());
-    }
     let be = engine.backend();
     for &n in &args.batch {
         let x = random_input(n as u64, n, dims);

@@ -1,19 +1,23 @@
 //! `fmseg bench --study`: the time to answer a whole synthetic study, from the image on the
 //! scanner's grid to the averaged logits on the preprocessed grid, once with one model and no
 //! test-time augmentation and once as the reference's test script runs it (4 folds x 13 TTA
-//! passes = 52 sliding-window passes, one stream of network batches).
+//! passes = 52 sliding-window passes, one stream of network batches). On the GPU the study is
+//! resident on the device ([`crate::backend::cuda::CudaBackend::infer_study`]).
 
 use anyhow::Context;
 use clap::Args;
 
+use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
 use crate::engine::Engine;
+use crate::error::Result;
 use crate::pipeline::preprocess::{preprocess, PreprocessConfig};
 use crate::pipeline::study::{self, StudyPlan};
 use crate::pipeline::tta::TtaConfig;
-use crate::pipeline::window::{Predictor, WindowConfig};
+use crate::pipeline::window::{Predictor, Progress, WindowConfig};
 use crate::tensor::{Dims, HostTensor};
 use crate::volume::{Volume, IDENTITY};
+use crate::weights::StateDict;
 
 #[derive(Args, Debug, Clone)]
 pub struct StudyArgs {
@@ -42,15 +46,55 @@ struct Timed {
     seconds: f64,
 }
 
-/// Times preprocessing and the two inference configurations on `engine`; `sync` waits for
-/// the device. The fold ensemble runs the same weights `folds` times (time does not depend on
-/// the values).
-pub fn run<B: Backend>(
-    engine: &Engine<B>,
-    sync: impl Fn(&B),
-    args: &StudyArgs,
-    json: bool,
-) -> anyhow::Result<serde_json::Value> {
+/// A study's inference on one device: (image, grid, checkpoints, window, TTA, progress) to
+/// the averaged logits.
+type Infer<'a> = dyn FnMut(&[f32], Dims, usize, &WindowConfig, Option<&TtaConfig>, &mut dyn FnMut(Progress)) -> Result<HostTensor>
+    + 'a;
+
+/// Times the study on `device` (cpu: the host pipeline over the CPU engine; cuda: the study
+/// resident on the GPU). The fold ensemble runs the same weights `folds` times (time does not
+/// depend on the values).
+pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json: bool) -> anyhow::Result<()> {
+    match device {
+        "cpu" => {
+            let engine = Engine::new(CpuBackend::new(threads)?, sd)?;
+            let mut infer = |img: &[f32],
+                             grid: Dims,
+                             folds: usize,
+                             w: &WindowConfig,
+                             t: Option<&TtaConfig>,
+                             p: &mut dyn FnMut(Progress)| {
+                let predict = |x: &HostTensor| engine.logits(x);
+                let predict = &predict;
+                let mut each: Vec<_> = (0..folds).map(|_| move |x: &HostTensor| predict(x)).collect();
+                let mut models: Vec<&mut dyn Predictor> = each.iter_mut().map(|f| f as &mut dyn Predictor).collect();
+                study::infer(img, grid, &mut models, w, t, p)
+            };
+            report(&engine.backend().name(), Some(engine.backend().threads()), &mut infer, args, json)
+        }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let engine = Engine::new(crate::backend::cuda::CudaBackend::new()?, sd)?;
+            let be = engine.backend();
+            let mut infer = |img: &[f32],
+                             grid: Dims,
+                             folds: usize,
+                             w: &WindowConfig,
+                             t: Option<&TtaConfig>,
+                             p: &mut dyn FnMut(Progress)| {
+                let models = vec![engine.model(); folds];
+                be.infer_study(&models, img, grid, w, t, p)
+            };
+            report(&be.name(), None, &mut infer, args, json)?;
+            let (_, _, peak) = be.memory_usage();
+            println!("GPU memory (pool peak): {:.0} MiB", peak as f64 / (1 << 20) as f64);
+            Ok(())
+        }
+        d => anyhow::bail!("--device {d}: expected cpu{}", if cfg!(feature = "cuda") { " or cuda" } else { "" }),
+    }
+}
+
+fn report(device: &str, threads: Option<usize>, infer: &mut Infer, args: &StudyArgs, json: bool) -> anyhow::Result<()> {
     let dims: Dims = args.study_dims.as_slice().try_into().context("--study-dims takes three sizes H,W,D")?;
     let spacing: [f64; 3] =
         args.study_spacing.as_slice().try_into().context("--study-spacing takes three spacings in mm")?;
@@ -65,26 +109,16 @@ pub fn run<B: Backend>(
     let window = WindowConfig { sw_batch: args.sw_batch, ..WindowConfig::default() };
     let tta = TtaConfig { rounds: args.tta_rounds, ..TtaConfig::default() };
 
-    let predict = |x: &HostTensor| {
-        let y = engine.logits(x);
-        sync(engine.backend());
-        y
-    };
-    // Warm-up: buffers, page faults, kernel modules.
-    let roi = window.roi;
-    predict(&crate::model::init::random_input(1, args.sw_batch, roi))?;
+    // Warm-up (buffers, page faults, kernel modules): one pass without TTA.
+    infer(&pre.volume.data, grid, 1, &window, None, &mut |_| {})?;
     let mut timed = Vec::new();
     for (label, folds, tta) in [
         ("1 model, no TTA".to_string(), 1, None),
         (format!("{} folds x {} TTA passes", args.folds, tta.passes()), args.folds, Some(&tta)),
     ] {
         let plan = StudyPlan::new(grid, folds, &window, tta)?;
-        // The same network stands in for each fold: one set of weights resident.
-        let predict = &predict;
-        let mut folds_: Vec<_> = (0..folds).map(|_| move |x: &HostTensor| predict(x)).collect();
-        let mut models: Vec<&mut dyn Predictor> = folds_.iter_mut().map(|f| f as &mut dyn Predictor).collect();
         let t = std::time::Instant::now();
-        let logits = study::infer(&pre.volume.data, grid, &mut models, &window, tta, &mut |p| {
+        let logits = infer(&pre.volume.data, grid, folds, &window, tta, &mut |p| {
             if !json {
                 eprint!("\r  {label}: {}/{} windows", p.done, p.total);
             }
@@ -96,30 +130,39 @@ pub fn run<B: Backend>(
         std::hint::black_box(logits);
         timed.push(Timed { label, passes: plan.passes.len(), windows: plan.total_windows(), seconds });
     }
-    let report = serde_json::json!({
-        "study_dims": dims, "study_spacing_mm": spacing, "preprocessed_dims": grid,
-        "sw_batch": args.sw_batch, "preprocess_s": preprocess_s,
-        "inference": timed.iter().map(|t| serde_json::json!({"config": t.label, "passes": t.passes,
-            "windows": t.windows, "seconds": t.seconds, "windows_per_s": t.windows as f64 / t.seconds})).collect::<Vec<_>>(),
-    });
-    if !json {
+    let results: Vec<_> = timed
+        .iter()
+        .map(|t| {
+            serde_json::json!({"config": t.label, "passes": t.passes, "windows": t.windows, "seconds": t.seconds,
+                "windows_per_s": t.windows as f64 / t.seconds})
+        })
+        .collect();
+    if json {
         println!(
-            "study {}x{}x{} at {:?} mm -> preprocessed {}x{}x{} in {:.3} s; sw_batch {}",
-            dims[0], dims[1], dims[2], spacing, grid[0], grid[1], grid[2], preprocess_s, args.sw_batch
+            "{}",
+            serde_json::json!({"device": device, "threads": threads, "study": {"study_dims": dims,
+                "study_spacing_mm": spacing, "preprocessed_dims": grid, "sw_batch": args.sw_batch,
+                "preprocess_s": preprocess_s, "inference": results}, "peak_rss_bytes": super::bench::peak_rss_bytes()})
         );
-        println!("{:<28} {:>7} {:>8} {:>10} {:>10}", "inference", "passes", "windows", "seconds", "windows/s");
-        for t in &timed {
-            println!(
-                "{:<28} {:>7} {:>8} {:>10.3} {:>10.2}",
-                t.label,
-                t.passes,
-                t.windows,
-                t.seconds,
-                t.windows as f64 / t.seconds
-            );
-        }
+        return Ok(());
     }
-    Ok(report)
+    println!("device: {device}");
+    println!(
+        "study {}x{}x{} at {:?} mm -> preprocessed {}x{}x{} in {:.3} s; sw_batch {}",
+        dims[0], dims[1], dims[2], spacing, grid[0], grid[1], grid[2], preprocess_s, args.sw_batch
+    );
+    println!("{:<28} {:>7} {:>8} {:>10} {:>10}", "inference", "passes", "windows", "seconds", "windows/s");
+    for t in &timed {
+        println!(
+            "{:<28} {:>7} {:>8} {:>10.3} {:>10.2}",
+            t.label,
+            t.passes,
+            t.windows,
+            t.seconds,
+            t.windows as f64 / t.seconds
+        );
+    }
+    Ok(())
 }
 
 /// A smooth synthetic image (sums of low-frequency waves plus a little texture): its values

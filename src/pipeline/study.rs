@@ -40,6 +40,11 @@ impl Flip {
     fn flips(self, axis: usize) -> bool {
         matches!((self, axis), (Flip::H, 0) | (Flip::W, 1))
     }
+
+    /// Which of the axes (H, W, D) this frame mirrors.
+    pub fn axes(self) -> [bool; 3] {
+        [0, 1, 2].map(|a| self.flips(a))
+    }
 }
 
 /// One sliding-window pass: which model, which input (the image, or the image plus the noise
@@ -116,6 +121,16 @@ impl StudyPlan {
             }
         }
         Ok(StudyPlan { dims, frame, pad_before, roi, windows, passes, sw_batch: window.sw_batch, importance, count })
+    }
+
+    /// MONAI's Gaussian importance map of one window.
+    pub fn importance(&self) -> &[f32] {
+        &self.importance
+    }
+
+    /// Whether the inferer pads the image (it is smaller than the roi along some axis).
+    pub fn pads(&self) -> bool {
+        self.frame != self.dims
     }
 
     /// Windows over all passes (network patches of the whole study).

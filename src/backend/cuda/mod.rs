@@ -10,7 +10,8 @@
 //!
 //! Modules: `device` (driver, context, stream, module table, launches), `memory` (caching
 //! pool), `tensor` (the lazy tensor), `conv` (weights and conv launches), `ops` (the other
-//! ops), `window` (sliding-window blending and post-processing for the pipeline),
+//! ops), `window` (sliding-window blending and post-processing for the pipeline), `study` (a
+//! whole study's windows, passes and models on the device),
 //! `params` (kernel parameter blocks), `kernels` (the generated module table).
 
 mod conv;
@@ -19,6 +20,7 @@ mod kernels;
 mod memory;
 mod ops;
 mod params;
+mod study;
 mod tensor;
 mod window;
 

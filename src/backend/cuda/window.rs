@@ -55,11 +55,33 @@ impl CudaBackend {
     /// (H, W, D): the network input for one sliding-window step.
     pub fn extract_windows(&self, vol: &DeviceVolume, roi: Dims, origins: &[(Dims, [bool; 3])]) -> Result<CudaTensor> {
         let y = self.new_tensor(origins.len(), vol.c, roi)?;
+        self.extract_windows_into(vol, origins, &y, 0)?;
+        Ok(y)
+    }
+
+    /// As [`CudaBackend::extract_windows`], into samples `first..` of an existing batch (a
+    /// batch whose windows come from several volumes).
+    pub fn extract_windows_into(
+        &self,
+        vol: &DeviceVolume,
+        origins: &[(Dims, [bool; 3])],
+        batch: &CudaTensor,
+        first: usize,
+    ) -> Result<()> {
+        let (n, c, roi) = batch.shape();
+        if c != vol.c || first + origins.len() > n || batch.norm.is_some() {
+            return Err(Error::Shape(format!(
+                "extract_windows: {} windows of a {}-channel volume into samples {first}.. of a batch {:?}",
+                origins.len(),
+                vol.c,
+                batch.shape()
+            )));
+        }
         for (s, (o, flip)) in origins.iter().enumerate() {
             check_window(vol.dims, roi, *o)?;
-            let mut p = window_params(vol.dims, roi, *o, *flip, vol.c, s);
+            let mut p = window_params(vol.dims, roi, *o, *flip, vol.c, first + s);
             p.acc = vol.buf.ptr();
-            p.out = y.buf.ptr();
+            p.out = batch.buf.ptr();
             let items = numel(roi) * vol.c;
             self.dev.launch(
                 Module::Window,
@@ -70,7 +92,16 @@ impl CudaBackend {
                 &p,
             )?;
         }
-        Ok(y)
+        Ok(())
+    }
+
+    /// Replaces the contents of a volume of the same size (ordered on the stream: kernels
+    /// queued earlier still read the old contents).
+    pub fn overwrite_volume(&self, v: &mut DeviceVolume, data: &[f32]) -> Result<()> {
+        if data.len() != v.c * numel(v.dims) {
+            return Err(Error::Shape(format!("overwrite_volume: {} values for {}x{:?}", data.len(), v.c, v.dims)));
+        }
+        v.buf.upload(data)
     }
 
     /// An empty blend for `c`-channel logits over a volume of size `dims`.
@@ -105,22 +136,45 @@ impl CudaBackend {
             )));
         }
         for (s, (o, flip)) in origins.iter().enumerate() {
-            check_window(blend.acc.dims, roi, *o)?;
-            let mut p = window_params(blend.acc.dims, roi, *o, *flip, c, s);
-            p.patch = logits.src();
-            p.weight = importance.buf.ptr();
-            p.acc = blend.acc.buf.ptr();
-            p.wsum = blend.wsum.ptr();
-            self.dev.launch(
-                Module::Window,
-                "window_accumulate_f32",
-                (self.dev.grid_for(numel(roi), BLOCK), 1, 1),
-                (BLOCK, 1, 1),
-                0,
-                &p,
-            )?;
+            self.accumulate_window(blend, logits, s, importance, *o, *flip)?;
         }
         Ok(())
+    }
+
+    /// Adds sample `sample` of `logits` at `origin` (see [`CudaBackend::accumulate_windows`]).
+    pub fn accumulate_window(
+        &self,
+        blend: &mut Blend,
+        logits: &CudaTensor,
+        sample: usize,
+        importance: &DeviceVolume,
+        origin: Dims,
+        flip: [bool; 3],
+    ) -> Result<()> {
+        let (n, c, roi) = logits.shape();
+        if sample >= n || c != blend.acc.c || importance.dims != roi || importance.c != 1 {
+            return Err(Error::Shape(format!(
+                "accumulate_window: sample {sample} of logits {:?}, importance {}x{:?}, blend of {} channels",
+                logits.shape(),
+                importance.c,
+                importance.dims,
+                blend.acc.c
+            )));
+        }
+        check_window(blend.acc.dims, roi, origin)?;
+        let mut p = window_params(blend.acc.dims, roi, origin, flip, c, sample);
+        p.patch = logits.src();
+        p.weight = importance.buf.ptr();
+        p.acc = blend.acc.buf.ptr();
+        p.wsum = blend.wsum.ptr();
+        self.dev.launch(
+            Module::Window,
+            "window_accumulate_f32",
+            (self.dev.grid_for(numel(roi), BLOCK), 1, 1),
+            (BLOCK, 1, 1),
+            0,
+            &p,
+        )
     }
 
     /// The blended logits: weighted sums divided by the summed weights.
