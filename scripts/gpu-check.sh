@@ -12,7 +12,7 @@
 #    nvidia-smi summary; every GPU test (each kernel against the float64 oracle, the network
 #    against the CPU engine and the reference fixture); compute-sanitizer memcheck and
 #    racecheck; the benchmark (ms per 192x192x16 patch at batch 1/4/8, a per-op profile) and
-#    the PyTorch baselines; then a short table, printed last. Needs no Rust and no network there.
+#    the PyTorch baselines (patches, and the TTA + ensemble study); then a table, printed last. Needs no Rust and no network there.
 #    Target: under 6 minutes; every step is capped so the whole run ends within
 #    $FMSEG_GPU_CHECK_BUDGET seconds (default 540) and the table always prints.
 #
@@ -219,6 +219,11 @@ run() {
     local w=()
     [[ -f "$DEV/fixtures/weights_seed0.safetensors" ]] && w=(--weights "$DEV/fixtures/weights_seed0.safetensors")
     want torch && run_step "bench pytorch" 120 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py "${w[@]}" --compile-batches 1
+    # The same study as `fmseg bench --study` (a 384x384x20 study at 0.75x0.75x4 mm, preprocessed
+    # to 1x1x7 mm: about 288x288x16), plain and with the 52-pass TTA + 4-fold ensemble; eager
+    # first, so its lines are in the log even if torch.compile's warm-up runs out of time.
+    want torch-study && run_step "bench pytorch study" 150 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py \
+        --study "${w[@]}" --study-dims "${FMSEG_STUDY_DIMS:-288,288,16}" --sw-batch 4 --modes eager,compile
     want e2e && run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
     want racecheck-network && sanitizer_step "racecheck network" racecheck 240 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
 
@@ -237,7 +242,7 @@ run() {
         grep -E "^ *[0-9.]+ +[0-9.]+ +[0-9]+ " "$OUT/layers.log" 2>/dev/null | sort -rn | head -n 8
         echo "-- benchmark:"
         sed -n '/^device: cuda/,/^peak memory/p' "$OUT/bench.log" 2>/dev/null
-        grep -h "GPU BENCH\|TORCH BENCH" "$OUT/bench.log" 2>/dev/null
+        grep -h "GPU BENCH\|TORCH BENCH\|TORCH STUDY" "$OUT/bench.log" 2>/dev/null
         grep -h "SEGMENT masks\|phantom study" "$OUT/segment.log" "$OUT/tests.log" 2>/dev/null
     } | tee -a "$OUT/summary.txt"
 }

@@ -1,7 +1,8 @@
 """The 2.5D-AttentionUNet in PyTorch, written from ../shared/docs/reference-model.md with the
 reference's checkpoint key names, so the same weights load here and in fmseg.
 
-Used for side-by-side benchmarks (scripts/bench_pytorch.py) and parity checks; not by the tests.
+Used for side-by-side benchmarks (scripts/bench_pytorch.py, scripts/gpu_bench_torch.py) and checked
+against the reference fixtures by scripts/torch_parity.py (tests/torch_baseline.rs).
 """
 import torch
 import torch.nn as nn
