@@ -208,6 +208,9 @@ run() {
     want tests && run_step "gpu-tests" 180 "$OUT/tests.log" env FMSEG_REQUIRE_GPU=1 "${fixtures[@]}" "$BIN" --test-threads 4 --nocapture
     want segment && segment_step
     want bench && run_step "bench fmseg" 60 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --batch 1,4,8 --iters 20
+    # The whole study resident on the device: 384x384x20 at 0.75x0.75x4 mm -> 288x288x16, once
+    # without TTA and as the reference's 4-fold x 13-pass ensemble (the same as torch-study).
+    want study && run_step "bench study" 90 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --study --sw-batch 4
     want layers && run_step "bench layers" 40 "$OUT/layers.log" "$DEV/bin/fmseg" bench --device cuda --layers
     want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
     # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
@@ -242,6 +245,7 @@ run() {
         grep -E "^ *[0-9.]+ +[0-9.]+ +[0-9]+ " "$OUT/layers.log" 2>/dev/null | sort -rn | head -n 8
         echo "-- benchmark:"
         sed -n '/^device: cuda/,/^peak memory/p' "$OUT/bench.log" 2>/dev/null
+        sed -n '/^study /,/^GPU memory/p' "$OUT/bench.log" 2>/dev/null
         grep -h "GPU BENCH\|TORCH BENCH\|TORCH STUDY" "$OUT/bench.log" 2>/dev/null
         grep -h "SEGMENT masks\|phantom study" "$OUT/segment.log" "$OUT/tests.log" 2>/dev/null
     } | tee -a "$OUT/summary.txt"
