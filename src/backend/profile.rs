@@ -26,6 +26,9 @@ pub struct OpStat {
     pub calls: usize,
     pub seconds: f64,
     pub flops: f64,
+    /// The least memory traffic of the op: every input read once, the output written once,
+    /// at the backend's element size (its floor by bandwidth).
+    pub bytes: f64,
 }
 
 pub struct Profiled<B: Backend> {
@@ -33,6 +36,7 @@ pub struct Profiled<B: Backend> {
     sync: Box<dyn Fn(&B) + Send + Sync>,
     stats: Mutex<HashMap<String, OpStat>>,
     clock: Clock,
+    elem_bytes: usize,
 }
 
 /// What a timing measures.
@@ -73,7 +77,13 @@ pub fn process_cpu_seconds() -> f64 {
 impl<B: Backend> Profiled<B> {
     /// `sync` waits for all queued work of the backend (a no-op for the CPU).
     pub fn new(inner: B, sync: impl Fn(&B) + Send + Sync + 'static) -> Self {
-        Profiled { inner, sync: Box::new(sync), stats: Mutex::new(HashMap::new()), clock: Clock::Wall }
+        Profiled { inner, sync: Box::new(sync), stats: Mutex::new(HashMap::new()), clock: Clock::Wall, elem_bytes: 4 }
+    }
+
+    /// Bytes per activation element as the backend stores them (4 for f32, 2 for fp16).
+    pub fn with_element_bytes(mut self, bytes: usize) -> Self {
+        self.elem_bytes = bytes;
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -81,7 +91,13 @@ impl<B: Backend> Profiled<B> {
         self
     }
 
-    fn timed<R>(&self, label: impl FnOnce() -> String, flops: f64, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    fn timed<R>(
+        &self,
+        label: impl FnOnce() -> String,
+        flops: f64,
+        bytes: impl FnOnce(&R) -> f64,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
         (self.sync)(&self.inner);
         let t0 = self.clock.now();
         let r = f()?;
@@ -92,6 +108,7 @@ impl<B: Backend> Profiled<B> {
         e.calls += 1;
         e.seconds += dt;
         e.flops += flops;
+        e.bytes += bytes(&r);
         Ok(r)
     }
 
@@ -101,6 +118,23 @@ impl<B: Backend> Profiled<B> {
         let mut v: Vec<_> = s.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
         v
+    }
+
+    /// As `timed`, for an op producing a tensor: it reads `read` elements (inputs and
+    /// weights) and writes its output, once each at best.
+    fn op(
+        &self,
+        label: impl FnOnce() -> String,
+        flops: f64,
+        read: usize,
+        f: impl FnOnce() -> Result<B::Tensor>,
+    ) -> Result<B::Tensor> {
+        self.timed(label, flops, |y| ((read + self.elems(y)) * self.elem_bytes) as f64, f)
+    }
+
+    fn elems(&self, x: &B::Tensor) -> usize {
+        let (n, c, d) = self.inner.shape(x);
+        n * c * numel(d)
     }
 
     pub fn reset(&self) {
@@ -121,78 +155,203 @@ impl<B: Backend> Backend for Profiled<B> {
         self.inner.name()
     }
     fn upload(&self, x: &HostTensor) -> Result<B::Tensor> {
-        self.timed(|| "upload".into(), 0.0, || self.inner.upload(x))
+        self.timed(|| "upload".into(), 0.0, |_| 0.0, || self.inner.upload(x))
     }
+
     fn download(&self, x: &B::Tensor) -> Result<HostTensor> {
-        self.timed(|| "download".into(), 0.0, || self.inner.download(x))
+        self.timed(|| "download".into(), 0.0, |_| 0.0, || self.inner.download(x))
     }
+
     fn shape(&self, x: &B::Tensor) -> (usize, usize, Dims) {
         self.inner.shape(x)
     }
+
     fn prepare_conv(&self, spec: ConvSpec, w: &HostTensor, b: Option<&HostTensor>) -> Result<Self::Conv> {
         Ok(Labelled { inner: self.inner.prepare_conv(spec, w, b)?, spec })
     }
+
     fn prepare_conv_t(&self, spec: ConvTSpec, w: &HostTensor, b: &HostTensor) -> Result<Self::ConvT> {
         Ok(LabelledT { inner: self.inner.prepare_conv_t(spec, w, b)?, spec })
     }
+
     fn conv(&self, x: &B::Tensor, c: &Self::Conv) -> Result<B::Tensor> {
         let (n, _, d) = self.inner.shape(x);
         let s = c.spec;
         let flops = 2.0 * (n * numel(d) * s.cin * s.cout * s.taps()) as f64;
-        self.timed(
+        let read = self.elems(x) + s.cin * s.cout * s.taps();
+        self.op(
             || format!("conv {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
             flops,
+            read,
             || self.inner.conv(x, &c.inner),
         )
     }
+
     fn instance_norm(&self, x: B::Tensor, r: Option<&B::Tensor>, relu: bool) -> Result<B::Tensor> {
         let (_, c, d) = self.inner.shape(&x);
-        self.timed(|| format!("instance_norm {c}ch @{}", dims_label(d)), 0.0, || self.inner.instance_norm(x, r, relu))
+        let read = self.elems(&x) + r.map_or(0, |r| self.elems(r));
+        self.op(
+            || format!("instance_norm {c}ch @{}", dims_label(d)),
+            0.0,
+            read,
+            || self.inner.instance_norm(x, r, relu),
+        )
     }
+
     fn conv_norm(&self, x: &B::Tensor, c: &Self::Conv, r: Option<&B::Tensor>, relu: bool) -> Result<B::Tensor> {
         let (n, _, d) = self.inner.shape(x);
         let s = c.spec;
         let flops = 2.0 * (n * numel(d) * s.cin * s.cout * s.taps()) as f64;
-        self.timed(
+        let read = self.elems(x) + s.cin * s.cout * s.taps() + r.map_or(0, |r| self.elems(r));
+        self.op(
             || format!("conv+norm {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
             flops,
+            read,
             || self.inner.conv_norm(x, &c.inner, r, relu),
         )
     }
+
     fn max_pool(&self, x: &B::Tensor, k: Dims) -> Result<B::Tensor> {
         let (_, c, d) = self.inner.shape(x);
-        self.timed(|| format!("max_pool {} {c}ch @{}", dims_label(k), dims_label(d)), 0.0, || self.inner.max_pool(x, k))
+        let label = || format!("max_pool {} {c}ch @{}", dims_label(k), dims_label(d));
+        self.op(label, 0.0, self.elems(x), || self.inner.max_pool(x, k))
     }
+
     fn adaptive_avg_pool(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
         let (_, c, d) = self.inner.shape(x);
-        self.timed(|| format!("adaptive_avg_pool {c}ch @{}", dims_label(d)), 0.0, || self.inner.adaptive_avg_pool(x, o))
+        let label = || format!("adaptive_avg_pool {c}ch @{}", dims_label(d));
+        self.op(label, 0.0, self.elems(x), || self.inner.adaptive_avg_pool(x, o))
     }
+
     fn resize_trilinear(&self, x: &B::Tensor, o: Dims) -> Result<B::Tensor> {
         let (_, c, _) = self.inner.shape(x);
-        self.timed(|| format!("resize_trilinear {c}ch @{}", dims_label(o)), 0.0, || self.inner.resize_trilinear(x, o))
+        let label = || format!("resize_trilinear {c}ch @{}", dims_label(o));
+        self.op(label, 0.0, self.elems(x), || self.inner.resize_trilinear(x, o))
     }
+
     fn up_add(&self, x: &B::Tensor, ct: &Self::ConvT, skip: &B::Tensor) -> Result<B::Tensor> {
         let (n, _, d) = self.inner.shape(x);
         let s = ct.spec;
         let flops = 2.0 * (n * numel(d) * s.cin * s.cout * numel(s.k)) as f64;
-        self.timed(
+        let read = self.elems(x) + self.elems(skip) + s.cin * s.cout * numel(s.k);
+        self.op(
             || format!("up_add {} {}->{} @{}", dims_label(s.k), s.cin, s.cout, dims_label(d)),
             flops,
+            read,
             || self.inner.up_add(x, &ct.inner, skip),
         )
     }
+
     fn sum(&self, xs: &[&B::Tensor], relu: bool) -> Result<B::Tensor> {
-        self.timed(|| "sum".into(), 0.0, || self.inner.sum(xs, relu))
+        let read = xs.iter().map(|x| self.elems(x)).sum();
+        self.op(|| "sum".into(), 0.0, read, || self.inner.sum(xs, relu))
     }
+
     fn sigmoid_sum(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
         let (_, _, d) = self.inner.shape(a);
-        self.timed(|| format!("sigmoid_sum @{}", dims_label(d)), 0.0, || self.inner.sigmoid_sum(a, b))
+        let read = self.elems(a) + self.elems(b);
+        self.op(|| format!("sigmoid_sum @{}", dims_label(d)), 0.0, read, || self.inner.sigmoid_sum(a, b))
     }
+
     fn attend(&self, x: B::Tensor, w: &B::Tensor) -> Result<B::Tensor> {
         let (_, c, d) = self.inner.shape(&x);
-        self.timed(|| format!("attend {c}ch @{}", dims_label(d)), 0.0, || self.inner.attend(x, w))
+        let read = self.elems(&x) + self.elems(w);
+        self.op(|| format!("attend {c}ch @{}", dims_label(d)), 0.0, read, || self.inner.attend(x, w))
     }
+
     fn concat(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
-        self.timed(|| "concat".into(), 0.0, || self.inner.concat(a, b))
+        let read = self.elems(a) + self.elems(b);
+        self.op(|| "concat".into(), 0.0, read, || self.inner.concat(a, b))
+    }
+}
+
+/// The two ceilings an op's time is measured against: arithmetic rate and memory bandwidth
+/// (bytes read + written per second), with where each figure comes from.
+#[derive(Clone, Debug)]
+pub struct Ceilings {
+    pub flops_per_s: f64,
+    pub bytes_per_s: f64,
+    pub source: String,
+}
+
+impl Ceilings {
+    /// The op's floor in seconds: the larger of its arithmetic and its traffic at the ceilings.
+    pub fn floor(&self, s: &OpStat) -> f64 {
+        (s.flops / self.flops_per_s).max(s.bytes / self.bytes_per_s)
+    }
+
+    /// Which ceiling binds the op.
+    pub fn bound(&self, s: &OpStat) -> &'static str {
+        if s.flops / self.flops_per_s >= s.bytes / self.bytes_per_s {
+            "flops"
+        } else {
+            "bytes"
+        }
+    }
+
+    /// Measured on this CPU with `threads` workers: a 1024^3 f32 matrix product per worker
+    /// (the `matrixmultiply` GEMM), and a parallel copy of 2 x 256 MiB, best of three each.
+    pub fn measure_cpu(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+        let run = |f: &(dyn Fn() + Sync)| match &pool {
+            Ok(p) => p.install(f),
+            Err(_) => f(),
+        };
+        let n = 1024;
+        let a = vec![1.0f32; n * n];
+        let mut best_flops = 0f64;
+        for _ in 0..3 {
+            let t = Instant::now();
+            run(&|| {
+                rayon::broadcast(|_| {
+                    let mut c = vec![0f32; n * n];
+                    // SAFETY: a, b and c are n x n row-major buffers of the stated strides.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            n,
+                            n,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            n as isize,
+                            1,
+                            a.as_ptr(),
+                            n as isize,
+                            1,
+                            0.0,
+                            c.as_mut_ptr(),
+                            n as isize,
+                            1,
+                        );
+                    }
+                    std::hint::black_box(&c);
+                });
+            });
+            best_flops = best_flops.max(2.0 * (n * n * n * threads) as f64 / t.elapsed().as_secs_f64());
+        }
+        let len = 64 << 20; // f32 elements: 256 MiB
+        let src = vec![1.0f32; len];
+        let mut dst = vec![0f32; len];
+        let mut best_bw = 0f64;
+        for _ in 0..3 {
+            let t = Instant::now();
+            {
+                use rayon::prelude::*;
+                let mut go =
+                    || dst.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
+                match &pool {
+                    Ok(p) => p.install(go),
+                    Err(_) => go(),
+                }
+            }
+            best_bw = best_bw.max(2.0 * (len * 4) as f64 / t.elapsed().as_secs_f64());
+        }
+        std::hint::black_box(&dst);
+        Ceilings {
+            flops_per_s: best_flops,
+            bytes_per_s: best_bw,
+            source: format!("measured here: f32 GEMM on {threads} thread(s), parallel copy"),
+        }
     }
 }

@@ -84,6 +84,29 @@ impl CudaBackend {
         self.pool.usage()
     }
 
+    /// Device memory bandwidth, bytes read + written per second: the best of five
+    /// device-to-device copies of 1 GiB, timed with a synchronisation around each.
+    pub fn copy_bandwidth(&self) -> Result<f64> {
+        let bytes = 1usize << 30;
+        let (src, dst) = (self.pool.alloc(bytes)?, self.pool.alloc(bytes)?);
+        let mut best = 0f64;
+        for i in 0..6 {
+            self.synchronize()?;
+            let t = std::time::Instant::now();
+            self.dev.ctx.bind_to_thread().map_err(|e| device::derr("cannot make the CUDA context current", e))?;
+            // SAFETY: both buffers hold `bytes` bytes of device memory owned by the pool.
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(dst.ptr(), src.ptr(), bytes, self.dev.stream.cu_stream())
+            }
+            .map_err(|e| device::derr("device-to-device copy", e))?;
+            self.synchronize()?;
+            if i > 0 {
+                best = best.max(2.0 * bytes as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    }
+
     /// Returns cached device memory to the driver.
     pub fn trim_memory(&self) {
         self.pool.trim()
