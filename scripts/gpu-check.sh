@@ -11,8 +11,10 @@
 #        scripts/gpu-check.sh --run          (logs go to $OUT, default ./gpu-check-out)
 #    nvidia-smi summary; every GPU test (each kernel against the float64 oracle, the network
 #    against the CPU engine and the reference fixture); compute-sanitizer memcheck and
-#    racecheck; the benchmark (ms per 192x192x16 patch at batch 1/4/8, a per-op profile) and
-#    the PyTorch baselines (patches, and the TTA + ensemble study); then a table, printed last. Needs no Rust and no network there.
+#    racecheck; the benchmark (ms per 192x192x16 patch at batch 1/4/8, a per-op profile, the
+#    CUDA-graph replay over the planned arena at batch 1/8/16, the device-resident study) and
+#    the PyTorch baselines (patches, and the TTA + ensemble study); then a short table, printed
+#    last. Needs no Rust and no network there.
 #    Target: under 6 minutes; every step is capped so the whole run ends within
 #    $FMSEG_GPU_CHECK_BUDGET seconds (default 540) and the table always prints.
 #
@@ -211,6 +213,7 @@ run() {
     # The whole study resident on the device: 384x384x20 at 0.75x0.75x4 mm -> 288x288x16, once
     # without TTA and as the reference's 4-fold x 13-pass ensemble (the same as torch-study).
     want study && run_step "bench study" 90 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --study --sw-batch 4
+    want graph && run_step "bench graph" 60 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --graph --batch 1,8,16 --iters 20
     want layers && run_step "bench layers" 40 "$OUT/layers.log" "$DEV/bin/fmseg" bench --device cuda --layers
     want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
     # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
@@ -241,10 +244,13 @@ run() {
         grep -E "test result" "$OUT/tests.log" 2>/dev/null
         echo "-- accuracy (network):"
         grep -E "network logits|fixture .* logits|argmax differs" "$OUT/tests.log" 2>/dev/null | head -n 8
+        echo "-- planned arena and CUDA graphs (bitwise against the pool's eager pass):"
+        grep -E "values differ bitwise|device trace of|diverged pass" "$OUT/tests.log" 2>/dev/null | head -n 14
         echo "-- slowest ops (batch 1, each synchronised):"
         grep -E "^ *[0-9.]+ +[0-9.]+ +[0-9]+ " "$OUT/layers.log" 2>/dev/null | sort -rn | head -n 8
         echo "-- benchmark:"
         sed -n '/^device: cuda/,/^peak memory/p' "$OUT/bench.log" 2>/dev/null
+        sed -n '/^CUDA graph bench/,/^allocs:/p' "$OUT/bench.log" 2>/dev/null
         sed -n '/^study /,/^GPU memory/p' "$OUT/bench.log" 2>/dev/null
         grep -h "GPU BENCH\|TORCH BENCH\|TORCH STUDY" "$OUT/bench.log" 2>/dev/null
         grep -h "SEGMENT masks\|phantom study" "$OUT/segment.log" "$OUT/tests.log" 2>/dev/null

@@ -785,6 +785,113 @@ fn gpu_bench() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// planned arena and CUDA graphs (backend::arena, backend::cuda::graph)
+
+/// Bitwise equality of two tensors, reporting how many values differ.
+fn assert_bit_identical(what: &str, got: &HostTensor, want: &HostTensor) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let differ = got.data.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    eprintln!("{what}: {differ} of {} values differ bitwise", got.data.len());
+    assert_eq!(differ, 0, "{what}: {differ} of {} values differ bitwise", got.data.len());
+    assert!(got.first_non_finite().is_none(), "{what}: non-finite values");
+}
+
+/// For batch 1 and 8: the pool's eager logits, then through `GraphedForward` with graphs off
+/// (the recorded pass, then a pass over the planned arena) and on (the recorded pass, then
+/// graph replays): every result bit-identical to the eager one, a new input after the first
+/// replays gives that input's logits, and replays make no `Pool::alloc` call.
+#[test]
+fn arena_and_graph_passes_are_bit_identical_to_the_pool_pass() {
+    use fmseg::backend::cuda::GraphedForward;
+    let Some(be) = gpu() else { return };
+    be.set_poison_outputs(false);
+    let sd = random_state_dict(21);
+    let dims = [192, 192, 16];
+    let eager = Engine::new(be, &sd).unwrap();
+    for n in [1usize, 8] {
+        let xs = [random_input(100 + n as u64, n, dims), random_input(200 + n as u64, n, dims)];
+        let want: Vec<HostTensor> = xs.iter().map(|x| eager.logits(x).unwrap()).collect();
+        for graphs in [false, true] {
+            let mode = if graphs { "graph" } else { "arena" };
+            let mut gf =
+                GraphedForward::new(Engine::new(CudaBackend::new().unwrap(), &sd).unwrap()).with_graphs(graphs);
+            assert_bit_identical(&format!("batch {n} {mode}: recorded pass"), &gf.run(&xs[0]).unwrap(), &want[0]);
+            assert_eq!(gf.has_graph(n, dims), graphs);
+            let plan = gf.plan(n, dims).unwrap();
+            let predicted = fmseg::backend::shape::planned_arena_bytes(dims, n).unwrap();
+            eprintln!(
+                "batch {n} {mode}: arena {} bytes (shape-only prediction {predicted}), {} buffers",
+                plan.size,
+                plan.blocks.len()
+            );
+            let allocs = gf.engine().backend().alloc_count();
+            for (round, i) in [0usize, 1, 0, 1].into_iter().enumerate() {
+                let got = gf.run(&xs[i]).unwrap();
+                assert_bit_identical(&format!("batch {n} {mode}: pass {round} on input {i}"), &got, &want[i]);
+            }
+            let during = gf.engine().backend().alloc_count() - allocs;
+            if graphs {
+                assert_eq!(during, 0, "batch {n}: {during} Pool::alloc calls during graph replays");
+            } else {
+                eprintln!("batch {n} arena: {during} planned allocations in 4 passes");
+                assert_eq!(during, 4 * gf.plan(n, dims).unwrap().blocks.len() as u64);
+            }
+            eprintln!("batch {n} {mode}: {} bytes held for the shape", gf.device_bytes());
+        }
+    }
+}
+
+/// The shape-only backend's trace (what `planned_arena_bytes` plans from, without a GPU) is
+/// the trace the CUDA pool records, event for event, so the predicted arena is the real one.
+#[test]
+fn arena_trace_of_the_shape_backend_matches_the_device() {
+    use fmseg::backend::cuda::GraphedForward;
+    let Some(be) = gpu() else { return };
+    be.set_poison_outputs(false);
+    let mut gf = GraphedForward::new(Engine::new(be, &random_state_dict(3)).unwrap()).with_graphs(false);
+    for (n, dims) in [(2usize, [192usize, 192, 16]), (1, [200, 232, 18])] {
+        gf.run(&random_input(9, n, dims)).unwrap();
+        let device = gf.plan(n, dims).unwrap();
+        let predicted = fmseg::backend::shape::forward_plan(dims, n).unwrap();
+        let first = device.events.iter().zip(&predicted.events).position(|(a, b)| a != b);
+        assert!(
+            first.is_none() && device.events.len() == predicted.events.len(),
+            "n={n} {dims:?}: traces differ at event {first:?} (device {} events, shape-only {}): device {:?} vs {:?}",
+            device.events.len(),
+            predicted.events.len(),
+            first.map(|i| device.events[i]),
+            first.and_then(|i| predicted.events.get(i))
+        );
+        assert_eq!(device.size, predicted.size);
+        eprintln!(
+            "n={n} {dims:?}: device trace of {} events = shape-only trace; arena {} bytes",
+            device.events.len(),
+            device.size
+        );
+    }
+}
+
+/// A pass that asks for other buffers than the recorded one (here: outputs poisoned, so
+/// `attend` no longer works in place) is refused with an error naming the divergence, and
+/// the engine works again once the pass matches.
+#[test]
+fn arena_divergence_is_an_error_and_recoverable() {
+    use fmseg::backend::cuda::GraphedForward;
+    let Some(be) = gpu() else { return };
+    be.set_poison_outputs(false);
+    let sd = random_state_dict(4);
+    let x = random_input(5, 1, [192, 192, 16]);
+    let mut gf = GraphedForward::new(Engine::new(be, &sd).unwrap()).with_graphs(false);
+    let first = gf.run(&x).unwrap();
+    gf.engine().backend().set_poison_outputs(true);
+    let e = gf.run(&x).unwrap_err().to_string();
+    eprintln!("diverged pass: {e}");
+    assert!(e.contains("diverged"), "{e}");
+    gf.engine().backend().set_poison_outputs(false);
+    assert_bit_identical("after a diverged pass", &gf.run(&x).unwrap(), &first);
+}
+
 /// The clinical pipeline on a synthetic study (MONAI preprocessing, sliding window with
 /// Gaussian blending, mask back on the study's own grid) with the CUDA engine against the
 /// CPU engine: the same argmax wherever the CPU's blended logits differ by more than 0.05,

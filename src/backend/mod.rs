@@ -6,10 +6,12 @@
 //! normalise + residual + ReLU), so a backend can keep an instance norm pending and apply it
 //! when the next kernel loads its input.
 
+pub mod arena;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod profile;
+pub mod shape;
 
 use crate::error::Result;
 use crate::tensor::{Dims, HostTensor};

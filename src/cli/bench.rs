@@ -11,6 +11,9 @@ use crate::engine::Engine;
 use crate::model::init::{random_input, random_state_dict};
 use crate::tensor::Dims;
 
+#[cfg(feature = "cuda")]
+mod graph;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// cpu or cuda (the GPU engine: timed with the input resident and the logits left on the device).
@@ -54,6 +57,10 @@ pub struct BenchArgs {
     pub study: bool,
     #[command(flatten)]
     pub study_args: super::bench_study::StudyArgs,
+    /// CUDA: also time the forward pass replayed as a CUDA graph over the planned arena
+    /// (eager vs graph on the device, graph end to end through pinned buffers, arena size).
+    #[arg(long)]
+    pub graph: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -72,6 +79,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return super::bench_study::run(&args.device, args.threads, &sd, &args.study_args, args.json);
     }
     match args.device.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" if args.graph => graph::bench_graph(&args, &sd, dims),
+        _ if args.graph => bail!("--graph: CUDA graphs need --device cuda and a build with the CUDA engine"),
         "cpu" => {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
             let threads = Some(cpu.threads());

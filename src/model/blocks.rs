@@ -100,9 +100,11 @@ impl<B: Backend> Decoder<B> {
         })
     }
 
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let a = be.conv_norm(x, &self.c1, None, true)?;
-        let s = be.conv(x, &self.shortcut)?;
+    /// Takes `x` by value to free it once both of its readers have run.
+    pub fn forward(&self, be: &B, x: B::Tensor) -> Result<B::Tensor> {
+        let a = be.conv_norm(&x, &self.c1, None, true)?;
+        let s = be.conv(&x, &self.shortcut)?;
+        drop(x);
         be.conv_norm(&a, &self.c2, Some(&s), true)
     }
 }
@@ -252,9 +254,12 @@ impl<B: Backend> Up<B> {
         Ok(Up { up: l.conv_t(&format!("{p}.up"))?, attention, convs: Decoder::load(l, &format!("{p}.convs"))? })
     }
 
-    /// Returns the stage output and, for spatial attention, its map.
-    pub fn forward(&self, be: &B, x: &B::Tensor, skip: &B::Tensor) -> Result<(B::Tensor, Option<B::Tensor>)> {
-        let s = be.up_add(x, &self.up, skip)?;
+    /// Returns the stage output and, for spatial attention, its map. Takes the input and the
+    /// skip by value: both are dead after the upsampling, and at full resolution they are the
+    /// largest tensors of the pass.
+    pub fn forward(&self, be: &B, x: B::Tensor, skip: B::Tensor) -> Result<(B::Tensor, Option<B::Tensor>)> {
+        let s = be.up_add(&x, &self.up, &skip)?;
+        drop((x, skip));
         let (s, w) = match &self.attention {
             StageAttention::Channel(a) => (a.forward(be, s)?, None),
             StageAttention::Spatial(a) => {
@@ -262,6 +267,6 @@ impl<B: Backend> Up<B> {
                 (s, Some(w))
             }
         };
-        Ok((self.convs.forward(be, &s)?, w))
+        Ok((self.convs.forward(be, s)?, w))
     }
 }

@@ -94,7 +94,7 @@ fn check_bias(what: &str, b: &HostTensor, cout: usize) -> Result<()> {
 
 impl CudaBackend {
     pub(crate) fn upload_slice<T: Copy>(&self, data: &[T]) -> Result<DeviceBuffer> {
-        let mut b = self.pool.alloc(std::mem::size_of_val(data))?;
+        let b = self.pool.alloc(std::mem::size_of_val(data))?;
         b.upload(data)?;
         Ok(b)
     }

@@ -6,11 +6,12 @@
 
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{CudaContext, CudaGraph, CudaStream};
 
 use super::kernels::{Module, KERNELS_BUILT};
 use crate::error::{Error, Result};
@@ -52,6 +53,23 @@ pub struct Device {
     modules: Mutex<HashMap<Module, LoadedModule>>,
     functions: Mutex<HashMap<&'static str, Func>>,
     sync_each_launch: bool,
+    /// A graph capture is under way on the stream: launches must not synchronise.
+    capturing: AtomicBool,
+}
+
+/// An instantiated CUDA graph of work captured on the device's stream.
+pub(crate) struct Graph(CudaGraph);
+
+// SAFETY: a graph and its executable may be used from any thread as long as calls on them are
+// serialised (CUDA's graph thread-safety rules); `Graph` is only reached through `&mut`
+// (`GraphedForward::run`), which serialises them, and each call binds the context first.
+unsafe impl Send for Graph {}
+
+impl Graph {
+    /// Queues one replay of the graph on the device's stream.
+    pub(crate) fn launch(&self) -> Result<()> {
+        self.0.launch().map_err(|e| derr("cannot launch the CUDA graph", e))
+    }
 }
 
 impl Device {
@@ -117,6 +135,7 @@ impl Device {
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
             sync_each_launch,
+            capturing: AtomicBool::new(false),
         })
     }
 
@@ -214,10 +233,37 @@ impl Device {
         unsafe { cu::launch_kernel(f.0, grid, block, smem as u32, self.stream.cu_stream(), &mut args) }.map_err(
             |e| derr(format!("cannot launch kernel {name} (grid {grid:?}, block {block:?}, {smem} B smem)"), e),
         )?;
-        if self.sync_each_launch {
+        if self.sync_each_launch && !self.capturing.load(Ordering::Relaxed) {
             self.stream.synchronize().map_err(|e| derr(format!("kernel {name} failed"), e))?;
         }
         Ok(())
+    }
+
+    /// Captures the work `f` queues on the stream into a graph, instantiated and uploaded.
+    /// `f` must not allocate or free device memory, synchronise, or read results on the host
+    /// (the driver rejects those during a capture, and the capture is then invalid); the
+    /// per-launch debug synchronisation (`FMSEG_CUDA_SYNC`) is suspended meanwhile. Kernels
+    /// and modules must already be loaded (run `f`'s work once before).
+    pub(crate) fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        self.bind()?;
+        // Thread-local mode: an unsafe call from this thread (cuMemAlloc, a synchronisation)
+        // fails at once instead of corrupting the capture silently.
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| derr("cannot begin a CUDA graph capture", e))?;
+        self.capturing.store(true, Ordering::Relaxed);
+        let queued = f();
+        self.capturing.store(false, Ordering::Relaxed);
+        // End the capture whatever happened, so the stream is usable again.
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        queued?;
+        let graph = graph
+            .map_err(|e| {
+                derr("CUDA graph capture failed (an operation that cannot be captured ran during the pass)", e)
+            })?
+            .ok_or_else(|| Error::Device("CUDA graph capture recorded no work".into()))?;
+        graph.upload().map_err(|e| derr("cannot upload the CUDA graph", e))?;
+        Ok(Graph(graph))
     }
 
     /// Waits for all queued work; reports an asynchronous kernel failure.

@@ -4,10 +4,17 @@
 //! pass every request is served from the free lists without a driver call. A buffer returns to
 //! its free list when dropped and may be handed out again at once: all work runs in order on the
 //! device's one stream, so a kernel queued later cannot overtake the earlier kernels that still
-//! read the old contents. (The next step, a planned arena with CUDA-graph replay, replaces the
-//! free lists by fixed offsets; every allocation already goes through [`Pool::alloc`].)
+//! read the old contents.
+//!
+//! Planned passes (`backend::arena`, used by `graph::GraphedForward`): [`Pool::record`] runs a
+//! pass on pooled buffers while logging every allocation and free; [`Pool::planned`] runs a
+//! later pass of the same shape with every buffer at its planned offset in one [`Arena`],
+//! checking request by request that the pass repeats the recorded one. A planned pass makes
+//! no driver call to allocate or free, so it can be captured into a CUDA graph, and its
+//! addresses are the same every time, so the graph can be replayed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::result as cu;
@@ -15,6 +22,7 @@ use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaStream};
 
 use super::device::derr;
+use crate::backend::arena::{Plan, Replay, Trace, DEVICE_ALIGN};
 use crate::error::{Error, Result};
 
 struct PoolInner {
@@ -22,6 +30,8 @@ struct PoolInner {
     stream: Arc<CudaStream>,
     device_name: String,
     free: Mutex<FreeLists>,
+    /// Calls of [`Pool::alloc`], planned or not: a replayed graph must not change it.
+    alloc_calls: AtomicU64,
 }
 
 #[derive(Default)]
@@ -30,6 +40,21 @@ struct FreeLists {
     cached_bytes: usize,
     live_bytes: usize,
     peak_bytes: usize,
+    arena_bytes: usize,
+    session: Session,
+    /// Numbers the sessions, so a buffer outliving its session is not logged into the next.
+    generation: u64,
+}
+
+/// What [`Pool::alloc`] does besides handing out memory.
+#[derive(Default)]
+enum Session {
+    #[default]
+    Plain,
+    /// Logs each allocation and free of the pass.
+    Recording(Trace),
+    /// Hands out the plan's offsets in `base`'s arena, checking the pass against the plan.
+    Planned { plan: Arc<Plan>, base: sys::CUdeviceptr, replay: Replay },
 }
 
 impl PoolInner {
@@ -94,19 +119,57 @@ fn size_class(bytes: usize) -> usize {
 
 impl Pool {
     pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>, device_name: String) -> Self {
-        Pool { inner: Arc::new(PoolInner { ctx, stream, device_name, free: Mutex::new(FreeLists::default()) }) }
+        Pool {
+            inner: Arc::new(PoolInner {
+                ctx,
+                stream,
+                device_name,
+                free: Mutex::new(FreeLists::default()),
+                alloc_calls: AtomicU64::new(0),
+            }),
+        }
     }
 
-    /// A buffer of at least `bytes` bytes; contents undefined.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, FreeLists>> {
+        self.inner.free.lock().map_err(|_| Error::Device("memory pool poisoned".into()))
+    }
+
+    /// A buffer of at least `bytes` bytes; contents undefined. In a planned pass, the next
+    /// planned buffer (an error if the pass asks for something else than the recorded one).
     pub fn alloc(&self, bytes: usize) -> Result<DeviceBuffer> {
+        self.inner.alloc_calls.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut f = self.lock()?;
+            let generation = f.generation;
+            if let Session::Planned { plan, base, replay } = &mut f.session {
+                let (id, offset) = replay.alloc(plan, bytes)?;
+                return Ok(DeviceBuffer {
+                    ptr: *base + offset as u64,
+                    bytes,
+                    backing: Backing::Arena,
+                    traced: Some((generation, id)),
+                    pool: self.inner.clone(),
+                });
+            }
+        }
+        let mut buf = self.alloc_pooled(bytes)?;
+        let mut f = self.lock()?;
+        let generation = f.generation;
+        if let Session::Recording(trace) = &mut f.session {
+            buf.traced = Some((generation, trace.alloc(bytes, DEVICE_ALIGN)));
+        }
+        Ok(buf)
+    }
+
+    fn alloc_pooled(&self, bytes: usize) -> Result<DeviceBuffer> {
         let class = size_class(bytes);
         {
-            let mut f = self.inner.free.lock().map_err(|_| Error::Device("memory pool poisoned".into()))?;
+            let mut f = self.lock()?;
             if let Some(p) = f.by_class.get_mut(&class).and_then(|v| v.pop()) {
                 f.cached_bytes -= class;
                 f.live_bytes += class;
                 f.peak_bytes = f.peak_bytes.max(f.live_bytes);
-                return Ok(DeviceBuffer { ptr: p, bytes, class, pool: self.inner.clone() });
+                return Ok(DeviceBuffer::pooled(p, bytes, class, &self.inner));
             }
         }
         let p = match self.inner.raw_alloc(class) {
@@ -131,10 +194,102 @@ impl Pool {
             }
             Err(e) => return Err(derr(format!("cannot allocate {} of GPU memory", human(class)), e)),
         };
-        let mut f = self.inner.free.lock().map_err(|_| Error::Device("memory pool poisoned".into()))?;
+        let mut f = self.lock()?;
         f.live_bytes += class;
         f.peak_bytes = f.peak_bytes.max(f.live_bytes);
-        Ok(DeviceBuffer { ptr: p, bytes, class, pool: self.inner.clone() })
+        Ok(DeviceBuffer::pooled(p, bytes, class, &self.inner))
+    }
+
+    /// Runs `pass` on pooled buffers and returns what it allocated and freed, in order. Every
+    /// buffer the pass allocates must be freed by its end (the trace is the plan of a pass that
+    /// leaves nothing behind in the arena).
+    pub fn record<R>(&self, pass: impl FnOnce() -> Result<R>) -> Result<(R, Trace)> {
+        self.begin(Session::Recording(Trace::new()))?;
+        let r = pass();
+        let session = self.end();
+        let r = r?;
+        let Session::Recording(trace) = session? else {
+            return Err(Error::Other("internal: the pool's recording session was replaced".into()));
+        };
+        if trace.live_at_end() != 0 {
+            return Err(Error::Other(format!(
+                "internal: {} buffers allocated in a recorded pass outlive it",
+                trace.live_at_end()
+            )));
+        }
+        Ok((r, trace))
+    }
+
+    /// Runs `pass` with its buffers at `plan`'s offsets in `arena`: no driver allocation, the
+    /// same addresses every time. Fails (never overlaps buffers) if the pass diverges from the
+    /// recorded one, or if one of its buffers outlives it.
+    pub fn planned<R>(&self, plan: &Arc<Plan>, arena: &Arena, pass: impl FnOnce() -> Result<R>) -> Result<R> {
+        if arena.bytes < plan.size || !Arc::ptr_eq(&arena.pool, &self.inner) {
+            return Err(Error::Other(format!(
+                "internal: an arena of {} bytes (of this pool: {}) for a plan of {} bytes",
+                arena.bytes,
+                Arc::ptr_eq(&arena.pool, &self.inner),
+                plan.size
+            )));
+        }
+        self.begin(Session::Planned { plan: plan.clone(), base: arena.ptr, replay: Replay::new() })?;
+        let r = pass();
+        let session = self.end();
+        let r = r?;
+        match session? {
+            Session::Planned { plan, mut replay, .. } => replay.finish(&plan)?,
+            _ => return Err(Error::Other("internal: the pool's planned session was replaced".into())),
+        }
+        Ok(r)
+    }
+
+    fn begin(&self, session: Session) -> Result<()> {
+        let mut f = self.lock()?;
+        if !matches!(f.session, Session::Plain) {
+            return Err(Error::Device(
+                "the GPU memory pool is already in a recorded or planned pass (one pass at a time per backend)".into(),
+            ));
+        }
+        f.generation += 1;
+        f.session = session;
+        Ok(())
+    }
+
+    fn end(&self) -> Result<Session> {
+        let mut f = self.lock()?;
+        f.generation += 1;
+        Ok(std::mem::take(&mut f.session))
+    }
+
+    /// One device buffer for a planned pass's arena, outside the size classes.
+    pub fn arena(&self, bytes: usize) -> Result<Arena> {
+        let bytes = bytes.max(DEVICE_ALIGN);
+        let ptr = self.inner.raw_alloc(bytes).map_err(|e| {
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                let (free, total) = self.inner.ctx.mem_get_info().unwrap_or((0, 0));
+                Error::Device(format!(
+                    "out of GPU memory: the planned arena needs {} ({} free of {} on {}); use a smaller batch",
+                    human(bytes),
+                    human(free),
+                    human(total),
+                    self.inner.device_name
+                ))
+            } else {
+                derr(format!("cannot allocate the {} arena", human(bytes)), e)
+            }
+        })?;
+        self.lock()?.arena_bytes += bytes;
+        Ok(Arena { ptr, bytes, pool: self.inner.clone() })
+    }
+
+    /// Number of [`Pool::alloc`] calls so far.
+    pub fn alloc_count(&self) -> u64 {
+        self.inner.alloc_calls.load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by planned arenas.
+    pub fn arena_bytes(&self) -> usize {
+        self.lock().map(|f| f.arena_bytes).unwrap_or(0)
     }
 
     /// Frees all cached (unused) buffers.
@@ -148,15 +303,57 @@ impl Pool {
     }
 }
 
-/// Device memory owned by the pool; returns to it on drop.
+/// The memory of a planned pass: one driver allocation, freed (after the stream drains) on drop.
+pub struct Arena {
+    ptr: sys::CUdeviceptr,
+    bytes: usize,
+    pool: Arc<PoolInner>,
+}
+
+impl Arena {
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // Queued kernels (a replayed graph) may still use it.
+        let _ = self.pool.stream.synchronize();
+        self.pool.raw_free(self.ptr);
+        let _ = self.pool.stream.synchronize();
+        if let Ok(mut f) = self.pool.free.lock() {
+            f.arena_bytes -= self.bytes;
+        }
+    }
+}
+
+/// Where a buffer's memory comes from.
+enum Backing {
+    /// A size-class block, returned to the free lists on drop.
+    Pooled { class: usize },
+    /// A slice of a planned arena, which owns the memory.
+    Arena,
+}
+
+/// Device memory owned by the pool (or a planned arena); returns to it on drop.
 pub struct DeviceBuffer {
     ptr: sys::CUdeviceptr,
     bytes: usize,
-    class: usize,
+    backing: Backing,
+    /// `(session generation, id)` when allocated in a recorded or planned pass.
+    traced: Option<(u64, usize)>,
     pool: Arc<PoolInner>,
 }
 
 impl DeviceBuffer {
+    fn pooled(ptr: sys::CUdeviceptr, bytes: usize, class: usize, pool: &Arc<PoolInner>) -> Self {
+        DeviceBuffer { ptr, bytes, backing: Backing::Pooled { class }, traced: None, pool: pool.clone() }
+    }
+
     pub fn ptr(&self) -> u64 {
         self.ptr
     }
@@ -169,8 +366,9 @@ impl DeviceBuffer {
     }
 
     /// Copies `data` to the start of the buffer (ordered on the stream; `data` may be dropped
-    /// on return).
-    pub fn upload<T: Copy>(&mut self, data: &[T]) -> Result<()> {
+    /// on return, except pinned memory, which the copy reads asynchronously: keep it until the
+    /// stream has passed the copy).
+    pub fn upload<T: Copy>(&self, data: &[T]) -> Result<()> {
         let n = std::mem::size_of_val(data);
         if n > self.bytes {
             return Err(Error::Device(format!("upload of {n} bytes into a buffer of {}", self.bytes)));
@@ -211,10 +409,20 @@ impl DeviceBuffer {
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        if let Ok(mut f) = self.pool.free.lock() {
-            f.live_bytes -= self.class;
-            f.cached_bytes += self.class;
-            f.by_class.entry(self.class).or_default().push(self.ptr);
+        let Ok(mut f) = self.pool.free.lock() else { return };
+        if let Some((generation, id)) = self.traced {
+            let current = f.generation == generation;
+            match &mut f.session {
+                Session::Recording(trace) if current => trace.free(id),
+                Session::Planned { replay, .. } if current => replay.free(id),
+                // Its pass is over: a pooled buffer simply goes back to the free lists.
+                _ => {}
+            }
+        }
+        if let Backing::Pooled { class } = self.backing {
+            f.live_bytes -= class;
+            f.cached_bytes += class;
+            f.by_class.entry(class).or_default().push(self.ptr);
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod conv;
 mod device;
+mod graph;
 mod kernels;
 mod memory;
 mod ops;
@@ -28,8 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use conv::{ConvKernel, CudaConv, CudaConvT};
 pub use device::Device;
+pub use graph::{GraphedForward, PinnedBuffer};
 pub use kernels::{Module, KERNELS_BUILT, RESOURCES as KERNEL_RESOURCES};
-pub use memory::{DeviceBuffer, Pool};
+pub use memory::{Arena, DeviceBuffer, Pool};
 pub use tensor::CudaTensor;
 pub use window::{Blend, DeviceVolume};
 
@@ -38,6 +40,9 @@ use crate::error::{Error, Result};
 use crate::tensor::{numel, Dims, HostTensor};
 use params::F16_NAN_BITS;
 use tensor::{check_shape, ncdhw_to_ndhwc_f16};
+
+// The shape-only backend's trace of this engine's statistics buffers uses the same tile.
+const _: () = assert!(params::TILE_ROWS == crate::backend::shape::STATS_TILE_ROWS);
 
 /// The CUDA backend on one GPU.
 pub struct CudaBackend {
@@ -107,6 +112,16 @@ impl CudaBackend {
         Ok(best)
     }
 
+    /// Bytes held by planned arenas (`GraphedForward`), on top of [`Self::memory_usage`].
+    pub fn arena_bytes(&self) -> usize {
+        self.pool.arena_bytes()
+    }
+
+    /// Number of device buffer requests so far (a replayed graph makes none).
+    pub fn alloc_count(&self) -> u64 {
+        self.pool.alloc_count()
+    }
+
     /// Returns cached device memory to the driver.
     pub fn trim_memory(&self) {
         self.pool.trim()
@@ -142,12 +157,7 @@ impl Backend for CudaBackend {
             return Err(Error::Value(format!("input element {i} is {}", x.data[i])));
         }
         let t = self.new_tensor(n, c, dims)?;
-        let data = ncdhw_to_ndhwc_f16(&x.data, n, c, numel(dims));
-        let mut t = t;
-        match std::sync::Arc::get_mut(&mut t.buf) {
-            Some(b) => b.upload(&data)?,
-            None => return Err(Error::Other("internal: fresh tensor buffer is shared".into())),
-        }
+        t.buf.upload(&ncdhw_to_ndhwc_f16(&x.data, n, c, numel(dims)))?;
         Ok(t)
     }
 

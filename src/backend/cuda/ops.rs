@@ -268,8 +268,21 @@ impl CudaBackend {
 
     /// The tensor as PyTorch-layout f32 on the device.
     pub(crate) fn to_ncdhw_f32(&self, x: &CudaTensor) -> Result<DeviceBuffer> {
-        let (n, c, dims) = x.shape();
         let out = self.pool.alloc(x.numel() * 4)?;
+        self.to_ncdhw_f32_into(x, &out)?;
+        Ok(out)
+    }
+
+    /// [`Self::to_ncdhw_f32`] into an existing buffer (a graph's fixed output).
+    pub(crate) fn to_ncdhw_f32_into(&self, x: &CudaTensor, out: &DeviceBuffer) -> Result<()> {
+        let (n, c, dims) = x.shape();
+        if out.len() < x.numel() * 4 {
+            return Err(Error::Other(format!(
+                "internal: {} bytes for an f32 copy of a tensor of {} values",
+                out.len(),
+                x.numel()
+            )));
+        }
         let p = EwParams {
             inputs: [x.src(), Src::default(), Src::default(), Src::default()],
             yf: out.ptr(),
@@ -288,8 +301,7 @@ impl CudaBackend {
             (EW_BLOCK, 1, 1),
             0,
             &p,
-        )?;
-        Ok(out)
+        )
     }
 
     fn ew_params(&self, y: &CudaTensor) -> EwParams {

@@ -77,6 +77,12 @@ pub(crate) fn check_shape(what: &str, n: usize, c: usize, dims: Dims) -> Result<
 /// PyTorch layout f32 `(N, C, vox)` -> fp16 `(N, vox, C)`.
 pub(crate) fn ncdhw_to_ndhwc_f16(data: &[f32], n: usize, c: usize, vox: usize) -> Vec<f16> {
     let mut out = vec![f16::ZERO; n * c * vox];
+    ncdhw_to_ndhwc_f16_into(data, c, vox, &mut out);
+    out
+}
+
+/// [`ncdhw_to_ndhwc_f16`] into `out` (`data.len()` values; a pinned staging buffer).
+pub(crate) fn ncdhw_to_ndhwc_f16_into(data: &[f32], c: usize, vox: usize, out: &mut [f16]) {
     out.par_chunks_mut(c * 4096).enumerate().for_each(|(chunk, o)| {
         let first = chunk * 4096; // voxel index over (N, vox)
         for (j, px) in o.chunks_mut(c).enumerate() {
@@ -87,7 +93,6 @@ pub(crate) fn ncdhw_to_ndhwc_f16(data: &[f32], n: usize, c: usize, vox: usize) -
             }
         }
     });
-    out
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ impl CudaBackend {
         if let Some(i) = v.first_non_finite() {
             return Err(Error::Value(format!("volume element {i} is {}", v.data[i])));
         }
-        let mut buf = self.pool.alloc(v.data.len() * 4)?;
+        let buf = self.pool.alloc(v.data.len() * 4)?;
         buf.upload(&v.data)?;
         Ok(DeviceVolume { buf, c, dims })
     }

@@ -1,0 +1,223 @@
+//! The forward pass as a replayed CUDA graph over a planned arena, with pinned staging.
+//!
+//! Per (batch, input size), the first [`GraphedForward::run`]:
+//! 1. allocates that shape's fixed buffers: the fp16 input, the f32 logits (PyTorch layout),
+//!    and their pinned host twins;
+//! 2. runs the pass on the caching pool while recording every allocation and free
+//!    ([`Pool::record`]); this pass's logits are the call's result;
+//! 3. plans the arena from the recorded lifetimes (`backend::arena`) and allocates it;
+//! 4. captures the pass with every buffer at its planned offset ([`Pool::planned`]) into a
+//!    CUDA graph: input buffer -> ~200 kernels -> logits buffer, no allocation, no host work.
+//!
+//! Every later call with that shape converts the input into the pinned buffer, copies it up,
+//! launches the graph, copies the logits down and waits: three stream operations, whatever the
+//! number of kernels, and no allocation at all ([`Pool::alloc_count`] does not move).
+//!
+//! Graph replay and the eager pass compute the same kernels on the same values at other
+//! addresses, so results are bit-identical (tests/gpu.rs checks it). Everything runs on the
+//! device's one stream: graphs of different shapes may use their arenas in turn, never at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::result as cu;
+use cudarc::driver::{CudaContext, CudaStream};
+use half::f16;
+
+use super::device::{derr, Graph};
+use super::memory::{Arena, DeviceBuffer};
+use super::tensor::{ncdhw_to_ndhwc_f16_into, CudaTensor};
+use super::CudaBackend;
+use crate::backend::arena::{self, Plan};
+use crate::engine::{check_input, Engine};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Dims, HostTensor};
+
+/// Page-locked host memory: copies from and to it run asynchronously at full bus speed.
+pub struct PinnedBuffer<T: bytemuck::Pod> {
+    ptr: *mut T,
+    len: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+}
+
+// SAFETY: the buffer is plain host memory owned by this value; access goes through & / &mut.
+unsafe impl<T: bytemuck::Pod + Send> Send for PinnedBuffer<T> {}
+unsafe impl<T: bytemuck::Pod + Sync> Sync for PinnedBuffer<T> {}
+
+impl<T: bytemuck::Pod> PinnedBuffer<T> {
+    /// `len` zeroed values.
+    pub fn new(backend: &CudaBackend, len: usize) -> Result<Self> {
+        let dev = &backend.dev;
+        dev.bind()?;
+        let bytes = (len * std::mem::size_of::<T>()).max(1);
+        let raw = unsafe { cu::malloc_host(bytes, 0) }
+            .map_err(|e| derr(format!("cannot allocate {bytes} bytes of pinned host memory"), e))?;
+        if raw.is_null() {
+            return Err(Error::Device(format!("cuMemHostAlloc of {bytes} bytes returned null")));
+        }
+        // SAFETY: `raw` points to `bytes` writable bytes; zero is a valid `T` (Pod).
+        unsafe { std::ptr::write_bytes(raw as *mut u8, 0, bytes) };
+        Ok(PinnedBuffer { ptr: raw as *mut T, len, ctx: dev.ctx.clone(), stream: dev.stream.clone() })
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `len` initialised values, owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as above, borrowed mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: bytemuck::Pod> Drop for PinnedBuffer<T> {
+    fn drop(&mut self) {
+        // A copy from or to it may still be queued.
+        if self.ctx.bind_to_thread().is_ok() {
+            let _ = self.stream.synchronize();
+            unsafe {
+                let _ = cu::free_host(self.ptr as *mut std::ffi::c_void);
+            }
+        }
+    }
+}
+
+/// One (batch, input size)'s resources. Field order is drop order: the graph goes before the
+/// memory it refers to.
+struct Shape {
+    graph: Option<Graph>,
+    plan: Arc<Plan>,
+    arena: Arena,
+    input: CudaTensor,
+    logits: DeviceBuffer,
+    host_in: PinnedBuffer<f16>,
+    host_out: PinnedBuffer<f32>,
+}
+
+/// The network's logits through per-shape CUDA graphs (or, with graphs off, eager passes over
+/// the same planned arena). See the module documentation.
+pub struct GraphedForward {
+    engine: Engine<CudaBackend>,
+    graphs: bool,
+    shapes: HashMap<(usize, Dims), Shape>,
+}
+
+impl GraphedForward {
+    /// Graph replay on.
+    pub fn new(engine: Engine<CudaBackend>) -> Self {
+        GraphedForward { engine, graphs: true, shapes: HashMap::new() }
+    }
+
+    /// With `false`, later passes run eagerly (kernel by kernel) over the planned arena: the
+    /// arena without the graph, for comparisons and for bisecting a graph problem.
+    pub fn with_graphs(mut self, on: bool) -> Self {
+        self.graphs = on;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine<CudaBackend> {
+        &self.engine
+    }
+
+    /// The arena plan of a shape already run.
+    pub fn plan(&self, batch: usize, dims: Dims) -> Option<&Plan> {
+        self.shapes.get(&(batch, dims)).map(|s| s.plan.as_ref())
+    }
+
+    /// Whether a shape already run replays a graph.
+    pub fn has_graph(&self, batch: usize, dims: Dims) -> bool {
+        self.shapes.get(&(batch, dims)).is_some_and(|s| s.graph.is_some())
+    }
+
+    /// Device bytes held for the shapes run so far: arenas, input and logits buffers.
+    pub fn device_bytes(&self) -> usize {
+        self.shapes.values().map(|s| s.arena.len() + s.input.buf.len() + s.logits.len()).sum()
+    }
+
+    /// Logits `(N, 2, H, W, D)` for an input `(N, 1, H, W, D)`, as [`Engine::logits`].
+    pub fn run(&mut self, x: &HostTensor) -> Result<HostTensor> {
+        check_input(x)?;
+        let (n, _, dims) = x.ncdims()?;
+        let key = (n, dims);
+        if !self.shapes.contains_key(&key) {
+            let (shape, logits) = self.first_pass(x)?;
+            self.shapes.insert(key, shape);
+            return Ok(logits);
+        }
+        let be = self.engine.backend();
+        let shape = self.shapes.get_mut(&key).ok_or_else(|| Error::Other("internal: shape vanished".into()))?;
+        stage(&shape.input, &mut shape.host_in, x)?;
+        match &shape.graph {
+            Some(g) => g.launch()?,
+            None => be.pool.planned(&shape.plan, &shape.arena, || pass(&self.engine, &shape.input, &shape.logits))?,
+        }
+        fetch_logits(&shape.logits, &mut shape.host_out, n, dims)
+    }
+
+    /// Replays the pass of a shape already run on whatever its input buffer holds and waits,
+    /// without host copies: the device time of the forward pass, for benchmarks.
+    pub fn replay(&mut self, batch: usize, dims: Dims) -> Result<()> {
+        let shape = self.shapes.get(&(batch, dims)).ok_or_else(|| {
+            Error::Other(format!("replay: no pass of batch {batch} at {dims:?} has run yet (call run first)"))
+        })?;
+        let be = self.engine.backend();
+        match &shape.graph {
+            Some(g) => g.launch()?,
+            None => be.pool.planned(&shape.plan, &shape.arena, || pass(&self.engine, &shape.input, &shape.logits))?,
+        }
+        be.synchronize()
+    }
+
+    /// Buffers, recorded pass, plan, arena and (with graphs on) the captured graph of `x`'s
+    /// shape; returns the shape and the recorded pass's logits.
+    fn first_pass(&self, x: &HostTensor) -> Result<(Shape, HostTensor)> {
+        let be = self.engine.backend();
+        let (n, _, dims) = x.ncdims()?;
+        let vox = numel(dims);
+        let input = be.new_tensor(n, 1, dims)?;
+        let logits = be.pool.alloc(n * 2 * vox * 4)?;
+        let mut host_in = PinnedBuffer::<f16>::new(be, n * vox)?;
+        let mut host_out = PinnedBuffer::<f32>::new(be, n * 2 * vox)?;
+        stage(&input, &mut host_in, x)?;
+        // Recorded pass: the pool's own buffers, every allocation and free logged.
+        let ((), trace) = be.pool.record(|| pass(&self.engine, &input, &logits))?;
+        let result = fetch_logits(&logits, &mut host_out, n, dims)?;
+        let plan = Arc::new(arena::plan(&trace)?);
+        // The recorded pass's buffers now sit in the pool's free lists: give them back before
+        // the arena takes their place.
+        be.trim_memory();
+        let arena = be.pool.arena(plan.size)?;
+        let graph = if self.graphs {
+            Some(be.dev.capture(|| be.pool.planned(&plan, &arena, || pass(&self.engine, &input, &logits)))?)
+        } else {
+            None
+        };
+        Ok((Shape { graph, plan, arena, input, logits, host_in, host_out }, result))
+    }
+}
+
+/// The pass every mode runs: the network on the fixed input, its logits converted into the
+/// fixed f32 buffer, every intermediate dropped.
+fn pass(engine: &Engine<CudaBackend>, input: &CudaTensor, logits: &DeviceBuffer) -> Result<()> {
+    let be = engine.backend();
+    let out = engine.model().forward(be, input)?;
+    be.to_ncdhw_f32_into(&out.logits, logits)?;
+    drop(out);
+    Ok(())
+}
+
+/// `x` -> fp16 channels-last in the pinned buffer -> the device input (queued).
+/// The previous pass has finished with `host_in` (every call ends waiting for its download).
+fn stage(input: &CudaTensor, host_in: &mut PinnedBuffer<f16>, x: &HostTensor) -> Result<()> {
+    let (_, c, dims) = x.ncdims()?;
+    ncdhw_to_ndhwc_f16_into(&x.data, c, numel(dims), host_in.as_mut_slice());
+    input.buf.upload(host_in.as_slice())
+}
+
+/// Logits buffer -> pinned buffer (waiting for the pass) -> a host tensor.
+fn fetch_logits(logits: &DeviceBuffer, host_out: &mut PinnedBuffer<f32>, n: usize, dims: Dims) -> Result<HostTensor> {
+    logits.download(host_out.as_mut_slice())?;
+    HostTensor::new(vec![n, 2, dims[0], dims[1], dims[2]], host_out.as_slice().to_vec())
+}
