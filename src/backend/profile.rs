@@ -355,3 +355,36 @@ impl Ceilings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::CpuBackend;
+
+    /// Bytes per op: inputs + weights read once, the output written once, at the element size;
+    /// the floor is the larger of the two ceilings' times.
+    #[test]
+    fn ops_count_their_least_traffic_and_floors_take_the_binding_ceiling() {
+        let be = Profiled::new(CpuBackend::new(1).unwrap(), |_| {}).with_element_bytes(2);
+        let spec = ConvSpec { cin: 3, cout: 4, k: [3, 3, 1], bias: true };
+        let w = HostTensor::zeros(spec.weight_shape());
+        let b = HostTensor::zeros(vec![4]);
+        let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+        let x = be.upload(&HostTensor::zeros(vec![2, 3, 5, 6, 7])).unwrap();
+        let y = be.conv(&x, &conv).unwrap();
+        let _ = be.sum(&[&y, &y], true).unwrap();
+        let t = be.table();
+        let get = |p: &str| t.iter().find(|(l, _)| l.starts_with(p)).map(|(_, s)| s.clone()).unwrap();
+        let vox = 5 * 6 * 7;
+        let c = get("conv ");
+        assert_eq!(c.bytes, ((2 * 3 * vox + 3 * 4 * 9 + 2 * 4 * vox) * 2) as f64);
+        assert_eq!(c.flops, (2 * 2 * vox * 3 * 4 * 9) as f64);
+        assert_eq!(get("sum").bytes, (3 * 2 * 4 * vox * 2) as f64);
+        let ceil = Ceilings { flops_per_s: 1e9, bytes_per_s: 1e6, source: String::new() };
+        assert_eq!(ceil.bound(&c), "bytes");
+        assert_eq!(ceil.floor(&c), c.bytes / 1e6);
+        let fast_mem = Ceilings { bytes_per_s: 1e12, ..ceil };
+        assert_eq!(fast_mem.bound(&c), "flops");
+        assert_eq!(fast_mem.floor(&c), c.flops / 1e9);
+    }
+}

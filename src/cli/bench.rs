@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::profile::{Clock, Profiled};
+use crate::backend::profile::{Ceilings, Clock, OpStat, Profiled};
 use crate::backend::Backend;
 use crate::engine::Engine;
 use crate::model::init::{random_input, random_state_dict};
@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// (eager vs graph on the device, graph end to end through pinned buffers, arena size).
     #[arg(long)]
     pub graph: bool,
+    /// --layers on cuda: the tensor-core rate each layer's floor by arithmetic is taken at, in
+    /// TFLOP/s (default: 798, this workplace's measured cuBLAS bf16 GEMM rate on H100 and H200;
+    /// fp16 and bf16 tensor cores have the same rate on Hopper).
+    #[arg(long, default_value_t = 798.0)]
+    pub peak_tflops: f64,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -85,14 +90,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "cpu" => {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
             let threads = Some(cpu.threads());
-            bench(cpu, |_| {}, &args, &sd, dims, threads, false)
+            let ceilings = |b: &CpuBackend| Ok((4, Ceilings::measure_cpu(b.threads())));
+            bench(cpu, |_| {}, ceilings, &args, &sd, dims, threads, false)
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
             let gpu = crate::backend::cuda::CudaBackend::new()?;
             // Timed on the device: the input is uploaded once and the logits stay there, so
             // the numbers are the engine's, not the PCIe bus's.
-            bench(gpu, |b| drop(b.synchronize()), &args, &sd, dims, None, true)
+            let peak = args.peak_tflops * 1e12;
+            let ceilings = |b: &crate::backend::cuda::CudaBackend| -> anyhow::Result<(usize, Ceilings)> {
+                let source =
+                    format!("{:.0} TFLOP/s tensor cores (--peak-tflops), copy bandwidth measured here", peak / 1e12);
+                Ok((2, Ceilings { flops_per_s: peak, bytes_per_s: b.copy_bandwidth()?, source }))
+            };
+            bench(gpu, |b| drop(b.synchronize()), ceilings, &args, &sd, dims, None, true)
         }
         d => bail!(
             "--device {d}: expected cpu{}",
@@ -101,9 +113,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `ceilings` gives the backend's element size and its two ceilings (for --layers).
+#[allow(clippy::too_many_arguments)]
 fn bench<B: Backend + 'static>(
     backend: B,
     sync: impl Fn(&B) + Send + Sync + 'static,
+    ceilings: impl FnOnce(&B) -> anyhow::Result<(usize, Ceilings)>,
     args: &BenchArgs,
     sd: &crate::weights::StateDict,
     dims: Dims,
@@ -114,14 +129,16 @@ fn bench<B: Backend + 'static>(
     let mut rows = Vec::new();
     let clock = if args.cpu_time { Clock::ProcessCpu } else { Clock::Wall };
     if args.layers {
-        let engine = Engine::new(Profiled::new(backend, sync).with_clock(clock), sd)?;
+        let (elem_bytes, ceilings) = ceilings(&backend)?;
+        let profiled = Profiled::new(backend, sync).with_clock(clock).with_element_bytes(elem_bytes);
+        let engine = Engine::new(profiled, sd)?;
         let x = random_input(1, 1, dims);
         engine.logits(&x)?;
         engine.backend().reset();
         let t0 = clock.now();
         engine.logits(&x)?;
         let total = clock.now() - t0;
-        print_layers(&engine.backend().table(), total);
+        print_layers(&engine.backend().table(), total, &ceilings);
         return Ok(());
     }
     let engine = Engine::new(backend, sd)?;
@@ -191,13 +208,39 @@ fn bench<B: Backend + 'static>(
     Ok(())
 }
 
-fn print_layers(table: &[(String, crate::backend::profile::OpStat)], total: f64) {
-    println!("{:>9} {:>6} {:>7} {:>9}  op", "ms", "%", "calls", "GFLOP/s");
+/// Time per op against its floor: the larger of its arithmetic at the arithmetic ceiling and
+/// its least memory traffic at the bandwidth ceiling.
+fn print_layers(table: &[(String, OpStat)], total: f64, c: &Ceilings) {
+    println!("ceilings: {:.1} TFLOP/s, {:.1} GB/s ({})", c.flops_per_s / 1e12, c.bytes_per_s / 1e9, c.source);
+    println!(
+        "{:>9} {:>6} {:>7} {:>9} {:>8} {:>9} {:>8} {:>6}  op",
+        "ms", "%", "calls", "GFLOP/s", "GB/s", "floor ms", "x floor", "bound"
+    );
+    let mut floor_total = 0.0;
     for (label, s) in table {
         let rate = if s.flops > 0.0 { format!("{:.1}", s.flops / s.seconds / 1e9) } else { "-".into() };
-        println!("{:>9.2} {:>6.1} {:>7} {:>9}  {label}", s.seconds * 1e3, 100.0 * s.seconds / total, s.calls, rate);
+        let floor = c.floor(s);
+        floor_total += floor;
+        let (x, bound) =
+            if floor > 0.0 { (format!("{:.1}", s.seconds / floor), c.bound(s)) } else { ("-".into(), "-") };
+        println!(
+            "{:>9.3} {:>6.1} {:>7} {:>9} {:>8.1} {:>9.4} {:>8} {:>6}  {label}",
+            s.seconds * 1e3,
+            100.0 * s.seconds / total,
+            s.calls,
+            rate,
+            s.bytes / s.seconds / 1e9,
+            floor * 1e3,
+            x,
+            bound
+        );
     }
-    println!("{:>9.2} total", total * 1e3);
+    println!(
+        "{:>9.3} total; sum of the floors {:.4} ms ({:.1}x)",
+        total * 1e3,
+        floor_total * 1e3,
+        total / floor_total.max(1e-12)
+    );
 }
 
 /// Seconds per training step for each batch size, with the time of each phase.
