@@ -91,7 +91,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
             let threads = Some(cpu.threads());
             let ceilings = |b: &CpuBackend| Ok((4, Ceilings::measure_cpu(b.threads())));
-            bench(cpu, |_| {}, ceilings, &args, &sd, dims, threads, false)
+            bench(cpu, |_| {}, ceilings, |_, _| None, &args, &sd, dims, threads, false)
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
@@ -104,7 +104,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     format!("{:.0} TFLOP/s tensor cores (--peak-tflops), copy bandwidth measured here", peak / 1e12);
                 Ok((2, Ceilings { flops_per_s: peak, bytes_per_s: b.copy_bandwidth()?, source }))
             };
-            bench(gpu, |b| drop(b.synchronize()), ceilings, &args, &sd, dims, None, true)
+            let peak = |b: &crate::backend::cuda::CudaBackend, reset: bool| {
+                if reset {
+                    b.reset_memory_peak();
+                }
+                Some(b.memory_usage().2)
+            };
+            bench(gpu, |b| drop(b.synchronize()), ceilings, peak, &args, &sd, dims, None, true)
         }
         d => bail!(
             "--device {d}: expected cpu{}",
@@ -113,12 +119,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `ceilings` gives the backend's element size and its two ceilings (for --layers).
+/// `ceilings` gives the backend's element size and its two ceilings (for --layers);
+/// `device_peak(backend, reset)` the device memory in use at its peak since the last reset.
 #[allow(clippy::too_many_arguments)]
 fn bench<B: Backend + 'static>(
     backend: B,
     sync: impl Fn(&B) + Send + Sync + 'static,
     ceilings: impl FnOnce(&B) -> anyhow::Result<(usize, Ceilings)>,
+    device_peak: impl Fn(&B, bool) -> Option<usize>,
     args: &BenchArgs,
     sd: &crate::weights::StateDict,
     dims: Dims,
@@ -145,6 +153,7 @@ fn bench<B: Backend + 'static>(
     let be = engine.backend();
     for &n in &args.batch {
         let x = random_input(n as u64, n, dims);
+        device_peak(be, true);
         let resident = if device_resident { Some(be.upload(&x)?) } else { None };
         let once = || -> anyhow::Result<()> {
             match &resident {
@@ -168,15 +177,18 @@ fn bench<B: Backend + 'static>(
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        rows.push((n, median, times[0]));
+        // The activations the planned arena would hold (fp16 channels-last, as the CUDA engine).
+        let arena = if device_resident { crate::backend::shape::planned_arena_bytes(dims, n).ok() } else { None };
+        rows.push((n, median, times[0], device_peak(be, false), arena));
     }
     let peak = peak_rss_bytes();
     if args.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(n, med, best)| {
+            .map(|(n, med, best, dev, arena)| {
                 serde_json::json!({"batch": n, "ms_per_patch": med * 1e3 / *n as f64, "best_ms_per_patch": best * 1e3 / *n as f64,
-                "patches_per_s": *n as f64 / med, "gflops": flops * *n as f64 / med / 1e9})
+                "patches_per_s": *n as f64 / med, "gflops": flops * *n as f64 / med / 1e9,
+                "device_peak_bytes": dev, "planned_arena_bytes": arena})
             })
             .collect();
         println!(
@@ -190,16 +202,25 @@ fn bench<B: Backend + 'static>(
     if device_resident {
         println!("timing: the forward pass on the device (input resident, logits left there), synchronised");
     }
-    println!("{:>6} {:>14} {:>14} {:>12} {:>10}", "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s");
-    for (n, med, best) in rows {
+    let mib = |b: Option<usize>| b.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64));
+    println!(
+        "{:>6} {:>14} {:>14} {:>12} {:>10} {:>12} {:>12}",
+        "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s", "device MiB", "arena MiB"
+    );
+    for (n, med, best, dev, arena) in rows {
         println!(
-            "{:>6} {:>14.3} {:>14.3} {:>12.3} {:>10.1}",
+            "{:>6} {:>14.3} {:>14.3} {:>12.3} {:>10.1} {:>12} {:>12}",
             n,
             med * 1e3 / n as f64,
             best * 1e3 / n as f64,
             n as f64 / med,
-            flops * n as f64 / med / 1e9
+            flops * n as f64 / med / 1e9,
+            mib(dev),
+            mib(arena)
         );
+    }
+    if device_resident {
+        println!("device MiB: the pool's peak in use for that batch (weights included); arena MiB: the planned arena");
     }
     match peak {
         Some(b) => println!("peak memory (RSS high-water mark): {:.0} MiB", b as f64 / (1 << 20) as f64),

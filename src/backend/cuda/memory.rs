@@ -298,6 +298,13 @@ impl Pool {
     }
 
     /// (bytes in use, bytes cached, peak bytes in use).
+    /// Starts a new peak from the bytes in use now.
+    pub fn reset_peak(&self) {
+        if let Ok(mut f) = self.inner.free.lock() {
+            f.peak_bytes = f.live_bytes;
+        }
+    }
+
     pub fn usage(&self) -> (usize, usize, usize) {
         self.inner.free.lock().map(|f| (f.live_bytes, f.cached_bytes, f.peak_bytes)).unwrap_or((0, 0, 0))
     }

@@ -89,6 +89,11 @@ impl CudaBackend {
         self.pool.usage()
     }
 
+    /// Starts a new peak of [`Self::memory_usage`] from the bytes in use now.
+    pub fn reset_memory_peak(&self) {
+        self.pool.reset_peak()
+    }
+
     /// Device memory bandwidth, bytes read + written per second: the best of five
     /// device-to-device copies of 1 GiB, timed with a synchronisation around each.
     pub fn copy_bandwidth(&self) -> Result<f64> {
