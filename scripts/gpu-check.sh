@@ -215,13 +215,8 @@ run() {
     want study && run_step "bench study" 90 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --study --sw-batch 4
     want graph && run_step "bench graph" 60 "$OUT/bench.log" "$DEV/bin/fmseg" bench --device cuda --graph --batch 1,8,16 --iters 20
     want layers && run_step "bench layers" 40 "$OUT/layers.log" "$DEV/bin/fmseg" bench --device cuda --layers
-    want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
-    # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
-    # direct and transposed variants, the norm merge) are its practical scope; the whole network
-    # under racecheck runs for many minutes.
-    want racecheck && sanitizer_step "racecheck convs" racecheck 150 "$OUT/racecheck.log" \
-        conv_every_kernel_shape conv_many_tiles conv_norm_chains instance_norm --test-threads 1
-    want racecheck && sanitizer_step "racecheck up_add" racecheck 120 "$OUT/racecheck-up.log" up_add --test-threads 1
+    # The benchmarks against PyTorch before the sanitizers: if the budget runs short, the
+    # sanitizers (clean in every earlier run) are what gets cut.
     local w=()
     [[ -f "$DEV/fixtures/weights_seed0.safetensors" ]] && w=(--weights "$DEV/fixtures/weights_seed0.safetensors")
     want torch && run_step "bench pytorch" 120 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py "${w[@]}" --compile-batches 1
@@ -230,6 +225,13 @@ run() {
     # first, so its lines are in the log even if torch.compile's warm-up runs out of time.
     want torch-study && run_step "bench pytorch study" 150 "$OUT/bench.log" python3 scripts/gpu_bench_torch.py \
         --study "${w[@]}" --study-dims "${FMSEG_STUDY_DIMS:-288,288,16}" --sw-batch 4 --modes eager,compile
+    want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
+    # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
+    # direct and transposed variants, the norm merge) are its practical scope; the whole network
+    # under racecheck runs for many minutes.
+    want racecheck && sanitizer_step "racecheck convs" racecheck 150 "$OUT/racecheck.log" \
+        conv_every_kernel_shape conv_many_tiles conv_norm_chains instance_norm --test-threads 1
+    want racecheck && sanitizer_step "racecheck up_add" racecheck 120 "$OUT/racecheck-up.log" up_add --test-threads 1
     want e2e && run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
     want racecheck-network && sanitizer_step "racecheck network" racecheck 240 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
 
