@@ -971,8 +971,8 @@ fn study_on_the_device_matches_the_host_study() {
     let want = study::infer(img, dims, &mut models, &window, Some(&tta), &mut |_| {}).unwrap();
     let t1 = std::time::Instant::now();
     let mut seen = Vec::new();
-    let got = be.infer_study(&[a.model(), &mb], img, dims, &window, Some(&tta), &mut |p| seen.push(p.done)).unwrap();
     let plan = study::StudyPlan::new(dims, 2, &window, Some(&tta)).unwrap();
+    let got = be.infer_study(&plan, &[a.model(), &mb], img, &mut |p| seen.push(p.done)).unwrap();
     eprintln!(
         "study {:?}: {} windows x {} passes; host pipeline {:.3} s, device-resident {:.3} s",
         dims,
@@ -987,5 +987,7 @@ fn study_on_the_device_matches_the_host_study() {
     eprintln!("device study vs host study: rel L2 {e:.2e}, max abs {:.2e}", max_abs_diff(&got.data, &want.data));
     assert!(e < 1e-5, "rel L2 {e}");
     // a too-small image is refused, not padded silently
-    assert!(be.infer_study(&[a.model()], &img[..100], [10, 5, 2], &window, None, &mut |_| {}).is_err());
+    let small = study::StudyPlan::new([10, 5, 2], 1, &window, None).unwrap();
+    assert!(be.infer_study(&small, &[a.model()], &img[..100], &mut |_| {}).is_err());
+    assert!(be.infer_study(&plan, &[a.model()], img, &mut |_| {}).is_err(), "model count differs from the plan");
 }

@@ -46,10 +46,9 @@ struct Timed {
     seconds: f64,
 }
 
-/// A study's inference on one device: (image, grid, checkpoints, window, TTA, progress) to
-/// the averaged logits.
-type Infer<'a> = dyn FnMut(&[f32], Dims, usize, &WindowConfig, Option<&TtaConfig>, &mut dyn FnMut(Progress)) -> Result<HostTensor>
-    + 'a;
+/// A study's inference on one device: (plan, preprocessed image, progress) to the averaged
+/// logits.
+type Infer<'a> = dyn FnMut(&StudyPlan, &[f32], &mut dyn FnMut(Progress)) -> Result<HostTensor> + 'a;
 
 /// Times the study on `device` (cpu: the host pipeline over the CPU engine; cuda: the study
 /// resident on the GPU). The fold ensemble runs the same weights `folds` times (time does not
@@ -58,17 +57,12 @@ pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json:
     match device {
         "cpu" => {
             let engine = Engine::new(CpuBackend::new(threads)?, sd)?;
-            let mut infer = |img: &[f32],
-                             grid: Dims,
-                             folds: usize,
-                             w: &WindowConfig,
-                             t: Option<&TtaConfig>,
-                             p: &mut dyn FnMut(Progress)| {
+            let mut infer = |plan: &StudyPlan, img: &[f32], p: &mut dyn FnMut(Progress)| {
                 let predict = |x: &HostTensor| engine.logits(x);
                 let predict = &predict;
-                let mut each: Vec<_> = (0..folds).map(|_| move |x: &HostTensor| predict(x)).collect();
+                let mut each: Vec<_> = (0..plan.models).map(|_| move |x: &HostTensor| predict(x)).collect();
                 let mut models: Vec<&mut dyn Predictor> = each.iter_mut().map(|f| f as &mut dyn Predictor).collect();
-                study::infer(img, grid, &mut models, w, t, p)
+                study::run(plan, img, &mut models, p)
             };
             report(&engine.backend().name(), Some(engine.backend().threads()), &mut infer, args, json)
         }
@@ -76,14 +70,8 @@ pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json:
         "cuda" => {
             let engine = Engine::new(crate::backend::cuda::CudaBackend::new()?, sd)?;
             let be = engine.backend();
-            let mut infer = |img: &[f32],
-                             grid: Dims,
-                             folds: usize,
-                             w: &WindowConfig,
-                             t: Option<&TtaConfig>,
-                             p: &mut dyn FnMut(Progress)| {
-                let models = vec![engine.model(); folds];
-                be.infer_study(&models, img, grid, w, t, p)
+            let mut infer = |plan: &StudyPlan, img: &[f32], p: &mut dyn FnMut(Progress)| {
+                be.infer_study(plan, &vec![engine.model(); plan.models], img, p)
             };
             report(&be.name(), None, &mut infer, args, json)?;
             let (_, _, peak) = be.memory_usage();
@@ -110,7 +98,7 @@ fn report(device: &str, threads: Option<usize>, infer: &mut Infer, args: &StudyA
     let tta = TtaConfig { rounds: args.tta_rounds, ..TtaConfig::default() };
 
     // Warm-up (buffers, page faults, kernel modules): one pass without TTA.
-    infer(&pre.volume.data, grid, 1, &window, None, &mut |_| {})?;
+    infer(&StudyPlan::new(grid, 1, &window, None)?, &pre.volume.data, &mut |_| {})?;
     let mut timed = Vec::new();
     for (label, folds, tta) in [
         ("1 model, no TTA".to_string(), 1, None),
@@ -118,7 +106,7 @@ fn report(device: &str, threads: Option<usize>, infer: &mut Infer, args: &StudyA
     ] {
         let plan = StudyPlan::new(grid, folds, &window, tta)?;
         let t = std::time::Instant::now();
-        let logits = infer(&pre.volume.data, grid, folds, &window, tta, &mut |p| {
+        let logits = infer(&plan, &pre.volume.data, &mut |p| {
             if !json {
                 eprint!("\r  {label}: {}/{} windows", p.done, p.total);
             }

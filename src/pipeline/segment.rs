@@ -339,7 +339,7 @@ pub fn segment_volume(
     let plan = study::StudyPlan::new(pre.volume.dims, models.len(), &cfg.window, cfg.tta.as_ref())?;
     let (windows_per_pass, passes, total) = (plan.windows.len(), plan.passes.len(), plan.total_windows());
     progress(SegmentProgress { stage: Stage::Inference, done: 0, total });
-    let logits = study::infer(&pre.volume.data, pre.volume.dims, models, &cfg.window, cfg.tta.as_ref(), &mut |p| {
+    let logits = study::run(&plan, &pre.volume.data, models, &mut |p| {
         progress(SegmentProgress { stage: Stage::Inference, done: p.done, total })
     })?;
     timed(Stage::Inference, t);

@@ -70,6 +70,10 @@ pub struct StudyPlan {
     /// The passes in the reference's order.
     pub passes: Vec<Pass>,
     pub sw_batch: usize,
+    /// The test-time augmentation the passes were planned with (their noise comes from it).
+    pub tta: Option<TtaConfig>,
+    /// Checkpoints of the ensemble.
+    pub models: usize,
     importance: Vec<f32>,
     /// Sum of the importance map over the windows (the same for every frame kind).
     count: Vec<f32>,
@@ -120,7 +124,19 @@ impl StudyPlan {
                 }
             }
         }
-        Ok(StudyPlan { dims, frame, pad_before, roi, windows, passes, sw_batch: window.sw_batch, importance, count })
+        Ok(StudyPlan {
+            dims,
+            frame,
+            pad_before,
+            roi,
+            windows,
+            passes,
+            sw_batch: window.sw_batch,
+            tta: tta.copied(),
+            models,
+            importance,
+            count,
+        })
     }
 
     /// MONAI's Gaussian importance map of one window.
@@ -222,10 +238,23 @@ pub fn infer(
     tta: Option<&TtaConfig>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<HostTensor> {
-    if image.len() != numel(dims) {
-        return Err(Error::Shape(format!("sliding window: image of {} values for dims {dims:?}", image.len())));
+    run(&StudyPlan::new(dims, models.len(), window, tta)?, image, models, progress)
+}
+
+/// [`infer`] by a plan already made (its image size, checkpoint count and TTA).
+pub fn run(
+    plan: &StudyPlan,
+    image: &[f32],
+    models: &mut [&mut dyn Predictor],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<HostTensor> {
+    if image.len() != numel(plan.dims) {
+        return Err(Error::Shape(format!("sliding window: image of {} values for dims {:?}", image.len(), plan.dims)));
     }
-    let plan = StudyPlan::new(dims, models.len(), window, tta)?;
+    if models.len() != plan.models {
+        return Err(Error::Value(format!("study planned for {} models, given {}", plan.models, models.len())));
+    }
+    let tta = plan.tta.as_ref();
     let maps = Flip::ALL.map(|f| plan.source_maps(f));
     let (roi, rn, nw) = (plan.roi, numel(plan.roi), plan.windows.len());
     let total = plan.total_windows();
@@ -280,7 +309,7 @@ pub fn infer(
         }
         progress(Progress { done: batch.end, total });
     }
-    Ok(finish(&plan, &acc, channels))
+    Ok(finish(plan, &acc, channels))
 }
 
 /// `sum over frame kinds of unflip(crop(acc / count))`, divided by the number of passes.
@@ -455,6 +484,12 @@ mod tests {
         assert!(e(StudyPlan::new([4, 4, 2], 1, &cfg([4, 4, 2], 0), None)).contains("sw_batch"));
         assert!(e(StudyPlan::new([4, 4, 2], 0, &cfg([4, 4, 2], 1), None)).contains("no models"));
         assert!(e(StudyPlan::new([4, 0, 2], 1, &cfg([4, 4, 2], 1), None)).contains("size"));
+        let plan = StudyPlan::new([4, 4, 2], 2, &cfg([4, 4, 2], 1), None).unwrap();
+        let mut one = |x: &HostTensor| -> Result<HostTensor> { Ok(x.clone()) };
+        let mut models: [&mut dyn Predictor; 1] = [&mut one];
+        let m = run(&plan, &[0.0; 32], &mut models, &mut |_| {}).unwrap_err().to_string();
+        assert!(m.contains("planned for 2 models"), "{m}");
+        assert!(run(&plan, &[0.0; 31], &mut models, &mut |_| {}).unwrap_err().to_string().contains("31 values"));
         let bad = TtaConfig { noise_std: f64::NAN, ..TtaConfig::default() };
         assert!(e(StudyPlan::new([4, 4, 2], 1, &cfg([4, 4, 2], 1), Some(&bad))).contains("noise"));
     }

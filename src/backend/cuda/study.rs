@@ -9,27 +9,28 @@ use super::CudaBackend;
 use crate::error::{Error, Result};
 use crate::model::Unet25d;
 use crate::pipeline::study::{Flip, StudyPlan};
-use crate::pipeline::tta::{self, TtaConfig};
-use crate::pipeline::window::{Progress, WindowConfig};
+use crate::pipeline::tta;
+use crate::pipeline::window::Progress;
 use crate::tensor::{numel, Dims, HostTensor};
 
 impl CudaBackend {
-    /// The averaged logits `(1, C, H, W, D)` of `models` on a preprocessed image, as
-    /// [`crate::pipeline::study::infer`] computes them (to FP16 rounding). The image must be at
+    /// The averaged logits `(1, C, H, W, D)` of `models` on a preprocessed image by `plan`, as
+    /// [`crate::pipeline::study::run`] computes them (to FP16 rounding). The image must be at
     /// least the roi along every axis (the pipeline's preprocessing pads it to that).
     pub fn infer_study(
         &self,
+        plan: &StudyPlan,
         models: &[&Unet25d<CudaBackend>],
         image: &[f32],
-        dims: Dims,
-        window: &WindowConfig,
-        tta: Option<&TtaConfig>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<HostTensor> {
+        let dims = plan.dims;
         if image.len() != numel(dims) {
             return Err(Error::Shape(format!("study: image of {} values for dims {dims:?}", image.len())));
         }
-        let plan = StudyPlan::new(dims, models.len(), window, tta)?;
+        if models.len() != plan.models {
+            return Err(Error::Value(format!("study planned for {} models, given {}", plan.models, models.len())));
+        }
         if plan.pads() {
             return Err(Error::Shape(format!(
                 "study on the device: the image {dims:?} is smaller than the window {:?} (preprocess it first)",
@@ -52,7 +53,7 @@ impl CudaBackend {
             let mut item = batch.start;
             while item < batch.end {
                 let pass = plan.passes[item / nw];
-                let key = match (pass.noise_round, tta) {
+                let key = match (pass.noise_round, plan.tta.as_ref()) {
                     (Some(round), Some(t)) => {
                         let key = (pass.model, round);
                         if noised.as_ref().map(|n| n.0) != Some(key) {
