@@ -293,17 +293,17 @@ impl Ceilings {
     /// (the `matrixmultiply` GEMM), and a parallel copy of 2 x 256 MiB, best of three each.
     pub fn measure_cpu(threads: usize) -> Self {
         let threads = threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-        let run = |f: &(dyn Fn() + Sync)| match &pool {
-            Ok(p) => p.install(f),
-            Err(_) => f(),
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok();
+        let in_pool = |f: &mut (dyn FnMut() + Send)| match &pool {
+            Some(p) => p.install(f),
+            None => f(),
         };
         let n = 1024;
         let a = vec![1.0f32; n * n];
         let mut best_flops = 0f64;
         for _ in 0..3 {
             let t = Instant::now();
-            run(&|| {
+            in_pool(&mut || {
                 rayon::broadcast(|_| {
                     let mut c = vec![0f32; n * n];
                     // SAFETY: a, b and c are n x n row-major buffers of the stated strides.
@@ -336,15 +336,10 @@ impl Ceilings {
         let mut best_bw = 0f64;
         for _ in 0..3 {
             let t = Instant::now();
-            {
+            in_pool(&mut || {
                 use rayon::prelude::*;
-                let mut go =
-                    || dst.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
-                match &pool {
-                    Ok(p) => p.install(go),
-                    Err(_) => go(),
-                }
-            }
+                dst.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s))
+            });
             best_bw = best_bw.max(2.0 * (len * 4) as f64 / t.elapsed().as_secs_f64());
         }
         std::hint::black_box(&dst);
