@@ -177,22 +177,9 @@ impl Pool {
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 // Give cached buffers of other sizes back to the driver and try once more.
                 self.inner.trim();
-                self.inner.raw_alloc(class).map_err(|e| {
-                    if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-                        let (free, total) = self.inner.ctx.mem_get_info().unwrap_or((0, 0));
-                        Error::Device(format!(
-                            "out of GPU memory: needed {} more ({} free of {} on {}); use a smaller batch",
-                            human(class),
-                            human(free),
-                            human(total),
-                            self.inner.device_name
-                        ))
-                    } else {
-                        derr(format!("cannot allocate {} of GPU memory", human(class)), e)
-                    }
-                })?
+                self.inner.raw_alloc(class).map_err(|e| self.alloc_error(e, class, "needed"))?
             }
-            Err(e) => return Err(derr(format!("cannot allocate {} of GPU memory", human(class)), e)),
+            Err(e) => return Err(self.alloc_error(e, class, "needed")),
         };
         let mut f = self.lock()?;
         f.live_bytes += class;
@@ -261,23 +248,27 @@ impl Pool {
         Ok(std::mem::take(&mut f.session))
     }
 
+    /// A failed allocation of `bytes` as an error: out of memory says how much is free and what
+    /// to do (`what` names the request: "needed", "the planned arena needs").
+    fn alloc_error(&self, e: cu::DriverError, bytes: usize, what: &str) -> Error {
+        if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.inner.ctx.mem_get_info().unwrap_or((0, 0));
+            Error::Device(format!(
+                "out of GPU memory: {what} {} ({} free of {} on {}); use a smaller batch",
+                human(bytes),
+                human(free),
+                human(total),
+                self.inner.device_name
+            ))
+        } else {
+            derr(format!("cannot allocate {} of GPU memory", human(bytes)), e)
+        }
+    }
+
     /// One device buffer for a planned pass's arena, outside the size classes.
     pub fn arena(&self, bytes: usize) -> Result<Arena> {
         let bytes = bytes.max(DEVICE_ALIGN);
-        let ptr = self.inner.raw_alloc(bytes).map_err(|e| {
-            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-                let (free, total) = self.inner.ctx.mem_get_info().unwrap_or((0, 0));
-                Error::Device(format!(
-                    "out of GPU memory: the planned arena needs {} ({} free of {} on {}); use a smaller batch",
-                    human(bytes),
-                    human(free),
-                    human(total),
-                    self.inner.device_name
-                ))
-            } else {
-                derr(format!("cannot allocate the {} arena", human(bytes)), e)
-            }
-        })?;
+        let ptr = self.inner.raw_alloc(bytes).map_err(|e| self.alloc_error(e, bytes, "the planned arena needs"))?;
         self.lock()?.arena_bytes += bytes;
         Ok(Arena { ptr, bytes, pool: self.inner.clone() })
     }
