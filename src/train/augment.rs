@@ -24,6 +24,13 @@
 //!    itself drawn from `U(0, 0.01)` (MONAI 0.9), then `N(0, std)` is added to every voxel.
 //! 5. Per crop, `RandFlipd` along axis 0, 1, 2, each with probability 0.5.
 //!
+//! Beyond the reference ([`IntensityAug`], off in [`AugmentConfig::default`]): per crop, before
+//! the noise, a random intensity scale and shift (MONAI's `RandScaleIntensity` and
+//! `RandShiftIntensity`), a contrast gamma on the crop's own range (`RandAdjustContrast`) and a
+//! smooth multiplicative bias field (`RandBiasField`, degree 2), so that a network trained on
+//! one generator's contrasts holds on another's. Their draws are made only when enabled, so the
+//! reference's stream is unchanged.
+//!
 //! Randomness: one ChaCha20 stream per volume, keyed by `(seed, epoch, sample index)`
 //! ([`volume_rng`]), drawn in a fixed order (affine; crop centres; per crop noise then flips),
 //! so a patch depends on nothing else: not on threads, batch order or other volumes.
@@ -52,6 +59,115 @@ pub struct AffineAug {
     pub scale_range: [f64; 3],
 }
 
+/// Intensity augmentations the reference does not use (all off by default): per crop, each
+/// applied with its own probability, in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct IntensityAug {
+    /// `v * (1 + U(-scale, scale)) + U(-shift, shift)` with probability `scale_shift_prob`.
+    pub scale_shift_prob: f64,
+    pub scale: f64,
+    pub shift: f64,
+    /// Contrast: `((v - min) / (max - min))^g * (max - min) + min`, `g ~ U(gamma[0], gamma[1])`.
+    pub gamma_prob: f64,
+    pub gamma: [f64; 2],
+    /// Bias field: `(v - min) * exp(p(x)) + min`, `p` a degree-2 polynomial over the crop's
+    /// coordinates in `[-1, 1]` with coefficients `U(-bias, bias)`.
+    pub bias_prob: f64,
+    pub bias: f64,
+}
+
+impl IntensityAug {
+    fn validate(&self) -> std::result::Result<(), String> {
+        for (name, p) in
+            [("scale/shift", self.scale_shift_prob), ("gamma", self.gamma_prob), ("bias field", self.bias_prob)]
+        {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} probability {p} is not in [0, 1]"));
+            }
+        }
+        for (name, v) in [("scale", self.scale), ("shift", self.shift), ("bias", self.bias)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!("{name} range {v} must be a non-negative number"));
+            }
+        }
+        if self.scale >= 1.0 {
+            return Err(format!("scale range {} must be below 1", self.scale));
+        }
+        let [lo, hi] = self.gamma;
+        if self.gamma_prob > 0.0 && !(lo > 0.0 && hi >= lo && hi.is_finite()) {
+            return Err(format!("gamma range [{lo}, {hi}] must be positive and ordered"));
+        }
+        Ok(())
+    }
+
+    /// Apply to one crop of `dims`, drawing from `rng` only for the enabled parts.
+    fn apply<R: Rng>(&self, img: &mut [f32], dims: Dims, rng: &mut R) -> IntensityInfo {
+        let mut info = IntensityInfo::default();
+        if self.scale_shift_prob > 0.0 && rng.random::<f64>() < self.scale_shift_prob {
+            let a = 1.0 + self.scale * (2.0 * rng.random::<f64>() - 1.0);
+            let b = self.shift * (2.0 * rng.random::<f64>() - 1.0);
+            for v in img.iter_mut() {
+                *v = (*v as f64 * a + b) as f32;
+            }
+            info.scale_shift = Some((a, b));
+        }
+        if self.gamma_prob > 0.0 && rng.random::<f64>() < self.gamma_prob {
+            let g = self.gamma[0] + (self.gamma[1] - self.gamma[0]) * rng.random::<f64>();
+            let (lo, hi) = min_max(img);
+            let range = hi - lo;
+            if range > 0.0 {
+                for v in img.iter_mut() {
+                    *v = (((*v as f64 - lo) / range).powf(g) * range + lo) as f32;
+                }
+            }
+            info.gamma = Some(g);
+        }
+        if self.bias_prob > 0.0 && rng.random::<f64>() < self.bias_prob {
+            // degree-2 terms over (x, y, z): 1, x, y, z, x2, y2, z2, xy, xz, yz (constant
+            // term dropped: it would only scale the crop)
+            let c: [f64; 9] = std::array::from_fn(|_| self.bias * (2.0 * rng.random::<f64>() - 1.0));
+            let (lo, _) = min_max(img);
+            let coord = |i: usize, n: usize| if n > 1 { 2.0 * i as f64 / (n - 1) as f64 - 1.0 } else { 0.0 };
+            for i in 0..dims[0] {
+                let x = coord(i, dims[0]);
+                for j in 0..dims[1] {
+                    let y = coord(j, dims[1]);
+                    let row = (i * dims[1] + j) * dims[2];
+                    for k in 0..dims[2] {
+                        let z = coord(k, dims[2]);
+                        let p = c[0] * x
+                            + c[1] * y
+                            + c[2] * z
+                            + c[3] * x * x
+                            + c[4] * y * y
+                            + c[5] * z * z
+                            + c[6] * x * y
+                            + c[7] * x * z
+                            + c[8] * y * z;
+                        let v = &mut img[row + k];
+                        *v = ((*v as f64 - lo) * p.exp() + lo) as f32;
+                    }
+                }
+            }
+            info.bias = Some(c);
+        }
+        info
+    }
+}
+
+fn min_max(v: &[f32]) -> (f64, f64) {
+    let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    (lo as f64, hi as f64)
+}
+
+/// What [`IntensityAug`] did to a crop.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct IntensityInfo {
+    pub scale_shift: Option<(f64, f64)>,
+    pub gamma: Option<f64>,
+    pub bias: Option<[f64; 9]>,
+}
+
 /// The whole augmentation recipe. [`Default`] is the reference's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AugmentConfig {
@@ -68,6 +184,8 @@ pub struct AugmentConfig {
     pub noise_std: f64,
     /// Probability of flipping a crop along each axis.
     pub flip_prob: [f64; 3],
+    /// Beyond the reference (off by default).
+    pub intensity: IntensityAug,
 }
 
 impl Default for AugmentConfig {
@@ -81,6 +199,7 @@ impl Default for AugmentConfig {
             noise_prob: 0.15,
             noise_std: 0.01,
             flip_prob: [0.5; 3],
+            intensity: IntensityAug::default(),
         }
     }
 }
@@ -122,6 +241,9 @@ impl AugmentConfig {
         if !(self.pos >= 0.0 && self.neg >= 0.0 && self.pos + self.neg > 0.0 && (self.pos + self.neg).is_finite()) {
             return bad(format!("pos {} / neg {} must be non-negative and not both 0", self.pos, self.neg));
         }
+        if let Err(m) = self.intensity.validate() {
+            return bad(m);
+        }
         if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
             return bad(format!("noise std {} must be a non-negative number", self.noise_std));
         }
@@ -154,6 +276,8 @@ pub struct PatchInfo {
     pub noise_std: Option<f64>,
     /// Axes the patch was flipped along (after cropping and noise).
     pub flipped: [bool; 3],
+    /// The intensity augmentation applied before the noise.
+    pub intensity: IntensityInfo,
 }
 
 /// One augmented training patch.
@@ -413,6 +537,7 @@ pub fn augment_with<R: Rng>(sample: &Sample, cfg: &AugmentConfig, rng: &mut R) -
     for (positive, centre, start) in crops {
         let mut img = crop(&image, dims, start, cfg.patch);
         let mut lab = crop(&label, dims, start, cfg.patch);
+        let intensity = cfg.intensity.apply(&mut img, cfg.patch, rng);
         let mut noise_std = None;
         if rng.random::<f64>() < cfg.noise_prob {
             let std = cfg.noise_std * rng.random::<f64>();
@@ -434,7 +559,7 @@ pub fn augment_with<R: Rng>(sample: &Sample, cfg: &AugmentConfig, rng: &mut R) -
             image: img,
             label: lab,
             dims: cfg.patch,
-            info: PatchInfo { positive, centre, start, affine, noise_std, flipped },
+            info: PatchInfo { positive, centre, start, affine, noise_std, flipped, intensity },
         });
     }
     Ok(out)

@@ -409,6 +409,8 @@ pub struct StepLR {
     base_lr: f64,
     step_size: u64,
     gamma: f64,
+    /// Linear warm-up over this many first steps (0 in the reference).
+    warmup: u64,
 }
 
 impl StepLR {
@@ -421,12 +423,12 @@ impl StepLR {
         if !(base_lr.is_finite() && base_lr >= 0.0 && gamma.is_finite() && gamma >= 0.0) {
             return Err(Error::Value(format!("StepLR: invalid learning rate {base_lr} or gamma {gamma}")));
         }
-        Ok(StepLR { base_lr, step_size, gamma })
+        Ok(StepLR { base_lr, step_size, gamma, warmup: 0 })
     }
 
     /// The reference's schedule: 5e-4 halved every 3800 iterations.
     pub fn recipe() -> Self {
-        StepLR { base_lr: 5e-4, step_size: 3800, gamma: 0.5 }
+        StepLR { base_lr: 5e-4, step_size: 3800, gamma: 0.5, warmup: 0 }
     }
 
     /// The learning rate of the optimizer step taken after `iteration` earlier steps (the
@@ -437,7 +439,17 @@ impl StepLR {
         for _ in 0..iteration / self.step_size {
             lr *= self.gamma;
         }
+        if iteration < self.warmup {
+            // step i of a warm-up of n runs at (i + 1) / n of the rate (never at 0)
+            lr *= (iteration + 1) as f64 / self.warmup as f64;
+        }
         lr
+    }
+
+    /// The same schedule with a linear warm-up over the first `steps` steps (not in the
+    /// reference; a larger rate on a short budget needs it).
+    pub fn with_warmup(self, steps: u64) -> Self {
+        StepLR { warmup: steps, ..self }
     }
 
     pub fn base_lr(&self) -> f64 {

@@ -38,6 +38,8 @@ pub struct TrainConfig {
     /// StepLR: halve (`lr_gamma`) every `lr_step` optimiser steps.
     pub lr_step: u64,
     pub lr_gamma: f64,
+    /// Linear learning-rate warm-up over the first this many steps (0 in the reference).
+    pub warmup_steps: u64,
     /// Clip the global gradient norm to this (off when `None`, as in the reference).
     pub clip: Option<f64>,
     /// Validate every this many epochs (and after the last).
@@ -46,8 +48,11 @@ pub struct TrainConfig {
     pub max_steps_per_epoch: Option<usize>,
     pub loader: LoaderConfig,
     /// Dropout3d rate of the encoder and decoder blocks (the context block and channel
-    /// attention always use the reference's fixed 0.2).
+    /// attention use `fixed_dropout`).
     pub dropout: f32,
+    /// Dropout3d rate of the context block and the channel attention (the reference
+    /// hard-codes [`FIXED_DROPOUT`]).
+    pub fixed_dropout: f32,
     /// CPU threads of the engine (0 = all).
     pub threads: usize,
 }
@@ -62,13 +67,54 @@ impl TrainConfig {
             adamw: AdamWConfig::default(),
             lr_step: 3800,
             lr_gamma: 0.5,
+            warmup_steps: 0,
             clip: None,
             val_interval: 2,
             max_steps_per_epoch: None,
             loader: LoaderConfig::default(),
             dropout: 0.2,
+            fixed_dropout: FIXED_DROPOUT,
             threads: 0,
         }
+    }
+
+    /// The recipe the bundled weights were trained with on this project's 2-core machines
+    /// (`fmseg train --preset cpu-budget`; weights/README.md): the reference's network, loss and
+    /// optimiser, with what a budget of a few thousand patches needs: a higher rate after a
+    /// warm-up, one volume and two crops per step (three of four centred on FM), no dropout,
+    /// in-plane rotation and scaling, stronger noise, and intensity augmentation for contrasts
+    /// this project's generator does not make. Short epochs (a checkpoint every 25 steps) so an
+    /// interrupted run loses little.
+    pub fn cpu_budget(epochs: u64) -> Self {
+        use crate::train::augment::{AffineAug, IntensityAug};
+        let mut c = TrainConfig::reference(epochs);
+        c.folds = 10;
+        c.fold = Some(0);
+        c.adamw.lr = 1e-3;
+        c.warmup_steps = 100;
+        c.lr_step = 6000;
+        c.val_interval = 4;
+        c.max_steps_per_epoch = Some(25);
+        c.dropout = 0.0;
+        c.fixed_dropout = 0.0;
+        c.loader.volumes_per_batch = 1;
+        let a = &mut c.loader.augment;
+        a.crops = 2;
+        a.pos = 3.0;
+        a.neg = 1.0;
+        a.affine = AffineAug { prob: 0.3, rotate_range: [0.0, 0.0, 0.26], scale_range: [0.15, 0.15, 0.0] };
+        a.noise_prob = 0.3;
+        a.noise_std = 0.1;
+        a.intensity = IntensityAug {
+            scale_shift_prob: 0.5,
+            scale: 0.2,
+            shift: 0.2,
+            gamma_prob: 0.3,
+            gamma: [0.7, 1.5],
+            bias_prob: 0.3,
+            bias: 0.3,
+        };
+        c
     }
 
     /// The settings that must not change across a resume, as JSON. (`epochs` is not one of
@@ -84,6 +130,8 @@ impl TrainConfig {
             "weight_decay": self.adamw.weight_decay,
             "lr_step": self.lr_step,
             "lr_gamma": self.lr_gamma,
+            "warmup_steps": self.warmup_steps,
+            "fixed_dropout": self.fixed_dropout,
             "clip": self.clip,
             "val_interval": self.val_interval,
             "max_steps_per_epoch": self.max_steps_per_epoch,
@@ -131,7 +179,10 @@ pub fn train(
     };
     let cpu = CpuBackend::new(cfg.threads)?;
     let tape = TapeBackend::new(cpu);
-    let sched = StepLR::new(cfg.adamw.lr, cfg.lr_step, cfg.lr_gamma)?;
+    if !(0.0..1.0).contains(&cfg.fixed_dropout) {
+        return Err(Error::Value(format!("fixed dropout {}: must be in [0, 1)", cfg.fixed_dropout)));
+    }
+    let sched = StepLR::new(cfg.adamw.lr, cfg.lr_step, cfg.lr_gamma)?.with_warmup(cfg.warmup_steps);
     let layout = ParamSet::network_layout();
     for k in folds {
         let (train_idx, val_idx) = folds::folds(dataset.len(), cfg.folds, k)?;
@@ -163,7 +214,7 @@ pub fn train(
                 let t = Instant::now();
                 // Masks from (seed, step): a resumed run draws the same ones.
                 let mut mix = SplitMix(cfg.loader.seed ^ progress.iteration.wrapping_mul(0xD1B5_4A32_D192_ED03));
-                tape.set_dropout(Some(Dropout { p: cfg.dropout, fixed: FIXED_DROPOUT, seed: mix.next_u64() }));
+                tape.set_dropout(Some(Dropout { p: cfg.dropout, fixed: cfg.fixed_dropout, seed: mix.next_u64() }));
                 let r = step::forward_backward(&tape, &params.to_state_dict(), &batch.image, &batch.label)?;
                 let total = r.loss.total();
                 if !total.is_finite() {
