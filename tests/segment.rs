@@ -639,6 +639,84 @@ fn segment_command_on_a_dicom_series() {
     assert!(!dir.path().join("o2").exists());
 }
 
+/// `--truth`: a NIfTI mask on the series' grid (stored in another voxel order) gives the report's
+/// truth section, equal to counts taken here from the written mask, and a tinted overlay; a
+/// truth that does not fit is refused before inference, naming the file, with no output.
+#[test]
+fn segment_command_against_a_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("study");
+    write_dicom(&series, "MR");
+    let (loaded, _) = fmseg::io::dicom::load_volume(&series, &fmseg::io::dicom::Selection::auto()).unwrap();
+    // truth: the two "bones" of the pelvis image, written with axis 0 reversed
+    let d = loaded.dims;
+    let bone = |i: usize, j: usize| {
+        let (x, y) = (i as f64 - 31.5, j as f64 - 27.5);
+        ((x.abs() - 12.0) / 5.0).powi(2) + (y / 8.0).powi(2) < 1.0
+    };
+    let truth_on_grid = volume(d, loaded.affine, |i, j, _| bone(i, j) as u8 as f32);
+    let mut flipped_affine = loaded.affine;
+    for r in 0..3 {
+        flipped_affine[r][3] += loaded.affine[r][0] * (d[0] - 1) as f64;
+        flipped_affine[r][0] = -loaded.affine[r][0];
+    }
+    let flipped = volume(d, flipped_affine, |i, j, k| truth_on_grid.get(d[0] - 1 - i, j, k));
+    let truth_path = dir.path().join("truth.nii.gz");
+    nifti::write(&truth_path, &flipped, WriteType::U8).unwrap();
+
+    let out = dir.path().join("out");
+    let o = segment_cmd(&series, &out, &["--truth", truth_path.to_str().unwrap()]);
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("Dice"), "{stderr}");
+    let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
+    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
+    for (p, &t) in mask.data.iter().zip(&truth_on_grid.data) {
+        match (*p == 1.0, t == 1.0) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            _ => {}
+        }
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let t = &r["truth"];
+    assert_eq!(t["true_positive_voxels"].as_u64(), Some(tp));
+    assert_eq!(t["false_positive_voxels"].as_u64(), Some(fp));
+    assert_eq!(t["false_negative_voxels"].as_u64(), Some(fn_));
+    let dice = 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
+    assert!(close(t["dice"].as_f64().unwrap(), dice), "{t}");
+    assert_eq!(t["truth_lesions"].as_u64(), Some(2), "two bones: {t}");
+    // the overlay shows the truth: some pixel is a missed or found tint (the untrained network
+    // cannot find both bones exactly)
+    let (w, h, rgb) = decode_png(&std::fs::read(out.join("overlay.png")).unwrap());
+    assert_eq!(rgb.len(), w * h * 3);
+    let tinted = rgb.chunks(3).filter(|p| p[0] > p[2] + 60 && p[1] > p[2] + 60).count();
+    assert!(tinted > 0, "no yellow/green tint in the overlay");
+    // without --truth the report has no truth section
+    let plain = dir.path().join("plain");
+    assert!(segment_cmd(&series, &plain, &[]).status.success());
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(plain.join("report.json")).unwrap()).unwrap();
+    assert!(r.get("truth").is_none());
+
+    // a truth that does not fit: another grid, values other than 0/1, not a NIfTI
+    let small = dir.path().join("small.nii.gz");
+    nifti::write(&small, &volume([8, 8, 4], IDENTITY, |_, _, _| 0.0), WriteType::U8).unwrap();
+    let labels = dir.path().join("labels.nii.gz");
+    nifti::write(&labels, &volume(d, loaded.affine, |i, j, _| 2.0 * bone(i, j) as u8 as f32), WriteType::U8).unwrap();
+    let junk = dir.path().join("junk.nii.gz");
+    std::fs::write(&junk, b"not a nifti").unwrap();
+    for (bad, want) in [(&small, "grid"), (&labels, "0 and 1"), (&junk, "junk.nii.gz")] {
+        let out = dir.path().join("refused");
+        let o = segment_cmd(&series, &out, &["--truth", bad.to_str().unwrap()]);
+        let msg = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{msg}");
+        assert!(msg.contains(bad.file_name().unwrap().to_str().unwrap()) && msg.contains(want), "{msg}");
+        assert!(!msg.contains("inference"), "refused before inference: {msg}");
+        assert!(!out.exists());
+    }
+}
+
 /// An Enhanced MR object (one multi-frame file) loads as the same volume as the classic series.
 #[test]
 fn enhanced_mr_file_loads_as_input() {

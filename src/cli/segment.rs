@@ -8,6 +8,10 @@
 //! - `overlay.png`: the outline of the mask on the image's slices ([`crate::pipeline::overlay`]);
 //! - with `--probability`, `fm_probability.nii.gz`: the class-1 probability, f32.
 //!
+//! With `--truth MASK` (a 0/1 NIfTI on the input's grid, any voxel order) the report gains a
+//! `truth` section (Dice, precision, recall, lesions found, missed and false) and the overlay
+//! tints found, missed and false FM instead of outlining the mask ([`crate::pipeline::truth`]).
+//!
 //! Every output is written under a temporary name and renamed only when all of them were
 //! written: a failure leaves no output behind (and removes DIR again if this run created it).
 //!
@@ -28,11 +32,11 @@ use clap::Args;
 use crate::engine::{AnyEngine, Device};
 use crate::io::nifti::{self, WriteType};
 use crate::io::Staging;
-use crate::pipeline::overlay;
 use crate::pipeline::report::{Midline, OverlayInfo, Report, WeightsInfo};
 use crate::pipeline::segment::{self, SegmentConfig, SegmentProgress, Stage, StageTime};
 use crate::pipeline::tta::TtaConfig;
 use crate::pipeline::window::{Predictor, WindowConfig};
+use crate::pipeline::{overlay, truth};
 use crate::tensor::HostTensor;
 
 /// The bundled weights, relative to the source tree.
@@ -80,6 +84,10 @@ pub struct SegmentArgs {
     /// Also write fm_probability.nii.gz (class-1 softmax probability, f32).
     #[arg(long)]
     pub probability: bool,
+    /// A ground-truth FM mask (0/1 NIfTI on the input's grid): Dice, precision and recall in the
+    /// report, found (green), missed (yellow) and false (red) FM in the overlay.
+    #[arg(long, value_name = "MASK")]
+    pub truth: Option<PathBuf>,
 }
 
 /// A weights file to use and whether it is the bundled default.
@@ -194,6 +202,15 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
         i.series_uid.as_ref().map(|u| format!(", series {u}")).unwrap_or_default()
     ));
 
+    // the ground truth, checked against the input's grid before any inference
+    let truth = match &a.truth {
+        Some(p) => {
+            let v = nifti::read(p).map_err(flat).with_context(|| format!("--truth {}", p.display()))?;
+            Some(truth::align_to(p, &v, &loaded.image).map_err(flat)?)
+        }
+        None => None,
+    };
+
     // 2. weights and engines
     let t = Instant::now();
     let mut weights = Vec::new();
@@ -225,9 +242,17 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     let midline = Midline::from_image(&result.image);
     let mut report = Report::new(&result, &cfg, device, weights, &midline).map_err(named)?;
     report.warnings.extend(notices);
+    if let (Some(p), Some(t)) = (&a.truth, &truth) {
+        let pred: Vec<u8> = result.mask.data.iter().map(|&v| (v > 0.5) as u8).collect();
+        report.truth = Some(truth::compare(p, &pred, t, &result.mask).map_err(named)?);
+    }
     timings.push(StageTime { stage: "report".into(), seconds: t.elapsed().as_secs_f64() });
     let t = Instant::now();
-    let picture = overlay::render(&result.image, &result.mask).map_err(named)?;
+    let picture = match &truth {
+        Some(t) => overlay::render_compared(&result.image, &result.mask, t),
+        None => overlay::render(&result.image, &result.mask),
+    }
+    .map_err(named)?;
     let png = overlay::encode_png(&picture).map_err(named)?;
     timings.push(StageTime { stage: "overlay".into(), seconds: t.elapsed().as_secs_f64() });
     report.overlay = Some(OverlayInfo { file: OVERLAY_FILE.into(), slices: picture.slices.clone() });
@@ -253,6 +278,19 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("writing the outputs of {} into {}", a.input.display(), a.out.display()))?;
     eprintln!("fmseg segment: {summary}");
+    if let Some(t) = &report.truth {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        eprintln!(
+            "fmseg segment: against {}: Dice {}, precision {}, recall {}; {} of {} lesion(s) found, {} false",
+            t.file,
+            f(t.dice),
+            f(t.precision),
+            f(t.recall),
+            t.lesions_found,
+            t.truth_lesions,
+            t.false_lesions
+        );
+    }
     eprintln!(
         "fmseg segment: wrote {} in {:.1} s",
         report.outputs.iter().map(|n| a.out.join(n).display().to_string()).collect::<Vec<_>>().join(", "),

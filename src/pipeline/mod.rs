@@ -7,11 +7,13 @@
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result.
 
 pub mod geometry;
+pub mod metrics;
 pub mod overlay;
 pub mod postprocess;
 pub mod preprocess;
 pub mod report;
 pub mod segment;
 pub mod study;
+pub mod truth;
 pub mod tta;
 pub mod window;

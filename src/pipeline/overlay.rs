@@ -15,6 +15,10 @@
 //! - Grey levels: the image's 1st to 99th percentile (over the whole volume) mapped to 0-255.
 //! - Outline: FM screen pixels with a 4-neighbour outside the mask (or at the tile's edge),
 //!   drawn in [`OUTLINE_RGB`]; no caption or legend.
+//! - Against a ground truth ([`render_compared`], `segment --truth`): no outline; each screen
+//!   pixel is tinted by what it covers: FM found (predicted and true) [`FOUND_RGB`], missed
+//!   (true, not predicted) [`MISSED_RGB`], false (predicted, not true) [`FALSE_RGB`], and the
+//!   slices shown are those holding either.
 
 use std::path::Path;
 
@@ -24,6 +28,10 @@ use crate::volume::Volume;
 
 /// Colour of the mask outline.
 pub const OUTLINE_RGB: [u8; 3] = [255, 48, 32];
+/// Tints against a ground truth: found (green), missed (yellow), false (red); half opacity.
+pub const FOUND_RGB: [u8; 3] = [40, 220, 60];
+pub const MISSED_RGB: [u8; 3] = [255, 210, 0];
+pub const FALSE_RGB: [u8; 3] = [255, 40, 40];
 /// Colour between tiles.
 pub const GAP_RGB: [u8; 3] = [48, 48, 64];
 /// Pixels between tiles and around the montage.
@@ -93,11 +101,14 @@ pub struct Overlay {
 
 /// Which slices to show (module docs).
 pub fn choose_slices(mask: &Volume) -> Vec<usize> {
-    let d = mask.dims;
+    choose_slices_of(mask.dims, |p| mask.data[p] > 0.5)
+}
+
+fn choose_slices_of(d: crate::tensor::Dims, fm: impl Fn(usize) -> bool) -> Vec<usize> {
     let n = d[SLICE_AXIS];
     let mut with_fm = vec![false; n];
-    for (p, &v) in mask.data.iter().enumerate() {
-        if v > 0.5 {
+    for p in 0..d.iter().product::<usize>() {
+        if fm(p) {
             with_fm[p % d[2]] = true;
         }
     }
@@ -114,6 +125,22 @@ pub fn choose_slices(mask: &Volume) -> Vec<usize> {
 
 /// Draw the montage of `image` with the outline of `mask` (same grid).
 pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
+    draw(image, mask, None)
+}
+
+/// Draw the montage of `image` with `mask` compared to `truth` (0/1, same grid and voxel
+/// order): found, missed and false FM tinted (module docs).
+pub fn render_compared(image: &Volume, mask: &Volume, truth: &[u8]) -> Result<Overlay> {
+    if truth.len() != mask.data.len() {
+        return Err(Error::Shape(format!("overlay: truth has {} voxels, mask {}", truth.len(), mask.data.len())));
+    }
+    draw(image, mask, Some(truth))
+}
+
+/// What a screen pixel covers: (predicted FM, true FM).
+type Cover = (bool, bool);
+
+fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> {
     if image.dims != mask.dims {
         return Err(Error::Shape(format!("overlay: image {:?} and mask {:?} differ", image.dims, mask.dims)));
     }
@@ -126,7 +153,8 @@ pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
     }
     let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
     let view = View::of(image);
-    let slices = choose_slices(mask);
+    let is_true = |p: usize| truth.is_some_and(|t| t[p] != 0);
+    let slices = choose_slices_of(mask.dims, |p| mask.data[p] > 0.5 || is_true(p));
     let cols = (slices.len() as f64).sqrt().ceil().max(1.0) as usize;
     let rows = slices.len().div_ceil(cols);
     let width = GAP + cols * (view.w + GAP);
@@ -143,18 +171,19 @@ pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
     };
     let mut tiles = Vec::with_capacity(slices.len());
     let mut grey = vec![0u8; view.w * view.h];
-    let mut fm = vec![false; view.w * view.h];
+    let mut fm: Vec<Cover> = vec![(false, false); view.w * view.h];
     for (t, &k) in slices.iter().enumerate() {
         for y in 0..view.h {
             let (v0, v1) = View::span(y, view.h, nv);
             for x in 0..view.w {
                 let (h0, h1) = View::span(x, view.w, nh);
-                let (mut sum, mut any) = (0f64, false);
+                let (mut sum, mut any) = (0f64, (false, false));
                 for v in v0..v1 {
                     for h in h0..h1 {
                         let p = at(h, v, k);
                         sum += image.data[p] as f64;
-                        any |= mask.data[p] > 0.5;
+                        any.0 |= mask.data[p] > 0.5;
+                        any.1 |= is_true(p);
                     }
                 }
                 let mean = sum / ((v1 - v0) * (h1 - h0)) as f64;
@@ -167,22 +196,41 @@ pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
         for y in 0..view.h {
             for x in 0..view.w {
                 let q = y * view.w + x;
-                let edge = fm[q]
-                    && (x == 0
-                        || y == 0
-                        || x + 1 == view.w
-                        || y + 1 == view.h
-                        || !fm[q - 1]
-                        || !fm[q + 1]
-                        || !fm[q - view.w]
-                        || !fm[q + view.w]);
-                let c = if edge { OUTLINE_RGB } else { [grey[q]; 3] };
+                let c = if truth.is_some() {
+                    match fm[q] {
+                        (true, true) => tint(grey[q], FOUND_RGB),
+                        (false, true) => tint(grey[q], MISSED_RGB),
+                        (true, false) => tint(grey[q], FALSE_RGB),
+                        (false, false) => [grey[q]; 3],
+                    }
+                } else {
+                    let inside = |q: usize| fm[q].0;
+                    let edge = inside(q)
+                        && (x == 0
+                            || y == 0
+                            || x + 1 == view.w
+                            || y + 1 == view.h
+                            || !inside(q - 1)
+                            || !inside(q + 1)
+                            || !inside(q - view.w)
+                            || !inside(q + view.w));
+                    if edge {
+                        OUTLINE_RGB
+                    } else {
+                        [grey[q]; 3]
+                    }
+                };
                 let o = ((y0 + y) * width + x0 + x) * 3;
                 rgb[o..o + 3].copy_from_slice(&c);
             }
         }
     }
     Ok(Overlay { width, height, rgb, slices, view, tiles })
+}
+
+/// Half-and-half blend of a grey level and a colour.
+fn tint(grey: u8, c: [u8; 3]) -> [u8; 3] {
+    c.map(|v| ((grey as u16 + v as u16) / 2) as u8)
 }
 
 /// The montage as PNG bytes (8-bit RGB).
@@ -258,5 +306,36 @@ mod tests {
         let d: Vec<f32> = (0..101).map(|v| v as f32).collect();
         assert_eq!(percentile(&d, 0.01), Some(1.0));
         assert_eq!(percentile(&d, 0.99), Some(99.0));
+    }
+
+    #[test]
+    fn compared_overlay_tints_found_missed_and_false() {
+        // one axial slice of 4 x 1 pixels (LPS identity): found, missed, false, background
+        let mut img = Volume::new([4, 1, 2], vec![100.0; 8], crate::volume::IDENTITY).unwrap();
+        img.data[7] = 0.0; // a second grey level so the window is not flat
+        let mut mask = Volume::new([4, 1, 2], vec![0.0; 8], crate::volume::IDENTITY).unwrap();
+        let mut truth = vec![0u8; 8];
+        let at = |i: usize| i * 2; // slice k = 0
+        mask.data[at(0)] = 1.0;
+        truth[at(0)] = 1;
+        truth[at(1)] = 1;
+        mask.data[at(2)] = 1.0;
+        let o = render_compared(&img, &mask, &truth).unwrap();
+        assert_eq!(o.slices, vec![0]);
+        let (x0, y0) = o.tiles[0];
+        let px = |x: usize| {
+            let q = (y0 * o.width + x0 + x) * 3;
+            [o.rgb[q], o.rgb[q + 1], o.rgb[q + 2]]
+        };
+        let g = px(3)[0];
+        assert_eq!(px(3), [g; 3]);
+        assert_eq!(px(0), tint(g, FOUND_RGB));
+        assert_eq!(px(1), tint(g, MISSED_RGB));
+        assert_eq!(px(2), tint(g, FALSE_RGB));
+        // the plain overlay of the same mask outlines instead
+        let plain = render(&img, &mask).unwrap();
+        let q = (y0 * plain.width + x0) * 3;
+        assert_eq!(&plain.rgb[q..q + 3], &OUTLINE_RGB);
+        assert!(render_compared(&img, &mask, &truth[..7]).is_err());
     }
 }

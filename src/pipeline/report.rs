@@ -423,6 +423,9 @@ pub struct Report {
     pub weights: Vec<WeightsInfo>,
     pub settings: Settings,
     pub findings: Findings,
+    /// The mask against a ground truth (`segment --truth`); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth: Option<crate::pipeline::truth::TruthComparison>,
     pub overlay: Option<OverlayInfo>,
     /// Files written next to the report.
     pub outputs: Vec<String>,
@@ -459,6 +462,7 @@ impl Report {
             },
             weights,
             findings,
+            truth: None,
             overlay: None,
             outputs: Vec::new(),
             timings: result.timings.clone(),

@@ -33,13 +33,11 @@ use crate::io::nifti;
 use crate::phantom::{self, PhantomConfig};
 use crate::pipeline::preprocess::{preprocess, preprocess_label, PreprocessConfig};
 use crate::pipeline::segment;
+use crate::pipeline::truth::binary_values;
 use crate::tensor::{numel, Dims};
 use crate::volume::{Affine, Volume};
 
-/// Largest difference (mm, per affine entry) allowed between an image's and its label's
-/// voxel-to-world affines once both are oriented to LPS: far below a voxel, far above the
-/// rounding of float32 headers and of DICOM's 6-decimal direction cosines.
-pub const GRID_TOL_MM: f64 = 1e-3;
+pub use crate::pipeline::truth::GRID_TOL_MM;
 
 /// One preprocessed training case: image and label on the network's grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -303,41 +301,6 @@ fn dicom_cases(dir: &Path) -> Result<Vec<CaseEntry>> {
     Ok(cases)
 }
 
-/// Check that a label volume holds only 0 and 1 and convert it; the error names the file,
-/// the offending values (up to five, with counts) and the first offending voxel.
-pub fn label_values(path: &Path, label: &Volume) -> Result<Vec<u8>> {
-    let mut bad: Vec<(f32, usize)> = Vec::new();
-    let mut first = None;
-    let mut out = Vec::with_capacity(label.data.len());
-    for (n, &v) in label.data.iter().enumerate() {
-        if v == 0.0 || v == 1.0 {
-            out.push(v as u8);
-            continue;
-        }
-        first.get_or_insert(n);
-        match bad.iter_mut().find(|(b, _)| b.to_bits() == v.to_bits()) {
-            Some(e) => e.1 += 1,
-            None => bad.push((v, 1)),
-        }
-    }
-    if let Some(f) = first {
-        let d = label.dims;
-        let (i, j, k) = (f / (d[1] * d[2]), (f / d[2]) % d[1], f % d[2]);
-        bad.sort_by_key(|b| std::cmp::Reverse(b.1));
-        let list: Vec<String> = bad.iter().take(5).map(|(v, c)| format!("{v} ({c} voxels)")).collect();
-        return Err(Error::format(
-            path,
-            format!(
-                "label values other than 0 and 1: {}{}; the first at voxel ({i}, {j}, {k}). Training needs a binary \
-                 fat-metaplasia mask",
-                list.join(", "),
-                if bad.len() > 5 { format!(" and {} more", bad.len() - 5) } else { String::new() }
-            ),
-        ));
-    }
-    Ok(out)
-}
-
 /// Preprocess an image and its 0/1 label (on the image's grid up to voxel order) into a
 /// [`Sample`]. `image_name` and `label_name` name them in errors.
 pub fn prepare(
@@ -363,13 +326,13 @@ pub fn load_case(case: &CaseEntry, cfg: &PreprocessConfig) -> Result<Sample> {
             let img = nifti::read(image)?;
             segment::validate(image, &img)?;
             let lab = nifti::read(label)?;
-            let values = label_values(label, &lab)?;
+            let values = binary_values(label, &lab)?;
             prepare(&case.id, &img, &values, lab.dims, &lab.affine, cfg, (image, label))
         }
         CaseInput::Dicom { dir, mask } => {
             let img = segment::load_input(dir, None)?.image;
             let lab = nifti::read(mask)?;
-            let values = label_values(mask, &lab)?;
+            let values = binary_values(mask, &lab)?;
             prepare(&case.id, &img, &values, lab.dims, &lab.affine, cfg, (dir, mask))
         }
         CaseInput::Phantom { seed, config } => {

@@ -9,7 +9,6 @@ pub mod folds;
 pub mod grad_ops;
 pub mod loader;
 pub mod loss;
-pub mod metrics;
 pub mod optim;
 pub mod run_dir;
 pub mod step;
