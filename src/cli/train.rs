@@ -181,15 +181,23 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             b.set_prefix(format!("fold {fold} epoch {epoch}"));
             bar = Some(b);
         }
-        Event::Step { step, loss, seconds, .. } => {
+        Event::Step { step, steps, loss, seconds } => {
             if let Some(b) = &bar {
-                b.set_position(step as u64);
-                b.set_message(format!(
+                let msg = format!(
                     "loss {:.4} (dice+ce {:.4}, attention {:.4}), {seconds:.1} s/step",
                     loss.total(),
                     loss.dice_ce,
                     loss.attention
-                ));
+                );
+                b.set_position(step as u64);
+                if b.is_hidden() {
+                    // not a terminal (a log file): a plain line every few steps instead
+                    if step % 5 == 0 || step == steps {
+                        eprintln!("{} step {step}/{steps}: {msg}", b.prefix());
+                    }
+                } else {
+                    b.set_message(msg);
+                }
             }
         }
         Event::Validating { done, total } => {
