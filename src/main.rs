@@ -1,11 +1,9 @@
 //! `fmseg`: parse, run, print the whole error chain once, exit non-zero on failure.
 
-use clap::Parser;
-
 fn main() {
-    let cli = fmseg::cli::Cli::parse();
+    let cli = fmseg::cli::Cli::parse_args();
     if let Err(e) = fmseg::cli::run(cli) {
         eprintln!("fmseg: error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(fmseg::cli::exit::FAILURE);
     }
 }

@@ -115,3 +115,35 @@ fn bad_inputs_fail_cleanly() {
 
     fails(&["series", &s(&dir.path().join("does-not-exist"))], &["does-not-exist"]);
 }
+
+/// A reader that stops reading (`fmseg series DIR | head`) is not a failure: with stdout a
+/// pipe whose read end is already closed, every write fails with EPIPE, and fmseg must exit 0
+/// without a panic or a message (before, `println!` panicked: exit 101).
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    two_series(dir.path());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [vec!["series"], vec!["series", "--json"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg"))
+            .args(&args)
+            .arg(dir.path())
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{args:?}: {stderr}");
+    }
+    // usage errors are 2, failures 1 (documented in --help)
+    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg")).args(["series", "--bogus"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    let failure = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg"))
+        .args(["series", dir.path().join("missing").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(failure.status.code(), Some(1));
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg")).args(["segment", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status: 0 success"));
+}

@@ -191,24 +191,30 @@ fn bench<B: Backend + 'static>(
                 "device_peak_bytes": dev, "planned_arena_bytes": arena})
             })
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"device": be.name(), "threads": threads, "dims": dims,
             "gflop_per_patch": flops / 1e9, "peak_rss_bytes": peak, "device_resident": device_resident, "results": v})
         );
         return Ok(());
     }
-    println!("device: {}   patch {}x{}x{}   {:.1} GFLOP/patch", be.name(), dims[0], dims[1], dims[2], flops / 1e9);
+    crate::outln!("device: {}   patch {}x{}x{}   {:.1} GFLOP/patch", be.name(), dims[0], dims[1], dims[2], flops / 1e9);
     if device_resident {
-        println!("timing: the forward pass on the device (input resident, logits left there), synchronised");
+        crate::outln!("timing: the forward pass on the device (input resident, logits left there), synchronised");
     }
     let mib = |b: Option<usize>| b.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64));
-    println!(
+    crate::outln!(
         "{:>6} {:>14} {:>14} {:>12} {:>10} {:>12} {:>12}",
-        "batch", "ms/patch(med)", "ms/patch(best)", "patches/s", "GFLOP/s", "device MiB", "arena MiB"
+        "batch",
+        "ms/patch(med)",
+        "ms/patch(best)",
+        "patches/s",
+        "GFLOP/s",
+        "device MiB",
+        "arena MiB"
     );
     for (n, med, best, dev, arena) in rows {
-        println!(
+        crate::outln!(
             "{:>6} {:>14.3} {:>14.3} {:>12.3} {:>10.1} {:>12} {:>12}",
             n,
             med * 1e3 / n as f64,
@@ -220,11 +226,13 @@ fn bench<B: Backend + 'static>(
         );
     }
     if device_resident {
-        println!("device MiB: the pool's peak in use for that batch (weights included); arena MiB: the planned arena");
+        crate::outln!(
+            "device MiB: the pool's peak in use for that batch (weights included); arena MiB: the planned arena"
+        );
     }
     match peak {
-        Some(b) => println!("peak memory (RSS high-water mark): {:.0} MiB", b as f64 / (1 << 20) as f64),
-        None => println!("peak memory: unavailable on this OS"),
+        Some(b) => crate::outln!("peak memory (RSS high-water mark): {:.0} MiB", b as f64 / (1 << 20) as f64),
+        None => crate::outln!("peak memory: unavailable on this OS"),
     }
     Ok(())
 }
@@ -232,10 +240,17 @@ fn bench<B: Backend + 'static>(
 /// Time per op against its floor: the larger of its arithmetic at the arithmetic ceiling and
 /// its least memory traffic at the bandwidth ceiling.
 fn print_layers(table: &[(String, OpStat)], total: f64, c: &Ceilings) {
-    println!("ceilings: {:.1} TFLOP/s, {:.1} GB/s ({})", c.flops_per_s / 1e12, c.bytes_per_s / 1e9, c.source);
-    println!(
+    crate::outln!("ceilings: {:.1} TFLOP/s, {:.1} GB/s ({})", c.flops_per_s / 1e12, c.bytes_per_s / 1e9, c.source);
+    crate::outln!(
         "{:>9} {:>6} {:>7} {:>9} {:>8} {:>9} {:>8} {:>6}  op",
-        "ms", "%", "calls", "GFLOP/s", "GB/s", "floor ms", "x floor", "bound"
+        "ms",
+        "%",
+        "calls",
+        "GFLOP/s",
+        "GB/s",
+        "floor ms",
+        "x floor",
+        "bound"
     );
     let mut floor_total = 0.0;
     for (label, s) in table {
@@ -244,7 +259,7 @@ fn print_layers(table: &[(String, OpStat)], total: f64, c: &Ceilings) {
         floor_total += floor;
         let (x, bound) =
             if floor > 0.0 { (format!("{:.1}", s.seconds / floor), c.bound(s)) } else { ("-".into(), "-") };
-        println!(
+        crate::outln!(
             "{:>9.3} {:>6.1} {:>7} {:>9} {:>8.1} {:>9.4} {:>8} {:>6}  {label}",
             s.seconds * 1e3,
             100.0 * s.seconds / total,
@@ -256,7 +271,7 @@ fn print_layers(table: &[(String, OpStat)], total: f64, c: &Ceilings) {
             bound
         );
     }
-    println!(
+    crate::outln!(
         "{:>9.3} total; sum of the floors {:.4} ms ({:.1}x)",
         total * 1e3,
         floor_total * 1e3,
@@ -268,7 +283,7 @@ fn print_layers(table: &[(String, OpStat)], total: f64, c: &Ceilings) {
 fn bench_train(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims) -> anyhow::Result<()> {
     use crate::train::{step, tape::TapeBackend};
     let tape = TapeBackend::new(CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd));
-    println!("training step on {}, patch {dims:?}", tape.name());
+    crate::outln!("training step on {}, patch {dims:?}", tape.name());
     let mut results = Vec::new();
     for &b in &args.batch {
         let x = random_input(1, b, dims);
@@ -293,7 +308,7 @@ fn bench_train(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims) -> 
         let n = times.len() as f64;
         phases.sort_by(|a, b| b.1.total_cmp(&a.1));
         let top: Vec<String> = phases.iter().take(6).map(|(p, s)| format!("{p} {:.2}", s / n)).collect();
-        println!(
+        crate::outln!(
             "batch {b}: {median:.2} s per step (median of {}), {:.2} s per patch; {}",
             times.len(),
             median / b as f64,
@@ -302,11 +317,11 @@ fn bench_train(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims) -> 
         results.push(serde_json::json!({"batch": b, "seconds_per_step": median}));
     }
     match peak_rss_bytes() {
-        Some(p) => println!("peak memory (RSS high-water mark): {:.0} MiB", p as f64 / (1 << 20) as f64),
-        None => println!("peak memory: unavailable on this OS"),
+        Some(p) => crate::outln!("peak memory (RSS high-water mark): {:.0} MiB", p as f64 / (1 << 20) as f64),
+        None => crate::outln!("peak memory: unavailable on this OS"),
     }
     if args.json {
-        println!("{}", serde_json::json!({"train": results, "peak_rss_bytes": peak_rss_bytes()}));
+        crate::outln!("{}", serde_json::json!({"train": results, "peak_rss_bytes": peak_rss_bytes()}));
     }
     Ok(())
 }

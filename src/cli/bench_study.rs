@@ -75,7 +75,7 @@ pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json:
             };
             report(&be.name(), None, &mut infer, args, json)?;
             let (_, _, peak) = be.memory_usage();
-            println!("GPU memory (pool peak): {:.0} MiB", peak as f64 / (1 << 20) as f64);
+            crate::outln!("GPU memory (pool peak): {:.0} MiB", peak as f64 / (1 << 20) as f64);
             Ok(())
         }
         d => anyhow::bail!("--device {d}: expected cpu{}", if cfg!(feature = "cuda") { " or cuda" } else { "" }),
@@ -126,7 +126,7 @@ fn report(device: &str, threads: Option<usize>, infer: &mut Infer, args: &StudyA
         })
         .collect();
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"device": device, "threads": threads, "study": {"study_dims": dims,
                 "study_spacing_mm": spacing, "preprocessed_dims": grid, "sw_batch": args.sw_batch,
@@ -134,14 +134,22 @@ fn report(device: &str, threads: Option<usize>, infer: &mut Infer, args: &StudyA
         );
         return Ok(());
     }
-    println!("device: {device}");
-    println!(
+    crate::outln!("device: {device}");
+    crate::outln!(
         "study {}x{}x{} at {:?} mm -> preprocessed {}x{}x{} in {:.3} s; sw_batch {}",
-        dims[0], dims[1], dims[2], spacing, grid[0], grid[1], grid[2], preprocess_s, args.sw_batch
+        dims[0],
+        dims[1],
+        dims[2],
+        spacing,
+        grid[0],
+        grid[1],
+        grid[2],
+        preprocess_s,
+        args.sw_batch
     );
-    println!("{:<28} {:>7} {:>8} {:>10} {:>10}", "inference", "passes", "windows", "seconds", "windows/s");
+    crate::outln!("{:<28} {:>7} {:>8} {:>10} {:>10}", "inference", "passes", "windows", "seconds", "windows/s");
     for t in &timed {
-        println!(
+        crate::outln!(
             "{:<28} {:>7} {:>8} {:>10.3} {:>10.2}",
             t.label,
             t.passes,

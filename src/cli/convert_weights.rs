@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     let bytes =
         std::fs::metadata(&args.output).with_context(|| format!("reading back {}", args.output.display()))?.len();
-    println!(
+    crate::outln!(
         "{} -> {}: {} tensors ({} shared), {} parameters, {} {}, {} bytes",
         args.input.display(),
         args.output.display(),

@@ -11,10 +11,57 @@ pub mod segment;
 pub mod series;
 pub mod train;
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 
+/// Exit statuses, as `--help` and the README list them.
+pub mod exit {
+    /// Success; also when stdout was closed early (`fmseg series DIR | head`).
+    pub const OK: i32 = 0;
+    /// The command failed: the message on stderr names the file and the problem.
+    pub const FAILURE: i32 = 1;
+    /// The command line could not be parsed (clap's usage error).
+    pub const USAGE: i32 = 2;
+}
+
+const EXIT_CODES_HELP: &str = "Exit status: 0 success (a closed stdout, as in `fmseg series DIR | head`, is not \
+an error), 1 failure (the message names the file and the problem), 2 usage error.";
+
+/// Standard output for the commands' results: like `print!`, except that a closed stdout ends
+/// the process quietly with [`exit::OK`] (a reader that stopped reading is not a failure),
+/// and any other write error ends it with [`exit::FAILURE`] and a message.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::OK);
+        }
+        eprintln!("fmseg: error: writing to standard output: {e}");
+        std::process::exit(exit::FAILURE);
+    }
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
 #[derive(Parser, Debug)]
-#[command(name = "fmseg", version, about = "Fat-metaplasia segmentation on sacroiliac-joint MRI")]
+#[command(
+    name = "fmseg",
+    version,
+    about = "Fat-metaplasia segmentation on sacroiliac-joint MRI",
+    after_help = EXIT_CODES_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,6 +87,17 @@ pub enum Command {
     ConvertWeights(convert_weights::Args),
     /// Train the network (k-fold, the reference's recipe), resumable, checkpoints PyTorch can load.
     Train(train::TrainArgs),
+}
+
+impl Cli {
+    /// The command line, parsed; every command's `--help` ends with the exit statuses. A
+    /// usage error prints clap's message and exits with [`exit::USAGE`].
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = Cli::command().mut_subcommands(|s| s.after_help(EXIT_CODES_HELP));
+        let matches = cmd.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -151,6 +151,6 @@ pub fn run(args: SeriesArgs) -> anyhow::Result<()> {
             report.skipped_non_dicom, report.skipped_non_image
         );
     }
-    print!("{text}");
+    crate::out!("{text}");
     Ok(())
 }

@@ -75,7 +75,7 @@ pub fn bench_graph(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims)
                 "arena_bytes": arena, "predicted_arena_bytes": predicted, "pool_allocs_during_replay": allocs})
             })
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"device": name, "dims": dims, "graph": v, "pool_bytes_in_use": used,
             "pool_bytes_cached": cached, "pool_peak_bytes": peak, "arena_bytes": be.arena_bytes(),
@@ -83,9 +83,9 @@ pub fn bench_graph(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims)
         );
         return Ok(());
     }
-    println!("CUDA graph bench: {name}   patch {}x{}x{}", dims[0], dims[1], dims[2]);
-    println!("timing: eager and graph on the device (input resident, logits left there); e2e = host in, host out");
-    println!(
+    crate::outln!("CUDA graph bench: {name}   patch {}x{}x{}", dims[0], dims[1], dims[2]);
+    crate::outln!("timing: eager and graph on the device (input resident, logits left there); e2e = host in, host out");
+    crate::outln!(
         "{:>6} {:>9} {:>13} {:>13} {:>9} {:>11} {:>11} {:>11} {:>13} {:>7}",
         "batch",
         "setup ms",
@@ -99,7 +99,7 @@ pub fn bench_graph(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims)
         "allocs"
     );
     for (n, setup, eager, replay, e2e, predicted, arena, allocs) in rows {
-        println!(
+        crate::outln!(
             "{:>6} {:>9.1} {:>13.3} {:>13.3} {:>8.2}x {:>11.1} {:>11.3} {:>11.1} {:>13.1} {:>7}",
             n,
             setup * 1e3,
@@ -113,7 +113,7 @@ pub fn bench_graph(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims)
             allocs
         );
     }
-    println!(
+    crate::outln!(
         "GPU memory: arenas {:.0} MiB, pool {:.0} MiB in use + {:.0} MiB cached (peak {:.0} MiB), device {:.0} of {:.0} MiB used",
         be.arena_bytes() as f64 / MIB,
         used as f64 / MIB,
@@ -122,6 +122,6 @@ pub fn bench_graph(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims)
         (total - free) as f64 / MIB,
         total as f64 / MIB
     );
-    println!("allocs: Pool::alloc calls during the timed graph replays and end-to-end runs (0 = the hot path allocates nothing)");
+    crate::outln!("allocs: Pool::alloc calls during the timed graph replays and end-to-end runs (0 = the hot path allocates nothing)");
     Ok(())
 }
