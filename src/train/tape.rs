@@ -138,8 +138,13 @@ pub struct TapeBackend {
     producers: Mutex<HashMap<usize, Arc<ConvRecord>>>,
 }
 
+/// Freed buffers the tape's CPU backend keeps for the next step: above a batch-2 tape (about
+/// 4.5 GiB), so a step reuses the last step's pages instead of faulting fresh ones in.
+pub const TAPE_BUFFER_LIMIT_BYTES: usize = 6 << 30;
+
 impl TapeBackend {
     pub fn new(cpu: CpuBackend) -> Self {
+        cpu.set_buffer_limit(TAPE_BUFFER_LIMIT_BYTES);
         TapeBackend {
             cpu,
             nodes: Mutex::new(Vec::new()),
@@ -562,8 +567,11 @@ fn conv_backward(
     let padded = pad != [0, 0, 0];
     let mut acc = vec![0f32; taps * cin * cout];
     let mut db = vec![0f64; cout];
-    let mut xpad = if padded { vec![0f32; padded_len(x.dims, cin, k)] } else { Vec::new() };
-    let mut dypad = if padded { vec![0f32; padded_len(x.dims, cout, k)] } else { Vec::new() };
+    let (mut xpad, mut dypad) = if padded {
+        (ctx.cpu.scratch_zeroed(padded_len(x.dims, cin, k)), ctx.cpu.scratch_zeroed(padded_len(x.dims, cout, k)))
+    } else {
+        (ctx.cpu.scratch_zeroed(0), ctx.cpu.scratch_zeroed(0))
+    };
     for s in 0..x.n {
         let (xs, dys) = (x.sample(s), dy.sample(s));
         if bias {

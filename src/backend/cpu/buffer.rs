@@ -5,18 +5,34 @@
 //! tensor), so buffers go back to a pool when a tensor drops and the next op of a similar size
 //! takes them. The pool is the engine's memory plan: peak memory is the peak live set.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Buffers kept for reuse, bounded in total size.
-#[derive(Default)]
 pub struct Pool {
     free: Mutex<Vec<Vec<f32>>>,
+    /// At most this many floats are parked; larger surpluses go back to the OS.
+    limit: AtomicUsize,
 }
 
-/// At most this many floats are parked in the pool (1 GiB); larger surpluses go back to the OS.
-const MAX_PARKED_FLOATS: usize = 256 << 20;
+/// The default parking limit (1 GiB): inference's live set shrinks and grows by less.
+pub const MAX_PARKED_FLOATS: usize = 256 << 20;
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { free: Mutex::new(Vec::new()), limit: AtomicUsize::new(MAX_PARKED_FLOATS) }
+    }
+}
 
 impl Pool {
+    /// Park up to `floats` floats. A training step frees its whole tape (several GiB) at the
+    /// end of the backward and allocates it again in the next forward: with a limit above the
+    /// tape's size those pages are reused instead of being returned to the OS and faulted in
+    /// (zeroed by the kernel) again every step.
+    pub fn set_limit(&self, floats: usize) {
+        self.limit.store(floats, Ordering::Relaxed);
+    }
+
     /// A buffer of exactly `len` floats with unspecified contents.
     pub fn take(&self, len: usize) -> Vec<f32> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,7 +71,7 @@ impl Pool {
         }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let parked: usize = free.iter().map(|b| b.capacity()).sum();
-        if parked + v.capacity() <= MAX_PARKED_FLOATS {
+        if parked + v.capacity() <= self.limit.load(Ordering::Relaxed) {
             free.push(v);
         }
     }

@@ -85,6 +85,17 @@ impl CpuBackend {
         self.pool.install(f)
     }
 
+    /// Keep up to `bytes` of freed tensor buffers for reuse (default 1 GiB; see
+    /// [`buffer::Pool::set_limit`]).
+    pub fn set_buffer_limit(&self, bytes: usize) {
+        self.buffers.set_limit(bytes / std::mem::size_of::<f32>());
+    }
+
+    /// A scratch buffer of `len` floats from the pool (zeroed), returned to it when dropped.
+    pub fn scratch_zeroed(&self, len: usize) -> Buffer {
+        Buffer::new(self.buffers.take_zeroed(len), Some(self.buffers.clone()))
+    }
+
     /// Drops the recycled buffers (memory goes back to the OS).
     pub fn release_buffers(&self) {
         self.buffers.clear();
