@@ -10,7 +10,7 @@
 //! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
 //! `floor((i + 1) F) > floor(i F)`, so any prefix of the set holds the requested fraction.
 
-use crate::io::dicom::{write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
+use crate::io::dicom::{write_mr_series, MrSeriesMeta, Rescale, StoredVolume};
 use crate::io::nifti::{self, WriteType};
 use crate::phantom::manifest::{write_json, SetEntry, SetManifest, GENERATOR_VERSION};
 use crate::phantom::patient::Diagnosis;
@@ -169,9 +169,8 @@ pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<
     let m = &case.manifest;
     let a = &m.acquisition;
     let rescale = Rescale { slope: m.scanner.rescale_slope, intercept: m.scanner.rescale_intercept };
-    let stored =
-        StoredVolume::new(case.image.dims, StoredSamples::I16(case.stored.clone()), case.image.affine, vec![rescale])
-            .context("the generated image cannot be stored as a DICOM series")?;
+    let stored = StoredVolume::new(case.image.dims, case.stored.clone(), case.image.affine, vec![rescale])
+        .context("the generated image cannot be stored as a DICOM series")?;
     let id = dir.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let (series, protocol) = match a.vendor.as_str() {
         "GE-like" => ("AX T1 FSE OBL", "SIJ AX T1"),

@@ -11,11 +11,13 @@ use super::rng::Rng;
 use crate::volume::Affine;
 use serde::{Deserialize, Serialize};
 
-pub const TILT_RANGE_DEG: (f64, f64) = (5.0, 25.0);
-pub const PIXEL_RANGE_MM: (f64, f64) = (0.6, 0.9);
-pub const THICKNESS_RANGE_MM: (f64, f64) = (3.0, 5.0);
-pub const SLICES_RANGE: (usize, usize) = (16, 28);
-pub const MATRIX_RANGE: (usize, usize) = (320, 512);
+pub const TILT_RANGE_DEG: (f64, f64) = (0.0, 30.0);
+pub const PIXEL_RANGE_MM: (f64, f64) = (0.5, 1.0);
+pub const THICKNESS_RANGE_MM: (f64, f64) = (3.0, 6.0);
+pub const SLICES_RANGE: (usize, usize) = (14, 30);
+pub const MATRIX_RANGE: (usize, usize) = (256, 512);
+/// Slab length the slice count is drawn for (before clamping to [`SLICES_RANGE`]), mm.
+pub const SLAB_RANGE_MM: (f64, f64) = (60.0, 130.0);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Acquisition {
@@ -93,15 +95,15 @@ pub fn sample_acquisition(rng: &mut Rng) -> (Acquisition, Pose) {
     let vendor =
         ["Siemens-like", "GE-like", "Philips-like", "Canon-like"][rng.weighted(&[0.35, 0.25, 0.3, 0.1])].to_string();
 
-    // Matrix and pixel size: a field of view of 230-400 mm on a common matrix.
-    let fov = rng.uniform(230.0, 400.0);
-    let choices = [320usize, 336, 352, 384, 400, 416, 448, 480, 512];
+    // Matrix and pixel size: a field of view of 220-400 mm on a common matrix.
+    let fov = rng.uniform(220.0, 400.0);
+    let choices = [256usize, 288, 320, 336, 352, 384, 400, 416, 448, 480, 512];
     let ok: Vec<usize> = choices
         .iter()
         .copied()
         .filter(|&n| (PIXEL_RANGE_MM.0..=PIXEL_RANGE_MM.1).contains(&(fov / n as f64)))
         .collect();
-    let n0 = if ok.is_empty() { 448 } else { ok[rng.int(0, ok.len() as i64 - 1) as usize] };
+    let n0 = if ok.is_empty() { 384 } else { ok[rng.int(0, ok.len() as i64 - 1) as usize] };
     let px = ((fov / n0 as f64).clamp(PIXEL_RANGE_MM.0, PIXEL_RANGE_MM.1) * 1e4).round() / 1e4;
     let n1 = if rng.chance(0.35) {
         ((n0 as f64 * rng.uniform(0.75, 0.95) / 16.0).round() as usize * 16).clamp(MATRIX_RANGE.0, n0)
@@ -111,13 +113,17 @@ pub fn sample_acquisition(rng: &mut Rng) -> (Acquisition, Pose) {
     let thickness = (rng.uniform(THICKNESS_RANGE_MM.0, THICKNESS_RANGE_MM.1) * 10.0).round() / 10.0;
     let spacing =
         if rng.chance(0.5) { thickness } else { ((thickness * rng.uniform(1.05, 1.25)) * 10.0).round() / 10.0 };
-    let ns = rng.int(SLICES_RANGE.0 as i64, SLICES_RANGE.1 as i64) as usize;
+    let slab = rng.uniform(SLAB_RANGE_MM.0, SLAB_RANGE_MM.1);
+    let ns = ((slab / spacing).round() as usize).clamp(SLICES_RANGE.0, SLICES_RANGE.1);
 
     // Patient and slab orientation.
     let pelvic_tilt = rng.uniform(8.0, 28.0);
     let obliquity = rng.normal_clamped(0.0, 2.0, -5.0, 5.0);
     let rotation = rng.normal_clamped(0.0, 2.5, -6.0, 6.0);
-    let tilt = (pelvic_tilt + rng.normal(0.0, 3.0)).clamp(TILT_RANGE_DEG.0, TILT_RANGE_DEG.1);
+    // The operator follows the sacrum, imperfectly; now and then the slab is left nearly
+    // axial or tilted too far.
+    let tilt = if rng.chance(0.1) { rng.uniform(0.0, 8.0) } else { pelvic_tilt + rng.normal(0.0, 4.0) }
+        .clamp(TILT_RANGE_DEG.0, TILT_RANGE_DEG.1);
     let slab_rot = [rng.normal_clamped(0.0, 1.5, -4.0, 4.0), rng.normal_clamped(0.0, 1.5, -4.0, 4.0)];
     let r_p = matmul(
         &rot_z(rotation.to_radians()),
@@ -166,9 +172,9 @@ pub fn sample_acquisition(rng: &mut Rng) -> (Acquisition, Pose) {
         slices_descending: descending,
         phase_axis: if rng.chance(0.6) { 1 } else { 0 },
         affine,
-        repetition_time_ms: (rng.uniform(400.0, 800.0)).round(),
-        echo_time_ms: (rng.uniform(8.0, 20.0) * 10.0).round() / 10.0,
-        echo_train_length: rng.int(2, 5) as u32,
+        repetition_time_ms: (rng.uniform(350.0, 900.0)).round(),
+        echo_time_ms: (rng.uniform(7.0, 22.0) * 10.0).round() / 10.0,
+        echo_train_length: rng.int(2, 6) as u32,
     };
     (acq, pose)
 }

@@ -51,7 +51,7 @@ impl Painter<'_> {
             fine_amp: self.rng.uniform_f32(0.03, 0.08),
             drift_amp: self.rng.uniform_f32(0.03, 0.1),
             joints,
-            clear: self.rng.uniform_f32(7.0, 10.0),
+            clear: self.rng.uniform_f32(5.5, 10.0),
             focus,
             lattice: self.lattice.clone(),
         }

@@ -119,18 +119,22 @@ impl Field for LesionField {
 }
 
 /// Draws the lesions of one patient. `z_window` is the range of levels the slab covers at the
-/// joints (lesions are centred inside it so that they are imaged).
+/// joints (lesions are centred inside it so that they are imaged). With age (and so, in
+/// axSpA, disease duration) lesions become more numerous, larger and deeper: focal
+/// subchondral bands and blobs in the young, extensive fatty change in older patients.
 pub fn sample_lesions(
     rng: &mut Rng,
     dx: Diagnosis,
+    age: u32,
     joints: &[Joint; 2],
     c: &Contrast,
     z_window: (f32, f32),
 ) -> Vec<LesionSpec> {
     let ax = dx == Diagnosis::AxSpA;
+    let older = ((age as f32 - 20.0) / 30.0).clamp(0.0, 1.0);
     let count = if ax {
-        (1 + rng.poisson(2.3)).min(9)
-    } else if rng.chance(0.35) {
+        (1 + rng.poisson(1.7 + 1.6 * older as f64)).min(9)
+    } else if rng.chance(0.38 - 0.12 * older as f64) {
         0
     } else {
         (1 + rng.poisson(0.4)).min(3)
@@ -148,22 +152,24 @@ pub fn sample_lesions(
         };
         let jn = &joints[if side == Side::Left { 0 } else { 1 }];
         let bone = if rng.chance(0.6) { Bone::Ilium } else { Bone::Sacrum };
+        let o = older as f64;
         let shape = [LesionShape::Band, LesionShape::Triangle, LesionShape::Blob, LesionShape::Irregular]
-            [rng.weighted(&[0.3, 0.2, 0.25, 0.25])];
+            [rng.weighted(&[0.4 - 0.15 * o, 0.15 + 0.1 * o, 0.25, 0.2 + 0.05 * o])];
         let ml = if !ax {
-            rng.log_uniform(0.01, 0.4)
-        } else if n == 0 && rng.chance(0.35) {
-            rng.log_uniform(1.5, 7.0)
+            rng.log_uniform(0.01, 0.3 + 0.4 * o)
+        } else if n == 0 && rng.chance(0.2 + 0.35 * o) {
+            rng.log_uniform(1.5, 5.0 + 5.0 * o)
         } else {
-            rng.log_uniform(0.03, 3.0)
+            rng.log_uniform(0.03, 1.2 + 2.3 * o)
         } as f32;
         let v = ml * 1000.0;
-        let depth = match shape {
+        let deeper = 0.75 + 0.35 * older;
+        let depth = (match shape {
             LesionShape::Band => rng.uniform_f32(2.0, 4.5),
             LesionShape::Triangle => rng.uniform_f32(4.0, 10.0),
             _ => rng.uniform_f32(3.0, 11.0),
-        }
-        .min(MAX_DEPTH_MM - 2.5);
+        } * deeper)
+            .clamp(2.0, MAX_DEPTH_MM - 2.5);
         let area = match shape {
             LesionShape::Band => v / (0.75 * std::f32::consts::PI * depth),
             LesionShape::Triangle => v / (0.5 * std::f32::consts::PI * depth),

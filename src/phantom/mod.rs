@@ -40,6 +40,7 @@ pub mod sdf;
 pub mod shapes;
 pub mod tissue;
 
+use crate::io::dicom::write::StoredSamples;
 use crate::volume::Volume;
 pub use acquisition::Acquisition;
 use acquisition::{grid_of, sample_acquisition, Pose};
@@ -81,8 +82,9 @@ pub struct Case {
     pub seed: u64,
     /// The image in real units (`stored * slope + intercept`), LPS affine.
     pub image: Volume,
-    /// The stored int16 values (same layout as `image.data`).
-    pub stored: Vec<i16>,
+    /// The stored values, int16 or uint16 as the manifest's `scanner.storage` says (same
+    /// layout as `image.data`).
+    pub stored: StoredSamples,
     /// Ground-truth fat-metaplasia mask (0/1, same grid and layout as `image`).
     pub mask: Vec<u8>,
     pub manifest: CaseManifest,
@@ -251,7 +253,7 @@ fn build(seed: u64, cfg: &PhantomConfig) -> Built {
         z_window,
     );
     let mut lrng = Rng::new(seed, stream::LESIONS);
-    let specs = lesions::sample_lesions(&mut lrng, diagnosis, &pelvis.joints, &contrast, z_window);
+    let specs = lesions::sample_lesions(&mut lrng, diagnosis, patient.age_years, &pelvis.joints, &contrast, z_window);
     let sacrum: Arc<dyn Field> = pelvis.sacrum.clone();
     let ilia: [Arc<dyn Field>; 2] = [pelvis.ilia[0].clone(), pelvis.ilia[1].clone()];
     let fm = FmSet { lesions: lesions::lesion_shapes(&specs, &pelvis.joints, sacrum, ilia, &mut lrng, &lattice) };
@@ -297,19 +299,23 @@ pub fn generate_case(seed: u64, cfg: &PhantomConfig) -> Case {
     }
     let stored_sm = scanner::acquire(&rendered.image, &acq, &fx_used, seed);
 
-    // Slice-major -> (i, j, k) with k fastest.
+    // Slice-major -> (i, j, k) with k fastest (written in order, read in `n2` streams).
     let [n0, n1, n2] = acq.dims;
     let plane = n0 * n1;
     let total = plane * n2;
-    let mut stored = vec![0i16; total];
+    let (slope, icpt) = (fx_used.rescale_slope, fx_used.rescale_intercept);
+    let mut stored = vec![0i32; total];
+    let mut data = vec![0f32; total];
     let mut mask = vec![0u8; total];
     let mut counts = vec![0u64; specs.len()];
     let mut sums = vec![[0f64; 3]; specs.len()];
-    for k in 0..n2 {
-        for ij in 0..plane {
-            let dst = ij * n2 + k;
-            stored[dst] = stored_sm[k * plane + ij];
-            let l = rendered.label[k * plane + ij];
+    for ij in 0..plane {
+        for k in 0..n2 {
+            let (dst, src) = (ij * n2 + k, k * plane + ij);
+            let v = stored_sm[src];
+            stored[dst] = v;
+            data[dst] = (v as f64 * slope + icpt) as f32;
+            let l = rendered.label[src];
             if l > 0 {
                 mask[dst] = 1;
                 let id = (l - 1) as usize;
@@ -322,8 +328,10 @@ pub fn generate_case(seed: u64, cfg: &PhantomConfig) -> Case {
             }
         }
     }
-    let (slope, icpt) = (fx_used.rescale_slope, fx_used.rescale_intercept);
-    let data: Vec<f32> = stored.iter().map(|&v| (v as f64 * slope + icpt) as f32).collect();
+    let stored = match fx_used.storage {
+        scanner::Storage::Int16 => StoredSamples::I16(stored.iter().map(|&v| v as i16).collect()),
+        scanner::Storage::Uint16 => StoredSamples::U16(stored.iter().map(|&v| v as u16).collect()),
+    };
     let voxel_ml = acq.pixel_spacing_mm[0] * acq.pixel_spacing_mm[1] * acq.slice_spacing_mm / 1000.0;
     let mut lesions_out = Vec::new();
     for (n, sp) in specs.iter().enumerate() {
@@ -400,8 +408,10 @@ fn fold_wrap(scene: &Scene, grid: &Grid, pa: usize, os: f64, image: &mut [f32]) 
 mod tests {
     use super::*;
 
-    /// The renderer's shortcut (interpolating distances in blocks far from any surface) gives
-    /// the image and mask of evaluating everything exactly, around a joint where every kind of
+    /// The renderer's shortcuts (interpolating distances in blocks far from any surface, and
+    /// from every second voxel where the distance is flat) give the image of evaluating
+    /// everything exactly up to small partial-volume differences at creases, and the same
+    /// mask (the lesions are always evaluated exactly), around a joint where every kind of
     /// structure meets.
     #[test]
     fn block_interpolation_matches_exact_evaluation() {
@@ -416,8 +426,15 @@ mod tests {
             let g = b.grid.shifted(shift, [n, n, nk]);
             let fast = render::render_with(&b.scene, &g, true);
             let exact = render::render_with(&b.scene, &g, false);
-            let worst = fast.image.iter().zip(&exact.image).map(|(a, e)| (a - e).abs()).fold(0.0f32, f32::max);
-            assert!(worst <= 1e-6, "seed {seed}: largest difference {worst}");
+            let diff: Vec<f32> = fast.image.iter().zip(&exact.image).map(|(a, e)| (a - e).abs()).collect();
+            let worst = diff.iter().cloned().fold(0.0f32, f32::max);
+            let mean = diff.iter().sum::<f32>() / diff.len() as f32;
+            let big = diff.iter().filter(|&&d| d > 0.01).count();
+            eprintln!("seed {seed}: largest difference {worst}, mean {mean:.2e}, {big} above 0.01");
+            // Intensities are relative to fat (1); noise alone is 0.01-0.06.
+            assert!(worst <= 0.1, "seed {seed}: largest difference {worst}");
+            assert!(mean <= 1e-3, "seed {seed}: mean difference {mean}");
+            assert!(big * 200 <= diff.len(), "seed {seed}: {big} voxels differ by more than 0.01");
             assert_eq!(fast.label, exact.label, "seed {seed}: masks differ");
         }
     }
@@ -447,6 +464,60 @@ mod dev {
             );
         }
         eprintln!("total {total:.0} ms, {tb} in boxes, {te} exact, grid {:?}", b.grid.dims);
+    }
+}
+
+/// See [`dev`]: time per phase and per layer of the real render, single-threaded, for
+/// `PHANTOM_SEEDS` (`cargo test --release --lib phantom::dev_phases -- --ignored --nocapture`).
+#[cfg(test)]
+mod dev_phases {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn phases() {
+        let seeds: Vec<u64> = std::env::var("PHANTOM_SEEDS")
+            .unwrap_or_else(|_| "1".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut all = Vec::new();
+        for s in seeds {
+            pool.install(|| {
+                let cfg = PhantomConfig::default();
+                let t = Instant::now();
+                let b = build(s, &cfg);
+                let t_build = t.elapsed().as_secs_f64() * 1e3;
+                render::prof::start();
+                let t = Instant::now();
+                let r = render(&b.scene, &b.grid);
+                let t_render = t.elapsed().as_secs_f64() * 1e3;
+                let mut layers = render::prof::take();
+                let mut ev = render::prof::take_evals();
+                ev.sort_by(|a, b| b.1.total_cmp(&a.1));
+                eprintln!("kevals {:?}", &ev[..12.min(ev.len())]);
+                let fx = scanner::sample_effects(&mut Rng::new(s, stream::SCANNER), &b.acq);
+                let t = Instant::now();
+                let _ = scanner::acquire(&r.image, &b.acq, &fx, s);
+                let t_acq = t.elapsed().as_secs_f64() * 1e3;
+                let t = Instant::now();
+                let c = generate_case(s, &cfg);
+                let t_all = t.elapsed().as_secs_f64() * 1e3;
+                layers.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let top: Vec<String> = layers.iter().take(6).map(|(n, ms)| format!("{n} {ms:.0}")).collect();
+                eprintln!(
+                    "seed {s:3} {:?} case {t_all:5.0} ms: build {t_build:4.0} render {t_render:4.0} acquire {t_acq:4.0} ({}) | {}",
+                    b.grid.dims,
+                    c.manifest.artefacts.join(","),
+                    top.join(", ")
+                );
+                all.push(t_all);
+            });
+        }
+        let mx = all.iter().cloned().fold(0.0, f64::max);
+        eprintln!("mean {:.0} ms, max {mx:.0} ms", all.iter().sum::<f64>() / all.len() as f64);
     }
 }
 

@@ -1,5 +1,6 @@
 //! The synthetic patient: diagnosis and the clinical variables the paper's cohort records
-//! (age, sex, HLA-B27, CRP), drawn with cohort-like distributions (young adults, male
+//! (age, sex, HLA-B27, CRP), drawn with cohort-like distributions (young adults with a tail of
+//! older patients, male
 //! predominance in axSpA, HLA-B27 mostly positive in axSpA, sometimes missing).
 
 use super::rng::Rng;
@@ -36,7 +37,9 @@ pub struct Patient {
 pub fn sample_patient(rng: &mut Rng, diagnosis: Diagnosis) -> Patient {
     let ax = diagnosis == Diagnosis::AxSpA;
     let sex = if rng.chance(if ax { 0.74 } else { 0.55 }) { Sex::Male } else { Sex::Female };
-    let age = rng.normal_clamped(if ax { 28.0 } else { 30.0 }, 7.0, 16.0, 45.0).round() as u32;
+    // Young adults mostly (axSpA starts before 45), a tail of older patients.
+    let age = if ax { rng.normal_clamped(31.0, 9.0, 16.0, 62.0) } else { rng.normal_clamped(35.0, 11.0, 16.0, 68.0) }
+        .round() as u32;
     let hla = if rng.chance(0.12) { None } else { Some(rng.chance(if ax { 0.8 } else { 0.15 })) };
     // Log-normal CRP: median about 9 mg/l in axSpA, 3 mg/l otherwise.
     let crp = rng.normal(if ax { 9f64.ln() } else { 3f64.ln() }, 1.0).exp().clamp(0.1, 150.0);

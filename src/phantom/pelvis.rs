@@ -52,7 +52,7 @@ pub enum BowelContent {
 
 pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
     let male = patient.sex == Sex::Male;
-    let size = if male { rng.uniform_f32(0.97, 1.1) } else { rng.uniform_f32(0.9, 1.03) };
+    let size = if male { rng.uniform_f32(0.93, 1.14) } else { rng.uniform_f32(0.86, 1.06) };
 
     // Sacrum.
     let a0 = -rng.uniform_f32(24.0, 32.0) * size;
@@ -65,10 +65,10 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
         w0,
         w1: rng.uniform_f32(3.0, 8.0),
         w2: rng.uniform_f32(-4.0, 0.0),
-        beta_deg: rng.uniform_f32(14.0, 30.0),
+        beta_deg: rng.uniform_f32(12.0, 34.0),
         tanb_slope: rng.uniform_f32(0.05, 0.25),
         kappa: rng.uniform_f32(-0.08, 0.12),
-        h: rng.uniform_f32(0.8, 1.5),
+        h: rng.uniform_f32(0.65, 1.9),
         z_lo,
         z_hi,
         ya0,
@@ -178,8 +178,9 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
     // cavity in front of the sacrum (fat, bowel, vessels), with psoas, iliacus and
     // piriformis drawn into the cavity and thin fat planes between the muscles.
     let bulk = if male { rng.uniform_f32(1.0, 1.25) } else { rng.uniform_f32(0.8, 1.05) };
-    let fat_infiltration =
-        rng.uniform_f32(0.02, 0.08) + if male { 0.0 } else { 0.03 } + patient.age_years as f32 * 0.001;
+    let fat_infiltration = rng.uniform_f32(0.02, 0.08)
+        + if male { 0.0 } else { 0.03 }
+        + patient.age_years as f32 * 0.0015 * rng.uniform_f32(0.5, 1.5);
     let mut muscles: Vec<(&'static str, Arc<dyn Field>)> = Vec::new();
     let mut septa: Vec<Arc<dyn Field>> = Vec::new();
     let mut lateral = [[0.0f32; 3]; 2];
@@ -385,7 +386,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
     // Fat planes inside muscles (intermuscular fat).
     for il in ilia.iter() {
         let sg = il.joint.side.sigma();
-        for _ in 0..rng.int(0, 3) {
+        for _ in 0..rng.int(0, 4) {
             let z = rng.uniform_f32(-50.0, 50.0);
             let pts = il.wing_points(z);
             let k = rng.int(1, 4) as usize;
@@ -395,7 +396,7 @@ pub fn sample_pelvis(rng: &mut Rng, patient: &Patient) -> Pelvis {
             septa.push(Arc::new(Capsule {
                 a: [sg * x, y, z - len],
                 b: [sg * (x + len * ang.cos() * 0.5), y + len * ang.sin() * 0.5, z + len],
-                r: rng.uniform_f32(0.6, 1.6),
+                r: rng.uniform_f32(0.6, 2.2),
             }));
         }
     }

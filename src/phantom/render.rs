@@ -33,6 +33,18 @@ const _: () = assert!(BLOCK >= 2 && BLOCK.is_power_of_two() && (TOP as usize).is
 /// differences of about 1e-3.
 const RAMP: f32 = 2.0;
 
+/// Largest second difference (mm) along the rows and columns of a leaf block's lattice of
+/// every second voxel for which the block is interpolated from that lattice anywhere (see
+/// `PlaneFill::lattice_ok`).
+const FLAT: f32 = 0.2;
+
+/// Largest second difference for which a leaf block far from its bands' edges is still
+/// interpolated (see `PlaneFill::lattice_ok`).
+const CREASE: f32 = 2.0;
+
+/// Largest block (voxels a side) filled from its 3 x 3 lattice when that is flat enough.
+const COARSE_MAX: i64 = 16;
+
 /// The image grid in the pelvis frame: voxel `(i, j, k)` sits at `m * (i, j, k) + t`.
 #[derive(Clone, Debug)]
 pub struct Grid {
@@ -181,8 +193,9 @@ pub fn render(scene: &Scene, grid: &Grid) -> Rendered {
     render_with(scene, grid, true)
 }
 
-/// [`render`], with the far-block interpolation (`cull`) or with every needed value evaluated
-/// exactly (the reference the interpolation is checked against).
+/// [`render`], with the shortcuts (`cull`: far blocks interpolated, flat leaf blocks
+/// interpolated from every second voxel) or with every needed value evaluated exactly (the
+/// reference the shortcuts are checked against).
 pub fn render_with(scene: &Scene, grid: &Grid, cull: bool) -> Rendered {
     let [n0, n1, n2] = grid.dims;
     let plane = n0 * n1;
@@ -255,12 +268,60 @@ struct PlaneFill<'a, F: FnMut(V3) -> f32> {
     k: f32,
     base: f32,
     px: [f32; 2],
+    /// Evaluate leaf blocks on a lattice of every second voxel and interpolate where that
+    /// is safe (see [`PlaneFill::lattice_ok`]): the layer's band offsets, or `None` to
+    /// evaluate leaf blocks per voxel.
+    coarse: Option<&'a [f32]>,
 }
 
 impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
     #[inline]
     fn eval(&mut self, i: i64, j: i64) -> f32 {
         (self.f)(self.grid.pos(i as f32, j as f32, self.k))
+    }
+
+    /// Whether a block may be filled bilinearly from the 3 x 3 lattice `l` of its corners,
+    /// edge midpoints and centre: either every second difference along the lattice's rows and
+    /// columns is below [`FLAT`] (no crease, thin plate or tight curve inside: interpolation
+    /// then errs by at most that much at a crease, by about an eighth of it on a smooth
+    /// curve), or the differences are moderate and every lattice value lies beyond each band's
+    /// edge (`offsets`) by more than the widest in-plane ramp plus that error (the crease lies
+    /// deep inside or far outside, where the in-plane coverage saturates either way).
+    #[inline]
+    fn lattice_ok(&self, l: &[[f32; 3]; 3], offsets: &[f32]) -> bool {
+        let sd = |a: f32, b: f32, c: f32| (a - 2.0 * b + c).abs();
+        let mut worst = 0.0f32;
+        for n in 0..3 {
+            worst = worst.max(sd(l[n][0], l[n][1], l[n][2])).max(sd(l[0][n], l[1][n], l[2][n]));
+        }
+        if worst <= FLAT {
+            return true;
+        }
+        if worst > CREASE {
+            return false;
+        }
+        // Half the widest in-plane ramp for distances of slope up to 1.5.
+        let h = 0.75 * (self.px[0] * self.px[0] + self.px[1] * self.px[1]).sqrt() + worst;
+        offsets.iter().all(|&o| l.iter().flatten().all(|&v| v + o > h) || l.iter().flatten().all(|&v| v + o < -h))
+    }
+
+    /// Fills the voxels of block `[ia, ib) x [ja, jb)` in rows and columns `r` bilinearly
+    /// from its 3 x 3 lattice `l`.
+    #[inline]
+    fn fill_lattice(&mut self, ia: i64, ib: i64, ja: i64, l: &[[f32; 3]; 3], r: [i64; 4]) {
+        let half = (ib - ia) / 2;
+        let inv = 1.0 / half as f32;
+        let [r0, r1, s0, s1] = r;
+        for i in r0..=r1 {
+            let (a, u) = (((i - ia) / half) as usize, ((i - ia) % half) as f32 * inv);
+            let row = (i - self.lo[0]) as usize * self.nj;
+            for j in s0..=s1 {
+                let (b, v) = (((j - ja) / half) as usize, ((j - ja) % half) as f32 * inv);
+                let top = l[a][b] + (l[a][b + 1] - l[a][b]) * v;
+                let bot = l[a + 1][b] + (l[a + 1][b + 1] - l[a + 1][b]) * v;
+                self.plane[row + (j - self.lo[1]) as usize] = top + (bot - top) * u;
+            }
+        }
     }
 
     /// Fills the voxels of block `[ia, ib) x [ja, jb)` that lie in the plane's range; `c` are
@@ -300,16 +361,35 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
         }
         if ib - ia <= BLOCK as i64 {
             if let Some(v) = &self.vis {
-                if !v.needed(r0, r1, s0, s1) {
+                if !v.needed(ia, ja) {
                     return;
                 }
+            }
+            let mut known = None;
+            if let Some(offsets) = self.coarse {
+                let (im, jm) = ((ia + ib) / 2, (ja + jb) / 2);
+                let l = [
+                    [c[0], self.eval(ia, jm), c[1]],
+                    [self.eval(im, ja), self.eval(im, jm), self.eval(im, jb)],
+                    [c[2], self.eval(ib, jm), c[3]],
+                ];
+                if self.lattice_ok(&l, offsets) {
+                    self.fill_lattice(ia, ib, ja, &l, [r0, r1, s0, s1]);
+                    return;
+                }
+                known = Some(l);
             }
             let step = [self.grid.m[0][1], self.grid.m[1][1], self.grid.m[2][1]];
             for i in r0..=r1 {
                 let mut p = self.grid.pos(i as f32, s0 as f32, self.k);
                 let row = (i - self.lo[0]) as usize * self.nj;
                 for j in s0..=s1 {
-                    self.plane[row + (j - self.lo[1]) as usize] = (self.f)(p);
+                    // Lattice points already evaluated are not evaluated again.
+                    let (a, b) = (i - ia, j - ja);
+                    self.plane[row + (j - self.lo[1]) as usize] = match known {
+                        Some(l) if a % 2 == 0 && b % 2 == 0 => l[a as usize / 2][b as usize / 2],
+                        _ => (self.f)(p),
+                    };
                     p = [p[0] + step[0], p[1] + step[1], p[2] + step[2]];
                 }
             }
@@ -321,6 +401,13 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
         let mid = self.eval(im, jm);
         let e_right = self.eval(im, jb);
         let e_bot = self.eval(ib, jm);
+        if let Some(offsets) = self.coarse {
+            let l = [[c[0], e_top, c[1]], [e_left, mid, e_right], [c[2], e_bot, c[3]]];
+            if ib - ia <= COARSE_MAX && self.lattice_ok(&l, offsets) {
+                self.fill_lattice(ia, ib, ja, &l, [r0, r1, s0, s1]);
+                return;
+            }
+        }
         self.fill(ia, im, ja, jm, [c[0], e_top, e_left, mid]);
         self.fill(ia, im, jm, jb, [e_top, c[1], mid, e_right]);
         self.fill(im, ib, ja, jm, [e_left, mid, c[2], e_bot]);
@@ -328,44 +415,44 @@ impl<F: FnMut(V3) -> f32> PlaneFill<'_, F> {
     }
 }
 
-/// The transmittance left in a chunk's voxels after the layers in front: a plane's values are
-/// needed only where a voxel of that plane, of its in-plane neighbours or of the next planes
-/// still shows through. Planes outside the chunk are only read as neighbours.
+/// Which of a chunk's `BLOCK`-aligned blocks are finished (every voxel opaque after the
+/// layers in front): a plane's values in a block are needed only where that block or one of
+/// its in-plane neighbours (whose voxels read it as a neighbour) is open on that plane, or the
+/// block is open on the next planes. Planes outside the chunk are only read as neighbours.
 #[derive(Clone, Copy)]
 struct Visible<'a> {
-    trans: &'a [f32],
-    /// The chunk's first slice and slice count, the grid's row length, the plane size.
+    done: &'a [bool],
+    /// The chunk's first slice and slice count, blocks per plane along `i` and `j`.
     k0: usize,
     nk: usize,
-    n1: usize,
-    plane: usize,
+    nb: [usize; 2],
     /// The grid plane this fill is for.
     k: i64,
 }
 
 impl Visible<'_> {
     #[inline]
-    fn open(&self, i: i64, j: i64, k: i64) -> bool {
-        let n0 = (self.plane / self.n1) as i64;
-        if k < self.k0 as i64 || k >= (self.k0 + self.nk) as i64 || i < 0 || j < 0 || i >= n0 || j >= self.n1 as i64 {
+    fn open(&self, bi: i64, bj: i64, k: i64) -> bool {
+        if k < self.k0 as i64 || k >= (self.k0 + self.nk) as i64 || bi < 0 || bj < 0 {
             return false;
         }
-        self.trans[(k as usize - self.k0) * self.plane + i as usize * self.n1 + j as usize] > OPAQUE
+        let (bi, bj) = (bi as usize, bj as usize);
+        if bi >= self.nb[0] || bj >= self.nb[1] {
+            return false;
+        }
+        !self.done[((k as usize - self.k0) * self.nb[0] + bi) * self.nb[1] + bj]
     }
 
-    /// Whether any value in rows `r0..=r1`, columns `s0..=s1` will be read.
-    fn needed(&self, r0: i64, r1: i64, s0: i64, s1: i64) -> bool {
-        for i in r0 - 1..=r1 + 1 {
-            for j in s0 - 1..=s1 + 1 {
-                let edge = (i < r0 || i > r1) && (j < s0 || j > s1);
-                if !edge && self.open(i, j, self.k) {
-                    return true;
-                }
-            }
+    /// Whether any value of the aligned block whose first voxel is `(ia, ja)` will be read.
+    #[inline]
+    fn needed(&self, ia: i64, ja: i64) -> bool {
+        let (bi, bj) = (ia.div_euclid(BLOCK as i64), ja.div_euclid(BLOCK as i64));
+        if self.open(bi, bj, self.k - 1) || self.open(bi, bj, self.k + 1) {
+            return true;
         }
-        for i in r0..=r1 {
-            for j in s0..=s1 {
-                if self.open(i, j, self.k - 1) || self.open(i, j, self.k + 1) {
+        for a in bi - 1..=bi + 1 {
+            for b in bj - 1..=bj + 1 {
+                if self.open(a, b, self.k) {
                     return true;
                 }
             }
@@ -382,12 +469,26 @@ impl Samples {
     /// `base` is how far from the surface (mm) the layer's coverage is known to saturate: its
     /// largest band offset plus half the widest ramp.
     #[inline(never)]
-    fn eval(grid: &Grid, b: [[usize; 2]; 3], base: f32, vis: Option<Visible>, mut f: impl FnMut(V3) -> f32) -> Samples {
+    fn eval(
+        grid: &Grid,
+        b: [[usize; 2]; 3],
+        base: f32,
+        vis: Option<Visible>,
+        coarse: Option<&[f32]>,
+        mut d: Vec<f32>,
+        mut f: impl FnMut(V3) -> f32,
+    ) -> Samples {
         let (k0, k1) = (b[2][0], b[2][1]);
         let (i0, i1) = (b[0][0], b[0][1]);
         let (j0, j1) = (b[1][0], b[1][1]);
         let (ni, nj, nk) = (i1 - i0 + 3, j1 - j0 + 3, k1 - k0 + 3);
-        let mut d = vec![0.0f32; ni * nj * nk];
+        // `d` is a previous layer's buffer: every value that will be read is written below
+        // (leaf blocks skipped as not visible are never read), so it is not cleared.
+        let n = ni * nj * nk;
+        if d.len() < n {
+            d.resize(n, 0.0);
+        }
+        d.truncate(n);
         let bs = BLOCK as i64;
         let blo = [(i0 as i64 - 1).div_euclid(bs), (j0 as i64 - 1).div_euclid(bs)];
         let nb = [
@@ -402,7 +503,7 @@ impl Samples {
         for (kk, (plane, outside)) in d.chunks_mut(ni * nj).zip(outside.chunks_mut(nb[0] * nb[1])).enumerate() {
             let k = (k0 + kk) as f32 - 1.0;
             let vis = vis.map(|v| Visible { k: k as i64, ..v });
-            let mut pf = PlaneFill { grid, f: &mut f, plane, outside, blo, nb, vis, lo, hi, nj, k, base, px };
+            let mut pf = PlaneFill { grid, f: &mut f, plane, outside, blo, nb, vis, lo, hi, nj, k, base, px, coarse };
             for bi in lo[0].div_euclid(TOP)..=hi[0].div_euclid(TOP) {
                 for bj in lo[1].div_euclid(TOP)..=hi[1].div_euclid(TOP) {
                     let (ia, ja) = (bi * TOP, bj * TOP);
@@ -450,9 +551,13 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
     let [n0, n1, _] = grid.dims;
     let plane = n0 * n1;
     let nk = k1 - k0;
-    let mut acc = vec![0.0f32; nk * plane];
-    let mut trans = vec![1.0f32; nk * plane];
+    // Per voxel: the intensity so far and the transmittance left (together: one stream).
+    let mut px = vec![[0.0f32, 1.0]; nk * plane];
+    let mut buf = Vec::new();
     let mut lab = vec![0u16; nk * plane];
+    // Per plane, the aligned blocks whose voxels are all opaque (see `Visible`).
+    let nbk = [n0.div_ceil(BLOCK), n1.div_ceil(BLOCK)];
+    let mut done = vec![false; nk * nbk[0] * nbk[1]];
     let a = grid.half_thickness;
     // This chunk's planes (and one beyond each side) in the pelvis frame: layer boxes are cut
     // to it before they are projected onto the grid.
@@ -467,7 +572,8 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
     if let Some(b) = fm.bounds().and_then(|bb| grid.index_box(&bb.grow(MARGIN).intersect(&slab))).and_then(clip) {
         let blur_max = fm.lesions.iter().map(|l| l.blur).fold(0.0, f32::max);
         let reach = RAMP + 0.5 * blur_max;
-        let s = Samples::eval(grid, b, reach + slack, None, |p| fm.dist_id(p).0);
+        // The lesions (small, and the mask comes from them) are always evaluated per voxel.
+        let s = Samples::eval(grid, b, reach + slack, None, None, Vec::new(), |p| fm.dist_id(p).0);
         for k in b[2][0]..=b[2][1] {
             for i in b[0][0]..=b[0][1] {
                 let row = (k - k0) * plane + i * n1;
@@ -484,8 +590,7 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
                     let c = coverage(l.dm, l.d0, l.dp, l.w + lesion.blur, a);
                     if c > 0.0 {
                         let v = lesion.shade.at(grid.pos(i as f32, j as f32, k as f32));
-                        acc[row + j] += c * v;
-                        trans[row + j] = 1.0 - c;
+                        px[row + j] = [px[row + j][0] + c * v, 1.0 - c];
                     }
                     if coverage(l.dm, l.d0, l.dp, l.w, a) >= 0.5 {
                         lab[row + j] = id + 1;
@@ -499,14 +604,41 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
         let Some(b) = grid.index_box(&layer.field.bounds().grow(MARGIN).intersect(&slab)).and_then(clip) else {
             continue;
         };
+        #[cfg(test)]
+        let t_layer = std::time::Instant::now();
         let base = layer.bands.iter().map(|b| b.offset).fold(0.0, f32::max) + RAMP;
-        let vis = Visible { trans: &trans, k0, nk, n1, plane, k: 0 };
-        let s = Samples::eval(grid, b, base + slack, Some(vis), |p| layer.field.dist(p));
+        let offsets: Vec<f32> = layer.bands.iter().map(|b| b.offset).collect();
+        let vis = Visible { done: &done, k0, nk, nb: nbk, k: 0 };
+        #[cfg(test)]
+        let mut n_eval = 0usize;
+        let s = Samples::eval(
+            grid,
+            b,
+            base + slack,
+            Some(vis),
+            cull.then_some(&offsets[..]),
+            std::mem::take(&mut buf),
+            |p| {
+                #[cfg(test)]
+                {
+                    n_eval += 1;
+                }
+                layer.field.dist(p)
+            },
+        );
+        #[cfg(test)]
+        {
+            prof::add("(eval)", t_layer.elapsed().as_secs_f64() * 1e3);
+            prof::add("(kevals)", n_eval as f64 / 1e3);
+            prof::add_evals(layer.name, n_eval as f64 / 1e3);
+            prof::add("(kbox)", s.d.len() as f64 / 1e3);
+        }
         let bs = BLOCK as i64;
         for k in b[2][0]..=b[2][1] {
             for bi in (b[0][0] as i64).div_euclid(bs)..=(b[0][1] as i64).div_euclid(bs) {
                 for bj in (b[1][0] as i64).div_euclid(bs)..=(b[1][1] as i64).div_euclid(bs) {
-                    if s.block_outside(bi, bj, k) {
+                    let di = ((k - k0) * nbk[0] + bi as usize) * nbk[1] + bj as usize;
+                    if done[di] || s.block_outside(bi, bj, k) {
                         continue;
                     }
                     let (i_lo, i_hi) =
@@ -516,7 +648,7 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
                     for i in i_lo..=i_hi {
                         let row = (k - k0) * plane + i * n1;
                         for j in j_lo..=j_hi {
-                            let t = trans[row + j];
+                            let [acc0, t] = px[row + j];
                             if t <= OPAQUE {
                                 continue;
                             }
@@ -540,15 +672,59 @@ fn render_chunk(scene: &Scene, grid: &Grid, k0: usize, k1: usize, cull: bool) ->
                                     break;
                                 }
                             }
-                            acc[row + j] += add;
-                            trans[row + j] = t;
+                            px[row + j] = [acc0 + add, t];
                         }
                     }
+                    // The whole block (not only its part in this layer's box) finished?
+                    let (bi, bj) = (bi as usize * BLOCK, bj as usize * BLOCK);
+                    done[di] = (bi..(bi + BLOCK).min(n0)).all(|i| {
+                        let row = (k - k0) * plane + i * n1;
+                        px[row + bj..row + (bj + BLOCK).min(n1)].iter().all(|v| v[1] <= OPAQUE)
+                    });
                 }
             }
         }
+        buf = s.d;
+        #[cfg(test)]
+        prof::add(layer.name, t_layer.elapsed().as_secs_f64() * 1e3);
     }
-    (acc, lab)
+    (px.iter().map(|v| v[0]).collect(), lab)
+}
+
+/// Time per layer name in the real render, on this thread (development aid).
+#[cfg(test)]
+pub(crate) mod prof {
+    use std::cell::RefCell;
+    thread_local!(static T: RefCell<Option<Vec<(&'static str, f64)>>> = const { RefCell::new(None) });
+    thread_local!(static E: RefCell<Vec<(&'static str, f64)>> = const { RefCell::new(Vec::new()) });
+    pub fn add_evals(name: &'static str, n: f64) {
+        E.with(|t| {
+            let mut v = t.borrow_mut();
+            match v.iter_mut().find(|e| e.0 == name) {
+                Some(e) => e.1 += n,
+                None => v.push((name, n)),
+            }
+        });
+    }
+    pub fn take_evals() -> Vec<(&'static str, f64)> {
+        E.with(|t| std::mem::take(&mut *t.borrow_mut()))
+    }
+    pub fn start() {
+        T.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    }
+    pub fn add(name: &'static str, ms: f64) {
+        T.with(|t| {
+            if let Some(v) = t.borrow_mut().as_mut() {
+                match v.iter_mut().find(|e| e.0 == name) {
+                    Some(e) => e.1 += ms,
+                    None => v.push((name, ms)),
+                }
+            }
+        });
+    }
+    pub fn take() -> Vec<(&'static str, f64)> {
+        T.with(|t| t.borrow_mut().take().unwrap_or_default())
+    }
 }
 
 /// Per layer: name, voxels in its box, exact evaluations, milliseconds (development aid).
@@ -561,7 +737,7 @@ pub(crate) fn profile_layers(scene: &Scene, grid: &Grid) -> Vec<(&'static str, u
         let t = std::time::Instant::now();
         let mut n = 0usize;
         let base = layer.bands.iter().map(|b| b.offset).fold(0.0, f32::max) + RAMP;
-        let s = Samples::eval(grid, b, base, None, |p| {
+        let s = Samples::eval(grid, b, base, None, Some(&[0.0]), Vec::new(), |p| {
             n += 1;
             layer.field.dist(p)
         });

@@ -95,18 +95,12 @@ impl Rng {
         }
     }
 
-    /// A standard normal pair by the polar method, in `f32`, for per-voxel noise.
+    /// A standard normal pair (ziggurat), in `f32`, for per-voxel noise.
     #[inline]
     pub fn normal_pair_f32(&mut self) -> (f32, f32) {
-        loop {
-            let u = 2.0 * self.0.random::<f32>() - 1.0;
-            let v = 2.0 * self.0.random::<f32>() - 1.0;
-            let s = u * u + v * v;
-            if s > 0.0 && s < 1.0 {
-                let f = (-2.0 * s.ln() / s).sqrt();
-                return (u * f, v * f);
-            }
-        }
+        let a: f64 = StandardNormal.sample(&mut self.0);
+        let b: f64 = StandardNormal.sample(&mut self.0);
+        (a as f32, b as f32)
     }
 
     pub fn next_u64(&mut self) -> u64 {

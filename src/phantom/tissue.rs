@@ -32,7 +32,7 @@ pub struct Contrast {
 
 pub fn sample_contrast(rng: &mut Rng, field_t: f64, age: f64) -> Contrast {
     let three_t = field_t > 2.0;
-    let muscle = if three_t { rng.uniform_f32(0.31, 0.44) } else { rng.uniform_f32(0.24, 0.37) };
+    let muscle = if three_t { rng.uniform_f32(0.29, 0.46) } else { rng.uniform_f32(0.22, 0.39) };
     // Red marrow converts to yellow with age: young adults' sacra are darker.
     let age_f = ((age - 16.0) / 30.0).clamp(0.0, 1.0) as f32;
     let red = (muscle + rng.uniform_f32(0.1, 0.2) + 0.1 * age_f).min(0.66);

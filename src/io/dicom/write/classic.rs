@@ -20,6 +20,7 @@ pub(super) fn pixel_data(frame: StoredSamples) -> DataElement<dicom_object::InMe
         StoredSamples::I16(v) => {
             DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(v.iter().map(|&x| x as u16).collect()))
         }
+        StoredSamples::U16(v) => DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(v.into())),
         StoredSamples::U8(mut v) => {
             if v.len() % 2 == 1 {
                 v.push(0);

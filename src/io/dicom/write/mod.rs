@@ -39,6 +39,9 @@ pub const IMPLEMENTATION_VERSION_NAME: &str = "FMSEG_0_1";
 pub enum StoredSamples {
     /// Signed 16-bit (BitsAllocated 16, PixelRepresentation 1): the MR Image IOD's format.
     I16(Vec<i16>),
+    /// Unsigned 16-bit (BitsAllocated 16, PixelRepresentation 0): also valid MR Image IOD
+    /// pixels, as many scanners store them.
+    U16(Vec<u16>),
     /// Unsigned 8-bit (BitsAllocated 8): only for exercising 8-bit codecs (JPEG baseline);
     /// not a valid MR Image IOD (which requires 16 bits).
     U8(Vec<u8>),
@@ -48,12 +51,14 @@ impl StoredSamples {
     fn len(&self) -> usize {
         match self {
             StoredSamples::I16(v) => v.len(),
+            StoredSamples::U16(v) => v.len(),
             StoredSamples::U8(v) => v.len(),
         }
     }
     fn get(&self, idx: usize) -> i64 {
         match self {
             StoredSamples::I16(v) => v[idx] as i64,
+            StoredSamples::U16(v) => v[idx] as i64,
             StoredSamples::U8(v) => v[idx] as i64,
         }
     }
@@ -170,15 +175,22 @@ impl StoredVolume {
             StoredSamples::I16(v) => {
                 StoredSamples::I16((0..rows).flat_map(|r| (0..cols).map(move |c| v[idx(r, c)])).collect())
             }
+            StoredSamples::U16(v) => {
+                StoredSamples::U16((0..rows).flat_map(|r| (0..cols).map(move |c| v[idx(r, c)])).collect())
+            }
             StoredSamples::U8(v) => {
                 StoredSamples::U8((0..rows).flat_map(|r| (0..cols).map(move |c| v[idx(r, c)])).collect())
             }
         }
     }
 
+    fn signed(&self) -> bool {
+        matches!(self.samples, StoredSamples::I16(_))
+    }
+
     fn bits(&self) -> u16 {
         match self.samples {
-            StoredSamples::I16(_) => 16,
+            StoredSamples::I16(_) | StoredSamples::U16(_) => 16,
             StoredSamples::U8(_) => 8,
         }
     }

@@ -58,7 +58,7 @@ pub fn image_pixel(b: &mut Builder, vol: &StoredVolume) {
         .us(tags::BITS_ALLOCATED, bits)
         .us(tags::BITS_STORED, bits)
         .us(tags::HIGH_BIT, bits - 1)
-        .us(tags::PIXEL_REPRESENTATION, if bits == 16 { 1 } else { 0 });
+        .us(tags::PIXEL_REPRESENTATION, if vol.signed() { 1 } else { 0 });
 }
 
 /// Window centre/width (real units): the meta's, or the value range.
