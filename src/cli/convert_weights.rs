@@ -19,6 +19,10 @@ pub struct Args {
     /// Element type of the written tensors.
     #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
     pub dtype: DTypeArg,
+    /// Metadata to store with the tensors (safetensors and frozen), repeatable: `trained=true`
+    /// marks weights as trained (no untrained notice in `segment`); others record provenance.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +57,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let sd = weights::load_canonical(&args.input).context("reading weights")?;
     let source = args.input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    weights::save_with_metadata(&sd, &args.output, format, dtype, &[("source", &source)])
+    let mut meta: Vec<(&str, &str)> = vec![("source", &source)];
+    for m in &args.meta {
+        match m.split_once('=') {
+            Some((k, v)) if !k.is_empty() => meta.push((k, v)),
+            _ => bail!("--meta {m:?}: expected KEY=VALUE"),
+        }
+    }
+    weights::save_with_metadata(&sd, &args.output, format, dtype, &meta)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let bytes =
         std::fs::metadata(&args.output).with_context(|| format!("reading back {}", args.output.display()))?.len();
