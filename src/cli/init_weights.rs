@@ -1,6 +1,6 @@
 //! `fmseg init-weights OUT`: freshly initialised network weights (PyTorch's default Conv3d /
 //! ConvTranspose3d initialisation, seeded), marked `trained=false`. The starting point of a
-//! training run, and what `weights/fmseg-unet25d.fmw` holds until trained weights are published.
+//! training run (the bundled `weights/fmseg-unet25d.fmw` are trained from seed 0: weights/README.md).
 
 use std::path::PathBuf;
 
