@@ -880,3 +880,50 @@ fn phantom_segment_report_end_to_end() {
     assert!(close(truth.left_ml / v, by_side("left")), "left: {} vs {}", truth.left_ml / v, by_side("left"));
     assert!(close(truth.right_ml / v, by_side("right")), "right: {} vs {}", truth.right_ml / v, by_side("right"));
 }
+
+/// The bundled weights find FM on a fresh synthetic study (set seed 2, never trained on: the
+/// training run used case seeds 1000..1200), through the whole command on the DICOM series,
+/// with a Dice the untrained network (Dice 0 on every study tried, predicting FM everywhere)
+/// cannot reach.
+#[test]
+fn bundled_weights_find_fm_on_a_fresh_study() {
+    const DICE_FLOOR: f64 = BUNDLED_DICE_FLOOR;
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("set");
+    let o = fmseg(
+        &[
+            "phantom".as_ref(),
+            "--out".as_ref(),
+            set.as_os_str(),
+            "--seed".as_ref(),
+            "2".as_ref(),
+            "--axspa-fraction".as_ref(),
+            "1".as_ref(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let case = set.join("case_000");
+    let out = dir.path().join("out");
+    let truth = case.join("fm_mask.nii.gz");
+    let o = fmseg(
+        &[
+            "segment".as_ref(),
+            case.join("dicom").as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--truth".as_ref(),
+            truth.as_os_str(),
+            "--threads".as_ref(),
+            "2".as_ref(),
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("NOTICE"), "the bundled weights are trained: {stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["weights"][0]["bundled"], true);
+    let dice = r["truth"]["dice"].as_f64().unwrap();
+    assert!(dice >= DICE_FLOOR, "Dice {dice} below the floor {DICE_FLOOR}: {}", r["truth"]);
+}

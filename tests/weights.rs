@@ -613,3 +613,31 @@ fn cli_converts_and_refuses() {
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "a failed conversion left files");
 }
+
+/// The bundled weights (`weights/fmseg-unet25d.fmw`): their checksum is the one the model card
+/// states (`weights/fmseg-unet25d.fmw.sha256`), they say they are trained, they fit the network,
+/// and they are not the initialisation they were trained from (seed 0).
+#[test]
+fn bundled_weights_are_the_trained_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let path = dir.join("fmseg-unet25d.fmw");
+    let info =
+        fmseg::pipeline::report::WeightsInfo::of(&path, true).expect("the bundled weights are in the repository");
+    let want = std::fs::read_to_string(dir.join("fmseg-unet25d.fmw.sha256")).unwrap();
+    assert_eq!(info.sha256, format!("sha256:{}", want.split_whitespace().next().unwrap()));
+    assert_eq!(info.format, "frozen");
+    assert_eq!(info.trained, Some(true));
+    let sd = weights::load_canonical(&path).unwrap();
+    let init = fmseg::model::init::random_state_dict(0);
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (key, _) in catalog::tensor_keys() {
+        let (a, b) = (sd.get(&key).unwrap(), init.get(&key).unwrap());
+        for (x, y) in a.data.iter().zip(&b.data) {
+            diff += ((x - y) as f64).powi(2);
+            norm += (*y as f64).powi(2);
+        }
+    }
+    let rel = (diff / norm).sqrt();
+    eprintln!("bundled weights vs the seed-0 initialisation: rel L2 {rel:.4}");
+    assert!(rel > 0.05, "the bundled weights are (nearly) the initialisation: rel L2 {rel}");
+}
