@@ -8,6 +8,10 @@ use crate::tensor::{numel, Dims};
 /// converted at the file boundary.
 pub type Affine = [[f64; 4]; 4];
 
+/// The largest image any reader accepts (2^28 voxels, 1 GiB as float32: a 512x512x1024 stack),
+/// checked against the declared size before the voxel data is read or memory is reserved.
+pub const MAX_INPUT_VOXELS: usize = 1 << 28;
+
 pub const IDENTITY: Affine = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
 
 /// A scalar volume. `data` is row-major over `(i, j, k)` with `k` fastest, the same order as the

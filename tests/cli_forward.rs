@@ -122,4 +122,26 @@ fn bad_inputs_fail_with_clear_errors_and_no_output() {
     let bad_w = d.join("bad.pth");
     std::fs::write(&bad_w, vec![7u8; 1000]).unwrap();
     assert_fails_cleanly(&forward(&bad_w, &good, &out), &out, "bad.pth");
+
+    // --maps naming a file, and an output under a file: refused before the pass runs.
+    let file = d.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let o = fmseg(&[
+        "forward".as_ref(),
+        "--weights".as_ref(),
+        weights.as_os_str(),
+        "--input".as_ref(),
+        good.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+        "--maps".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert_fails_cleanly(&o, &out, "--maps");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("fmseg forward:"), "no pass ran");
+    let under = file.join("y.npy");
+    let o = forward(&weights, &good, &under);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("cannot write") && err.contains("a-file/y.npy"), "{err}");
+    assert!(!err.contains("fmseg forward:") && !err.contains(".fmseg-partial"), "{err}");
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::io::nifti::{self, WriteType};
 use crate::pipeline::segment::load_input;
@@ -29,7 +29,15 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
     if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
         bail!("{}: the output must be a NIfTI file ending in .nii or .nii.gz", a.output.display());
     }
-    let loaded = load_input(&a.input, a.series.as_deref()).with_context(|| format!("reading {}", a.input.display()))?;
+    // The input is named unless the reader's message already does.
+    let loaded = load_input(&a.input, a.series.as_deref()).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains(&a.input.display().to_string()) {
+            anyhow::Error::msg(msg)
+        } else {
+            anyhow::anyhow!("reading {}: {msg}", a.input.display())
+        }
+    })?;
     let v = &loaded.image;
     let whole = v.data.iter().all(|&x| x.fract() == 0.0 && (i16::MIN as f32..=i16::MAX as f32).contains(&x));
     let ty = if whole && !a.float { WriteType::I16 } else { WriteType::F32 };

@@ -24,7 +24,7 @@ pub struct ForwardArgs {
     /// Also write the attention maps w0.npy, w1.npy, w2.npy into this directory.
     #[arg(long)]
     pub maps: Option<PathBuf>,
-    /// CPU worker threads (0 = all cores).
+    /// CPU worker threads (0 = all cores; more than the cores are capped to them).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -34,26 +34,28 @@ pub struct ForwardArgs {
 pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let x = read_input(&a.input)?;
     let sd = crate::weights::load_canonical(&a.weights)?;
+    // Every output gets its temporary file now, before the pass: an unwritable destination is
+    // found in a second, not after the inference. They are renamed into place only when all
+    // were written, so a failure leaves nothing behind.
+    let mut dests = vec![a.output.clone()];
+    if let Some(dir) = &a.maps {
+        std::fs::create_dir_all(dir).with_context(|| format!("--maps: creating {}", dir.display()))?;
+        dests.extend(["w0.npy", "w1.npy", "w2.npy"].map(|n| dir.join(n)));
+    }
+    let mut staging = Staging::new();
+    let mut tmps = Vec::with_capacity(dests.len());
+    for d in &dests {
+        let tmp = staging.stage(d);
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", d.display()))?;
+        tmps.push(tmp);
+    }
     let engine = AnyEngine::new(a.device, a.threads, &sd)?;
     let t0 = std::time::Instant::now();
     let out = engine.forward(&x).with_context(|| format!("forward pass on {}", a.input.display()))?;
     eprintln!("fmseg forward: {:?} on {} in {:.2} s", x.shape, engine.device_name(), t0.elapsed().as_secs_f64());
-    // Every output is written to a temporary name first and renamed only when all succeeded, so a
-    // failure leaves nothing behind.
-    let mut outputs: Vec<(PathBuf, &HostTensor)> = vec![(a.output.clone(), &out.logits)];
-    if let Some(dir) = &a.maps {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (name, t) in [("w0.npy", &out.w0), ("w1.npy", &out.w1), ("w2.npy", &out.w2)] {
-            outputs.push((dir.join(name), t));
-        }
-    }
-    write_all(&outputs)
-}
-
-fn write_all(outputs: &[(PathBuf, &HostTensor)]) -> anyhow::Result<()> {
-    let mut staging = Staging::new();
-    for (path, t) in outputs {
-        npy::write_tensor(staging.stage(path), t).with_context(|| format!("writing {}", path.display()))?;
+    for ((tmp, dest), t) in tmps.iter().zip(&dests).zip([&out.logits, &out.w0, &out.w1, &out.w2]) {
+        npy::write_tensor(tmp, t)
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string())))?;
     }
     Ok(staging.commit()?)
 }

@@ -12,8 +12,11 @@
 //! `truth` section (Dice, precision, recall, lesions found, missed and false) and the overlay
 //! tints found, missed and false FM instead of outlining the mask ([`crate::pipeline::truth`]).
 //!
-//! Every output is written under a temporary name and renamed only when all of them were
-//! written: a failure leaves no output behind (and removes DIR again if this run created it).
+//! DIR is locked and checked writable before any work ([`OutputDir`]): a second run into it
+//! is refused, an input that is one of the outputs is refused, and the outputs replace an
+//! earlier run's as a group (an earlier `fm_probability.nii.gz` goes when this run makes
+//! none). A failure leaves the previous results as they were (and removes DIR again if this
+//! run created it).
 //!
 //! Weights: `--weights` (repeat for a fold ensemble), else the files in the environment
 //! variable `FMSEG_WEIGHTS` (a path, or several joined by the platform's path separator),
@@ -31,7 +34,7 @@ use clap::Args;
 
 use crate::engine::{AnyEngine, Device};
 use crate::io::nifti::{self, WriteType};
-use crate::io::Staging;
+use crate::io::output_dir::OutputDir;
 use crate::pipeline::report::{Midline, OverlayInfo, Report, WeightsInfo};
 use crate::pipeline::segment::{self, SegmentConfig, SegmentProgress, Stage, StageTime};
 use crate::pipeline::tta::TtaConfig;
@@ -75,7 +78,7 @@ pub struct SegmentArgs {
     /// Windows per network call (throughput only; the result does not depend on it).
     #[arg(long = "sw-batch", default_value_t = 2)]
     pub sw_batch: usize,
-    /// CPU worker threads (0 = all cores).
+    /// CPU worker threads (0 = all cores; more than the cores are capped to them).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// DICOM: the SeriesInstanceUID to segment when the input holds several series.
@@ -163,9 +166,6 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
             anyhow::Error::msg(format!("cannot segment {}: {msg}", input.display()))
         }
     };
-    if a.out.exists() && !a.out.is_dir() {
-        bail!("--out {} exists and is not a directory", a.out.display());
-    }
     if !(0.0..1.0).contains(&a.overlap) {
         bail!("--overlap {} must be in [0, 1)", a.overlap);
     }
@@ -174,6 +174,11 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     }
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_WEIGHTS);
     let choices = resolve_weights(&a.weights, std::env::var_os(WEIGHTS_ENV), &bundled)?;
+    // The output directory, locked and proven writable before anything expensive.
+    let out = OutputDir::open(&a.out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+    for (what, p) in std::iter::once(("the input", &a.input)).chain(a.truth.iter().map(|t| ("--truth", t))) {
+        refuse_overwriting(what, p, &out)?;
+    }
 
     let cfg = SegmentConfig {
         window: WindowConfig { overlap: a.overlap, sw_batch: a.sw_batch, ..WindowConfig::default() },
@@ -235,6 +240,9 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     let mut models: Vec<&mut dyn Predictor> = closures.iter_mut().map(|c| c as &mut dyn Predictor).collect();
     let result = segment::segment_volume(loaded, &cfg, &mut models, &mut |p| progress.update(p)).map_err(named)?;
     progress.finish();
+    for w in &result.warnings {
+        eprintln!("fmseg segment: WARNING: {w}");
+    }
     timings.extend(result.timings.iter().cloned());
 
     // 4. report and overlay
@@ -258,9 +266,10 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     report.overlay = Some(OverlayInfo { file: OVERLAY_FILE.into(), slices: picture.slices.clone() });
 
     // 5. outputs, all or nothing
-    let mut outputs: Vec<Output> = vec![Output::Nifti(MASK_FILE, &result.mask, WriteType::U8)];
+    let coded = !result.input.uncoded_nifti;
+    let mut outputs: Vec<Output> = vec![Output::Nifti(MASK_FILE, &result.mask, WriteType::U8, coded)];
     if let Some(p) = &result.probability {
-        outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32));
+        outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32, coded));
     }
     outputs.push(Output::Bytes(OVERLAY_FILE, png));
     report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
@@ -269,7 +278,7 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
         "FM {:.2} ml ({} voxels) in {} lesion(s): left {:.2} ml, right {:.2} ml; slices {:?}",
         f.fm_volume_ml, f.fm_voxels, f.lesion_count, f.left_ml, f.right_ml, f.slices_with_fm
     );
-    write_outputs(&a.out, outputs, |timings_so_far| {
+    write_outputs(out, outputs, |timings_so_far| {
         let mut r = report.clone();
         r.timings = timings.clone();
         r.timings.push(StageTime { stage: "write".into(), seconds: timings_so_far });
@@ -306,7 +315,8 @@ fn flat(e: crate::error::Error) -> anyhow::Error {
 
 /// One output file.
 enum Output<'a> {
-    Nifti(&'static str, &'a crate::volume::Volume, WriteType),
+    /// A NIfTI file, with transform codes or (for an uncoded input) without.
+    Nifti(&'static str, &'a crate::volume::Volume, WriteType, bool),
     Bytes(&'static str, Vec<u8>),
 }
 
@@ -318,41 +328,46 @@ impl Output<'_> {
     }
 }
 
+/// Refuse a run whose outputs would overwrite the file it reads.
+fn refuse_overwriting(what: &str, input: &Path, out: &OutputDir) -> anyhow::Result<()> {
+    let Ok(input_real) = input.canonicalize() else { return Ok(()) };
+    for name in [MASK_FILE, PROBABILITY_FILE, OVERLAY_FILE, REPORT_FILE] {
+        if out.dest(name).canonicalize().is_ok_and(|d| d == input_real) {
+            bail!(
+                "{what} {} is one of this run's outputs ({name} in --out {}): it would be overwritten; choose \
+                 another --out",
+                input.display(),
+                out.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Write every output and then the report (`report(seconds spent writing the others)` makes
-/// its bytes) under temporary names in `dir`, then rename them all; on any failure remove what
-/// was written, and `dir` itself if this call created it.
+/// its bytes) under temporary names in the locked `dir`, then commit them as a group, removing
+/// an earlier run's results that this one does not make.
 fn write_outputs(
-    dir: &Path,
+    mut dir: OutputDir,
     outputs: Vec<Output>,
     report: impl FnOnce(f64) -> crate::error::Result<Vec<u8>>,
 ) -> anyhow::Result<()> {
-    let created = !dir.exists();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut staging = Staging::new();
     let t = Instant::now();
-    let result = (|| -> anyhow::Result<()> {
-        for o in &outputs {
-            let dest = dir.join(o.name());
-            let tmp = staging.stage(&dest);
-            match o {
-                Output::Nifti(_, vol, ty) => {
-                    nifti::write(&tmp, vol, *ty).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?
-                }
-                Output::Bytes(_, bytes) => {
-                    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", dest.display()))?
-                }
-            }
+    for o in &outputs {
+        let (tmp, dest) = (dir.stage(o.name()), dir.dest(o.name()));
+        match o {
+            Output::Nifti(_, vol, ty, coded) => nifti::write_coded(&tmp, vol, *ty, *coded)
+                .map_err(|e| anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string())))?,
+            Output::Bytes(_, bytes) => std::fs::write(&tmp, bytes)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?,
         }
-        let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
-        let dest = dir.join(REPORT_FILE);
-        std::fs::write(staging.stage(&dest), bytes).with_context(|| format!("writing {}", dest.display()))?;
-        staging.commit().map_err(flat)
-    })();
-    if result.is_err() && created {
-        let _ = std::fs::remove_dir(dir);
     }
-    result
+    let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
+    let dest = dir.dest(REPORT_FILE);
+    std::fs::write(dir.stage(REPORT_FILE), bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
+    dir.commit(&[MASK_FILE, PROBABILITY_FILE, OVERLAY_FILE, REPORT_FILE]).map_err(flat)
 }
+
 
 /// Progress on stderr: a bar for the inference on a terminal, a few plain lines otherwise.
 struct Reporter {

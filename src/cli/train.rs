@@ -89,7 +89,7 @@ pub struct TrainArgs {
     /// Cap the steps of each epoch (reference: whole epochs; cpu-budget 25).
     #[arg(long)]
     pub max_steps_per_epoch: Option<usize>,
-    /// CPU threads (0 = all cores).
+    /// CPU threads (0 = all cores; more than the cores are capped to them).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }

@@ -8,6 +8,7 @@
 pub mod dicom;
 pub mod nifti;
 pub mod npy;
+pub mod output_dir;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -43,6 +44,12 @@ fn temp_sibling(path: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// A writer's error message without the temporary file names in it (`dir/.fmseg-partial-0-x:`,
+/// `dir/.x.tmp-12-0:`): the caller names the real output, and the internal name only confuses.
+pub fn hide_temporary(msg: &str) -> String {
+    msg.split(": ").filter(|part| !part.contains(".fmseg-partial-") && !part.contains(".tmp-")).collect::<Vec<_>>().join(": ")
 }
 
 /// Several output files that appear together or not at all: each is written to a temporary

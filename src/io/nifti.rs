@@ -8,7 +8,7 @@
 //! ([`volume::flip_xy`] at this boundary). NIfTI voxel data is Fortran-ordered (i fastest);
 //! the volume is row-major with k fastest, so both directions transpose.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -121,20 +121,30 @@ pub fn read(path: impl AsRef<Path>) -> Result<Volume> {
     read_with_header(path).map(|(v, _)| v)
 }
 
-/// Read a NIfTI-1 image and the header fields that describe it.
+/// Read a NIfTI-1 image and the header fields that describe it. The header is read and checked
+/// first (dims against [`volume::MAX_INPUT_VOXELS`]); only then is the voxel data read, and no
+/// more of it than the header declares, so a small compressed file cannot ask for gigabytes.
 pub fn read_with_header(path: impl AsRef<Path>) -> Result<(Volume, NiftiHeader)> {
     let path = path.as_ref();
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 3);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
-        out
-    } else {
-        raw
+    let io = |e| Error::io(path, e);
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> =
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let corrupt = |e: std::io::Error| {
+        if gz {
+            Error::format(path, format!("corrupt or truncated gzip stream: {e}"))
+        } else {
+            Error::io(path, e)
+        }
     };
-    parse(path, &bytes)
+    let mut bytes = Vec::with_capacity(HEADER_SIZE);
+    (&mut reader).take(HEADER_SIZE as u64).read_to_end(&mut bytes).map_err(corrupt)?;
+    let layout = parse_header(path, &bytes)?;
+    let total = layout.offset + layout.nbytes;
+    bytes.reserve_exact(total.saturating_sub(bytes.len()));
+    reader.take((total - bytes.len()) as u64).read_to_end(&mut bytes).map_err(corrupt)?;
+    parse_voxels(path, layout, &bytes)
 }
 
 /// Little- or big-endian field access on the header bytes.
@@ -165,7 +175,19 @@ impl Fields<'_> {
     }
 }
 
-fn parse(path: &Path, b: &[u8]) -> Result<(Volume, NiftiHeader)> {
+/// What the header says: the geometry, the voxel type and where the voxel data lies.
+struct Layout {
+    header: NiftiHeader,
+    big: bool,
+    dims: [usize; 3],
+    /// Voxel count and bytes of voxel data, from `offset`.
+    n: usize,
+    nbytes: usize,
+    offset: usize,
+}
+
+/// Parse and check the 348-byte header (`b` may hold more).
+fn parse_header(path: &Path, b: &[u8]) -> Result<Layout> {
     if b.len() < HEADER_SIZE {
         return Err(Error::format(
             path,
@@ -275,37 +297,20 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Volume, NiftiHeader)> {
     let nbytes = n
         .checked_mul(datatype.size())
         .ok_or_else(|| Error::format(path, format!("bad dims {dims:?}: too many voxels")))?;
-    if b.len() < offset + nbytes {
+    if n > volume::MAX_INPUT_VOXELS {
         return Err(Error::format(
             path,
             format!(
-                "truncated: {:?} {datatype:?} needs {nbytes} bytes of voxel data from offset {offset}, \
-                 the file has {} bytes after it",
-                dims,
-                b.len().saturating_sub(offset)
+                "{}x{}x{} = {n} voxels is more than fmseg reads ({} voxels, {} GiB as float32); \
+                 crop or resample the image first",
+                dims[0],
+                dims[1],
+                dims[2],
+                volume::MAX_INPUT_VOXELS,
+                volume::MAX_INPUT_VOXELS * 4 >> 30
             ),
         ));
     }
-    // scl_slope 0 or non-finite means "no scaling" (NIfTI-1, nibabel).
-    let scaled = slope != 0.0 && slope.is_finite() && !(slope == 1.0 && (inter == 0.0 || !inter.is_finite()));
-    let (sl, it) = if scaled { (slope as f64, if inter.is_finite() { inter as f64 } else { 0.0 }) } else { (1.0, 0.0) };
-
-    let data_bytes = &b[offset..offset + nbytes];
-    let values = decode(data_bytes, datatype, big, n);
-    let [nx, ny, nz] = dims;
-    let mut data = vec![0f32; n];
-    // file order: i fastest, then j, then k
-    let mut src = 0usize;
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                let v = values[src];
-                src += 1;
-                data[(i * ny + j) * nz + k] = if scaled { (v * sl + it) as f32 } else { v as f32 };
-            }
-        }
-    }
-    let vol = Volume::new(dims, data, volume::flip_xy(&affine_ras))?;
     let header = NiftiHeader {
         datatype,
         pixdim,
@@ -318,33 +323,68 @@ fn parse(path: &Path, b: &[u8]) -> Result<(Volume, NiftiHeader)> {
         affine_source,
         affine_ras,
     };
+    Ok(Layout { header, big, dims, n, nbytes, offset })
+}
+
+/// The volume from the whole file's bytes (header included) and its parsed header.
+fn parse_voxels(path: &Path, layout: Layout, b: &[u8]) -> Result<(Volume, NiftiHeader)> {
+    let Layout { header, big, dims, n, nbytes, offset } = layout;
+    let datatype = header.datatype;
+    if b.len() < offset + nbytes {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated: {:?} {datatype:?} needs {nbytes} bytes of voxel data from offset {offset}, \
+                 the file has {} bytes after it",
+                dims,
+                b.len().saturating_sub(offset)
+            ),
+        ));
+    }
+    // scl_slope 0 or non-finite means "no scaling" (NIfTI-1, nibabel).
+    let (slope, inter) = (header.scl_slope, header.scl_inter);
+    let scaled = slope != 0.0 && slope.is_finite() && !(slope == 1.0 && (inter == 0.0 || !inter.is_finite()));
+    let (sl, it) = if scaled { (slope as f64, if inter.is_finite() { inter as f64 } else { 0.0 }) } else { (1.0, 0.0) };
+
+    let data_bytes = &b[offset..offset + nbytes];
+    let [nx, ny, nz] = dims;
+    let mut data = vec![0f32; n];
+    // file order: i fastest, then j, then k
+    let size = datatype.size();
+    let mut src = 0usize;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let v = decode_one(&data_bytes[src..src + size], datatype, big);
+                src += size;
+                data[(i * ny + j) * nz + k] = if scaled { (v * sl + it) as f32 } else { v as f32 };
+            }
+        }
+    }
+    let vol = Volume::new(dims, data, volume::flip_xy(&header.affine_ras))?;
     Ok((vol, header))
 }
 
-/// Voxel values in file order, widened to f64 (exact for every supported type up to 2^53).
-fn decode(b: &[u8], dt: Datatype, big: bool, n: usize) -> Vec<f64> {
-    let sz = dt.size();
-    let mut out = Vec::with_capacity(n);
-    for c in b.chunks_exact(sz) {
-        let mut a = [0u8; 8];
-        a[..sz].copy_from_slice(c);
-        if big {
-            a[..sz].reverse();
-        }
-        out.push(match dt {
-            Datatype::U8 => a[0] as f64,
-            Datatype::I8 => a[0] as i8 as f64,
-            Datatype::I16 => i16::from_le_bytes([a[0], a[1]]) as f64,
-            Datatype::U16 => u16::from_le_bytes([a[0], a[1]]) as f64,
-            Datatype::I32 => i32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
-            Datatype::U32 => u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
-            Datatype::F32 => f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
-            Datatype::I64 => i64::from_le_bytes(a) as f64,
-            Datatype::U64 => u64::from_le_bytes(a) as f64,
-            Datatype::F64 => f64::from_le_bytes(a),
-        });
+/// One voxel value, widened to f64 (exact for every supported type up to 2^53).
+fn decode_one(c: &[u8], dt: Datatype, big: bool) -> f64 {
+    let sz = c.len();
+    let mut a = [0u8; 8];
+    a[..sz].copy_from_slice(c);
+    if big {
+        a[..sz].reverse();
     }
-    out
+    match dt {
+        Datatype::U8 => a[0] as f64,
+        Datatype::I8 => a[0] as i8 as f64,
+        Datatype::I16 => i16::from_le_bytes([a[0], a[1]]) as f64,
+        Datatype::U16 => u16::from_le_bytes([a[0], a[1]]) as f64,
+        Datatype::I32 => i32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+        Datatype::U32 => u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+        Datatype::F32 => f32::from_le_bytes([a[0], a[1], a[2], a[3]]) as f64,
+        Datatype::I64 => i64::from_le_bytes(a) as f64,
+        Datatype::U64 => u64::from_le_bytes(a) as f64,
+        Datatype::F64 => f64::from_le_bytes(a),
+    }
 }
 
 /// The qform affine, computed as nibabel does (in single precision: quaternion completion,
@@ -427,6 +467,12 @@ pub enum WriteType {
 /// part is a rotation (up to the sign of the third axis); for a sheared affine the qform is
 /// left uncoded and only the sform carries the geometry.
 pub fn write(path: impl AsRef<Path>, vol: &Volume, ty: WriteType) -> Result<()> {
+    write_coded(path, vol, ty, true)
+}
+
+/// [`write`], with both transform codes 0 when `coded` is false: the output of an input that
+/// had none (its affine is nibabel's pixdim fallback, which a reader then rebuilds the same).
+pub fn write_coded(path: impl AsRef<Path>, vol: &Volume, ty: WriteType, coded: bool) -> Result<()> {
     let path = path.as_ref();
     let n = vol.data.len();
     let (code, size) = match ty {
@@ -441,7 +487,10 @@ pub fn write(path: impl AsRef<Path>, vol: &Volume, ty: WriteType) -> Result<()> 
             vol.dims
         )));
     }
-    let header = build_header(path, vol, code, (size * 8) as i16)?;
+    let mut header = build_header(path, vol, code, (size * 8) as i16)?;
+    if !coded {
+        header[252..256].fill(0);
+    }
     let [nx, ny, nz] = vol.dims;
     let mut body = Vec::with_capacity(n * size);
     for k in 0..nz {

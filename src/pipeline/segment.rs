@@ -67,6 +67,10 @@ pub struct InputInfo {
     pub spacing_mm: [f64; 3],
     /// Voxel index -> LPS mm.
     pub affine_lps: Affine,
+    /// A NIfTI input with neither a qform nor an sform code: its geometry is nibabel's guess
+    /// from the voxel sizes (orientation unknown), and the outputs are written uncoded too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uncoded_nifti: bool,
 }
 
 /// One timed stage.
@@ -145,8 +149,9 @@ pub fn load_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
                         format!("--series {uid} selects a DICOM series, but this is a NIfTI file"),
                     ));
                 }
-                let image = nifti::read(path)?;
-                let info = describe(path, "nifti", &image, None, None, None);
+                let (image, header) = nifti::read_with_header(path)?;
+                let mut info = describe(path, "nifti", &image, None, None, None);
+                info.uncoded_nifti = header.affine_source == nifti::AffineSource::Pixdim;
                 LoadedInput { image, info }
             }
             Kind::Other => load_dicom(path, series).map_err(|e| match e {
@@ -233,6 +238,7 @@ fn describe(
         spacing_mm: image.spacing(),
         // + 0.0 turns the -0.0 of flipped axes into 0.0 in the report
         affine_lps: image.affine.map(|r| r.map(|v| v + 0.0)),
+        uncoded_nifti: false,
     }
 }
 
@@ -311,6 +317,14 @@ pub fn segment_volume(
     validate(&info.path, &image)?;
     let mut timings = Vec::new();
     let mut warnings = Vec::new();
+    if info.uncoded_nifti {
+        warnings.push(format!(
+            "{}: qform_code and sform_code are both 0, so the image has no orientation: its geometry is \
+             guessed from the voxel sizes alone (nibabel's fallback) and left and right may be swapped; \
+             the left/right volumes are not reliable, and the mask is written uncoded as well",
+            info.path.display()
+        ));
+    }
     let mut timed = |stage: Stage, t: Instant| {
         timings.push(StageTime { stage: stage.name().into(), seconds: t.elapsed().as_secs_f64() })
     };
@@ -338,6 +352,19 @@ pub fn segment_volume(
     let t = Instant::now();
     let plan = study::StudyPlan::new(pre.volume.dims, models.len(), &cfg.window, cfg.tta.as_ref())?;
     let (windows_per_pass, passes, total) = (plan.windows.len(), plan.passes.len(), plan.total_windows());
+    let default_window = WindowConfig { sw_batch: cfg.window.sw_batch, ..WindowConfig::default() };
+    if cfg.window.overlap > default_window.overlap {
+        let usual = study::StudyPlan::new(pre.volume.dims, 1, &default_window, None)?.windows.len();
+        if windows_per_pass >= 4 * usual {
+            warnings.push(format!(
+                "overlap {} plans {windows_per_pass} windows per pass, {usual} at the default overlap {}: {:.0}x the \
+                 work, for a result that changes little",
+                cfg.window.overlap,
+                default_window.overlap,
+                windows_per_pass as f64 / usual as f64
+            ));
+        }
+    }
     progress(SegmentProgress { stage: Stage::Inference, done: 0, total });
     let logits = study::run(&plan, &pre.volume.data, models, &mut |p| {
         progress(SegmentProgress { stage: Stage::Inference, done: p.done, total })

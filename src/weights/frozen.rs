@@ -149,8 +149,13 @@ impl FrozenFile {
         let data_start = index_end.div_ceil(ALIGN) * ALIGN;
         let data_len = map.len().saturating_sub(data_start);
         if data_start > map.len() || index.data_bytes != data_len as u64 {
+            let what = if (data_len as u64) < index.data_bytes {
+                "the file is truncated"
+            } else {
+                "the file has bytes after its data (appended to, or not an fmseg frozen file)"
+            };
             return Err(bad(format!(
-                "data region holds {data_len} bytes but the index declares {} (truncated?)",
+                "data region holds {data_len} bytes but the index declares {}: {what}",
                 index.data_bytes
             )));
         }
@@ -412,6 +417,13 @@ mod tests {
             std::fs::write(&q, &b).unwrap();
             let _ = FrozenFile::open(&q);
         }
+        // cut at the end, or with bytes appended: each called what it is
+        std::fs::write(&q, &good[..good.len() - 2]).unwrap();
+        let e = FrozenFile::open(&q).err().unwrap().to_string();
+        assert!(e.contains("truncated") && !e.contains('?'), "{e}");
+        std::fs::write(&q, [&good[..], b"extra"].concat()).unwrap();
+        let e = FrozenFile::open(&q).err().unwrap().to_string();
+        assert!(e.contains("bytes after its data") && !e.contains("truncated"), "{e}");
         // a newer version
         let mut b = good.clone();
         b[8] = 2;

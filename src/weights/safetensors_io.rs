@@ -34,18 +34,14 @@ fn describe(e: &SafeTensorError) -> String {
     }
 }
 
+/// Floating-point types only: weights, optimizer state and network inputs are real numbers,
+/// and an integer tensor read as one (I32 bits become values near 1e9) is a wrong file.
 fn elem_of(d: Dtype) -> Option<Elem> {
     Some(match d {
         Dtype::F32 => Elem::F32,
         Dtype::F16 => Elem::F16,
         Dtype::BF16 => Elem::BF16,
         Dtype::F64 => Elem::F64,
-        Dtype::I64 => Elem::I64,
-        Dtype::I32 => Elem::I32,
-        Dtype::I16 => Elem::I16,
-        Dtype::I8 => Elem::I8,
-        Dtype::U8 => Elem::U8,
-        Dtype::BOOL => Elem::Bool,
         _ => return None,
     })
 }
@@ -142,5 +138,17 @@ mod tests {
         // f16: 3e38 does not fit
         let e = write(&sd, &p, DType::F16, &[]).unwrap_err().to_string();
         assert!(e.contains("'a'") && e.contains("float16"), "{e}");
+    }
+
+    #[test]
+    fn integer_tensors_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("int.safetensors");
+        let data: Vec<u8> = [7i32, 1 << 30].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b = Bytes { dtype: Dtype::I32, shape: vec![2], data };
+        let bytes = safetensors::serialize([("conv.weight", &b)], &None).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("int.safetensors") && e.contains("'conv.weight'") && e.contains("I32"), "{e}");
     }
 }

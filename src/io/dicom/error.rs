@@ -21,6 +21,10 @@ pub enum DicomError {
     #[error("{}: has a DICOM preamble but cannot be read: {reason}", show(path))]
     Unreadable { path: PathBuf, reason: String },
 
+    /// A file without the preamble that is named like the series' images: a damaged slice.
+    #[error("{}: not a DICOM file: {reason}", show(path))]
+    DamagedSlice { path: PathBuf, reason: String },
+
     /// A required attribute is missing or holds an unusable value.
     #[error("{}: {msg}", show(path))]
     Malformed { path: PathBuf, msg: String },

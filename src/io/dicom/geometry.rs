@@ -147,6 +147,16 @@ fn inconsistent(series: &str, msg: String) -> DicomError {
     DicomError::InconsistentGeometry { series: series.to_string(), msg }
 }
 
+/// A length in mm for a message: three decimals, or two significant digits when that would
+/// print a non-zero length as 0.000.
+fn mm(x: f64) -> String {
+    if x.abs() >= 0.001 || x == 0.0 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.1e}")
+    }
+}
+
 /// Stack the slices of one series into a grid, checking everything that makes it one
 /// rectilinear grid (see the module docs and the tolerance constants).
 pub fn stack(series: &str, slices: &[SliceRef]) -> DResult<Stack> {
@@ -235,10 +245,12 @@ pub fn stack(series: &str, slices: &[SliceRef]) -> DResult<Stack> {
             return Err(inconsistent(
                 series,
                 format!(
-                    "slices are not stacked along the slice normal: {} is shifted {off:.3} mm in-plane from {} \
-                     (sheared stacks, e.g. gantry tilt, are not supported)",
+                    "slices are not stacked along the slice normal: {} is shifted {} mm in-plane from {} \
+                     (tolerance {} mm; sheared stacks, e.g. gantry tilt, are not supported)",
                     slices[idx].label(),
-                    slices[order[0]].label()
+                    mm(off),
+                    slices[order[0]].label(),
+                    mm(shift_tol)
                 ),
             ));
         }
@@ -337,6 +349,13 @@ mod tests {
         assert_eq!([a[0][1], a[1][1], a[2][1]], [0.0, 0.5, 0.0]);
         assert_eq!([a[0][2], a[1][2], a[2][2]], [0.0, 0.0, 4.0]);
         assert_eq!([a[0][3], a[1][3], a[2][3]], [-10.0, 20.0, 0.0]);
+    }
+
+    #[test]
+    fn lengths_in_messages_never_print_a_nonzero_as_zero() {
+        assert_eq!(mm(0.0004), "4.0e-4");
+        assert_eq!(mm(0.25), "0.250");
+        assert_eq!(mm(0.0), "0.000");
     }
 
     #[test]

@@ -119,6 +119,20 @@ pub fn load_series(path: &Path, selection: &Selection) -> Result<LoadedSeries> {
     for h in files {
         check_pixel_format(h)?;
     }
+    let voxels = stack.cols as u128 * stack.rows as u128 * stack.order.len() as u128;
+    if voxels > crate::volume::MAX_INPUT_VOXELS as u128 {
+        return Err(DicomError::InconsistentGeometry {
+            series: info.label(),
+            msg: format!(
+                "{} x {} x {} slices = {voxels} voxels is more than fmseg reads ({} voxels); nothing was decoded",
+                stack.cols,
+                stack.rows,
+                stack.order.len(),
+                crate::volume::MAX_INPUT_VOXELS
+            ),
+        }
+        .into());
+    }
     // (file, frame) of each slice reference, in the same order as `refs`.
     let owners: Vec<(usize, usize)> =
         files.iter().enumerate().flat_map(|(fi, h)| (0..h.frames.len()).map(move |f| (fi, f))).collect();

@@ -108,6 +108,15 @@ fn convert(bytes: &[u8], fmt: SampleFormat, rescale: Rescale, out: &mut Vec<f32>
     }
 }
 
+/// Transfer syntaxes whose pixel data is stored as is (implicit/explicit little endian, big
+/// endian, deflated: the deflate wraps the data set, not the pixels).
+fn is_native(transfer_syntax: &str) -> bool {
+    matches!(
+        transfer_syntax.trim_end_matches(['\0', ' ']),
+        "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99"
+    )
+}
+
 /// Decode every frame of one file into real values, frame by frame, each row-major
 /// (`row * cols + col`).
 pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
@@ -139,7 +148,12 @@ pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
         .map_err(|panic| DicomError::Decode {
             path: path.to_path_buf(),
             transfer_syntax: h.transfer_syntax.clone(),
-            reason: format!("the decoder failed on corrupt data ({panic})"),
+            // The panic text is the codec's internals ("index out of bounds: the len is 3 but
+            // the index is 40"): logged for developers, not shown to the user.
+            reason: {
+                log::debug!("{}: decoder panic: {panic}", path.display());
+                "the compressed pixel data is corrupt (the decoder could not make sense of it)".to_string()
+            },
         })?
         .map_err(|e| {
             let reason = error_chain(&e);
@@ -162,6 +176,23 @@ pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
                 h.rows,
                 h.cols,
                 fmt.bytes,
+                frame_bytes * frames
+            ),
+        });
+    }
+    // Uncompressed pixel data holds exactly what the header declares (plus one pad byte when odd):
+    // more means the header does not describe it (BitsAllocated 8 on 16-bit samples, a wrong
+    // Rows/Columns), and reading it would segment garbage.
+    if is_native(&h.transfer_syntax) && data.len() > frame_bytes * frames + 1 {
+        return Err(DicomError::UnsupportedPixels {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{} byte(s) of pixel data, but Rows {} x Columns {} x {frames} frame(s) x BitsAllocated {} \
+                 declare {} byte(s): the header does not describe the pixel data",
+                data.len(),
+                h.rows,
+                h.cols,
+                h.bits_allocated,
                 frame_bytes * frames
             ),
         });

@@ -154,19 +154,38 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Scan `path` (a directory tree or one file). I/O errors on the path itself are errors; broken
-/// DICOM files are collected in [`Scan::unreadable`].
+/// DICOM files are collected in [`Scan::unreadable`]. A file without the preamble is skipped
+/// unless it looks like a damaged slice: a `.dcm`/`.ima` name, or a name that differs only in
+/// its digits from an image beside it (`IM1_0012` next to `IM1_0011`); dropping such a file
+/// would silently shorten the stack.
 pub fn scan(path: &Path) -> DResult<Scan> {
     let (files, passed_over) = list_files(path)?;
     let kinds: Vec<DResult<FileKind>> = files.par_iter().map(|f| classify(f)).collect();
     let mut out = Scan { skipped_non_dicom: passed_over, ..Scan::default() };
-    for k in kinds {
+    let mut not_dicom = Vec::new();
+    for (k, f) in kinds.into_iter().zip(&files) {
         match k? {
-            FileKind::NotDicom => out.skipped_non_dicom += 1,
+            FileKind::NotDicom => not_dicom.push(f),
             FileKind::NotImage => out.skipped_non_image += 1,
             FileKind::Image(h) => out.series.entry(h.series_uid.clone()).or_default().push(*h),
             FileKind::Bad(e) => out.unreadable.push(e),
         }
     }
+    let image_patterns: std::collections::HashSet<(Option<&Path>, String)> =
+        out.series.values().flatten().map(|h| (h.path.parent(), name_pattern(&h.path))).collect();
+    let mut damaged = Vec::new();
+    for f in not_dicom {
+        let named_like_dicom = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("dcm") || e.eq_ignore_ascii_case("ima"));
+        if named_like_dicom || image_patterns.contains(&(f.parent(), name_pattern(f))) {
+            damaged.push(DicomError::DamagedSlice { path: f.clone(), reason: not_dicom_reason(f) });
+        } else {
+            out.skipped_non_dicom += 1;
+        }
+    }
+    out.unreadable.extend(damaged);
     log::debug!(
         "{}: {} file(s), {} series, {} non-DICOM and {} non-image DICOM file(s) skipped, {} unreadable",
         path.display(),
@@ -177,4 +196,60 @@ pub fn scan(path: &Path) -> DResult<Scan> {
         out.unreadable.len()
     );
     Ok(out)
+}
+
+/// A file name with every run of digits replaced by `#`: `IM1_0012.dcm` -> `IM#_#.dcm`.
+fn name_pattern(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+    }
+    out
+}
+
+/// Why a file named like a DICOM image is not one, in words: its size, and whether it is all zeros.
+fn not_dicom_reason(path: &Path) -> String {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let zeros = size > 0
+        && std::fs::File::open(path).is_ok_and(|f| {
+            let mut buf = [0u8; 1 << 16];
+            let mut f = std::io::BufReader::new(f);
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) if buf[..n].iter().all(|&b| b == 0) => continue,
+                    _ => break false,
+                }
+            }
+        });
+    let what = if size == 0 {
+        "is empty".to_string()
+    } else if size < 132 {
+        format!("is cut short ({size} bytes, shorter than the 132-byte DICOM preamble)")
+    } else if zeros {
+        format!("holds {size} zero bytes")
+    } else {
+        format!("has no DICOM preamble ({size} bytes)")
+    };
+    format!(
+        "{what}, but it is named like the DICOM images beside it: a damaged or truncated slice? Remove it, or \
+         replace it with an intact copy, to segment the series"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_patterns_ignore_digits() {
+        assert_eq!(name_pattern(Path::new("d/IM1_0012.dcm")), "IM#_#.dcm");
+        assert_eq!(name_pattern(Path::new("IM1_0009")), name_pattern(Path::new("IM27_0100")));
+        assert_ne!(name_pattern(Path::new("README")), name_pattern(Path::new("IM1_0009")));
+    }
 }
