@@ -1141,3 +1141,45 @@ fn a_very_high_overlap_is_warned_with_its_cost() {
         "{w}"
     );
 }
+
+/// kill -9 at ten moments of `segment` (alternating runs with and without --probability, so
+/// the two results differ in their file sets): once the next run has opened the directory,
+/// it holds exactly one run's complete results (the files its report lists) or none, and no
+/// temporary file.
+#[test]
+fn segment_killed_at_random_moments_leaves_one_whole_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t1.nii.gz");
+    test_image(&input);
+    let out = dir.path().join("result");
+    let w = weights_file();
+    let t0 = std::time::Instant::now();
+    assert!(segment_cmd(&input, &out, &[]).status.success());
+    let full = t0.elapsed().as_secs_f64();
+    let mut state = 0x9e3779b97f4a7c15u64;
+    for round in 0..10 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = (state % 1000) as f64 / 1000.0 * full * 1.1;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fmseg"));
+        c.args(["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()])
+            .args(["--weights".as_ref(), w.as_os_str(), "--threads".as_ref(), "2".as_ref()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if round % 2 == 0 {
+            c.arg("--probability");
+        }
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs_f64(at));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        drop(fmseg::io::output_dir::OutputDir::open(&out).unwrap());
+        let files = listing(&out);
+        assert!(files.iter().all(|n| !n.starts_with('.')), "round {round} at {at:.2} s: {files:?}");
+        let r: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let mut listed: Vec<String> = r["outputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+        listed.sort();
+        assert_eq!(files, listed, "round {round}, killed at {at:.2} s of {full:.2}");
+    }
+}
