@@ -1183,3 +1183,36 @@ fn segment_killed_at_random_moments_leaves_one_whole_result() {
         assert_eq!(files, listed, "round {round}, killed at {at:.2} s of {full:.2}");
     }
 }
+
+/// Nothing private leaks: the patient's name, ID and birth date in the series never reach the
+/// report, the progress lines or the listing.
+#[test]
+fn patient_identity_stays_out_of_reports_and_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("series");
+    write_dicom(&series, "MR");
+    let phi = [("Doe^Jane^Q", "PatientName"), ("MRN-98765432", "PatientID"), ("19610704", "PatientBirthDate")];
+    for name in listing(&series) {
+        dicom_support::rewrite(&series.join(name), |o| {
+            use dicom_core::{value::PrimitiveValue, DataElement, VR};
+            use dicom_dictionary_std::tags;
+            o.put(DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(phi[0].0)));
+            o.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(phi[1].0)));
+            o.put(DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from(phi[2].0)));
+        });
+    }
+    let out = dir.path().join("o");
+    let o = segment_cmd(&series, &out, &[]);
+    assert!(o.status.success());
+    let listed = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref()], &[]);
+    assert!(listed.status.success());
+    let report = std::fs::read_to_string(out.join("report.json")).unwrap();
+    for text in [report, String::from_utf8_lossy(&o.stderr).into_owned(), String::from_utf8_lossy(&listed.stdout).into_owned()] {
+        for (value, what) in phi {
+            assert!(!text.contains(value) && !text.contains("Doe"), "{what} leaked: {text}");
+        }
+    }
+    // asked for, the listing has the ID
+    let o = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref(), "--include-phi".as_ref()], &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MRN-98765432"));
+}

@@ -22,11 +22,17 @@ pub struct SeriesArgs {
     /// its voxel grid; a series that cannot be loaded is an error.
     #[arg(long)]
     pub check: bool,
+    /// Also print each series' PatientID (left out by default: listings end up in logs and
+    /// tickets).
+    #[arg(long)]
+    pub include_phi: bool,
 }
 
 #[derive(Serialize)]
 struct Listed<'a> {
     chosen: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient_id: Option<&'a str>,
     #[serde(flatten)]
     info: &'a SeriesInfo,
 }
@@ -135,7 +141,11 @@ pub fn run(args: SeriesArgs) -> anyhow::Result<()> {
         path: args.path.display().to_string(),
         chosen: &list.series[choice.index].uid,
         reason: &choice.reason,
-        series: list.series.iter().enumerate().map(|(i, info)| Listed { chosen: i == choice.index, info }).collect(),
+        series: list.series.iter().enumerate().map(|(i, info)| Listed {
+                chosen: i == choice.index,
+                patient_id: args.include_phi.then_some(info.patient_id.as_str()),
+                info,
+            }).collect(),
         skipped_non_dicom: list.skipped_non_dicom,
         skipped_non_image: list.skipped_non_image,
         unreadable: list.unreadable.iter().map(|e| e.to_string()).collect(),

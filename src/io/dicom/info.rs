@@ -18,6 +18,9 @@ pub struct SeriesInfo {
     pub series_number: Option<i64>,
     pub protocol_name: String,
     pub sequence_name: String,
+    /// PatientID: kept for grouping, never serialized (reports and listings carry no patient
+    /// identity unless a command is asked to: `fmseg series --include-phi`).
+    #[serde(skip_serializing)]
     pub patient_id: String,
     /// Files in the series.
     pub files: usize,
