@@ -1216,3 +1216,154 @@ fn patient_identity_stays_out_of_reports_and_logs() {
     let o = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref(), "--include-phi".as_ref()], &[]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("MRN-98765432"));
 }
+
+/// The corpus of broken inputs, generated here: each through `fmseg segment` under a 4 GiB
+/// address-space limit must exit 1 with the file named and the problem stated, never panic or
+/// abort for memory, and write nothing.
+#[test]
+fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
+    use dicom_core::{value::PrimitiveValue, DataElement, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 4.0]], [0.0; 3]);
+    // a fresh copy of the pelvis series, with `edit` applied to its files (sorted by name)
+    let series = |name: &str, edit: &dyn Fn(&[PathBuf])| -> (PathBuf, Vec<PathBuf>) {
+        let s = d.join(name);
+        write_dicom(&s, "MR");
+        let files: Vec<PathBuf> = listing(&s).into_iter().map(|n| s.join(n)).collect();
+        edit(&files);
+        (s, files)
+    };
+    let put_us = |f: &Path, tag, v: u16| dicom_support::rewrite(f, |o| {
+        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    });
+    let put_ds = |f: &Path, tag, v: &str| dicom_support::rewrite(f, |o| {
+        o.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(v)));
+    });
+    let cut = |f: &Path, keep: usize| {
+        let b = std::fs::read(f).unwrap();
+        std::fs::write(f, &b[..keep.min(b.len())]).unwrap();
+    };
+    let nii = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| -> PathBuf {
+        let p = d.join(name);
+        nifti::write(&p, &volume([20, 20, 6], a, |i, j, k| (i * j + k) as f32 + 1.0), WriteType::F32).unwrap();
+        let mut b = std::fs::read(&p).unwrap();
+        edit(&mut b);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let set_i16 = |b: &mut Vec<u8>, off: usize, v: i16| b[off..off + 2].copy_from_slice(&v.to_le_bytes());
+
+    // (input, the file the message must name, what it must say: any of)
+    let mut cases: Vec<(String, PathBuf, PathBuf, Vec<&str>)> = Vec::new();
+    let mut add = |label: &str, input: PathBuf, named: PathBuf, wants: &[&'static str]| {
+        cases.push((label.to_string(), input, named, wants.to_vec()))
+    };
+    for keep in [60usize, 400, 1500] {
+        let (s, f) = series(&format!("cut{keep}"), &|f| cut(&f[3], keep));
+        add(&format!("slice cut at {keep} bytes"), s, f[3].clone(), &["cut short", "cannot be read", "truncated"]);
+    }
+    let (s, f) = series("zeros", &|f| std::fs::write(&f[2], vec![0u8; 4096]).unwrap());
+    add("a slice of zeros", s, f[2].clone(), &["zero bytes"]);
+    let (s, f) = series("missing", &|f| std::fs::remove_file(&f[4]).unwrap());
+    add("a missing slice", s.clone(), s, &["slice missing"]);
+    let _ = f;
+    let (s, f) = series("duplicate", &|f| {
+        let dup = f[4].with_file_name("dup.dcm");
+        std::fs::copy(&f[4], &dup).unwrap();
+        dicom_support::rewrite(&dup, |o| {
+            o.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1234567")));
+        });
+    });
+    add("a duplicate position", s.clone(), s, &["duplicate slice position"]);
+    let _ = f;
+    let (s, f) = series("orientation", &|f| {
+        dicom_support::rewrite(&f[5], |o| {
+            o.put(DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, PrimitiveValue::from("0\\1\\0\\0\\0\\-1")));
+        })
+    });
+    add("mixed orientations", s.clone(), s, &["orientation differs"]);
+    let _ = f;
+    let (s, f) = series("bits32", &|f| f.iter().for_each(|f| put_us(f, tags::BITS_ALLOCATED, 32)));
+    add("32-bit pixels", s, f[0].clone(), &["BitsAllocated 32"]);
+    let (s, f) = series("bits1", &|f| f.iter().for_each(|f| put_us(f, tags::BITS_ALLOCATED, 1)));
+    add("1-bit pixels", s, f[0].clone(), &["BitsAllocated 1"]);
+    let (s, f) = series("rgb", &|f| f.iter().for_each(|f| put_us(f, tags::SAMPLES_PER_PIXEL, 3)));
+    add("RGB", s, f[0].clone(), &["SamplesPerPixel 3"]);
+    let (s, f) = series("slope0", &|f| put_ds(&f[1], tags::RESCALE_SLOPE, "0"));
+    add("a zero rescale slope", s, f[1].clone(), &["RescaleSlope"]);
+    let (s, f) = series("slopeabc", &|f| put_ds(&f[1], tags::RESCALE_SLOPE, "abc"));
+    add("a non-numeric rescale slope", s, f[1].clone(), &["RescaleSlope"]);
+    let (s, f) = series("noposition", &|f| {
+        dicom_support::rewrite(&f[2], |o| {
+            o.remove_element(tags::IMAGE_POSITION_PATIENT);
+        })
+    });
+    add("no ImagePositionPatient", s, f[2].clone(), &["ImagePositionPatient"]);
+    let looped = d.join("loop");
+    std::fs::create_dir(&looped).unwrap();
+    std::os::unix::fs::symlink(&looped, looped.join("again")).unwrap();
+    add("a symlink loop", looped.clone(), looped, &["loop"]);
+    let p = nii("four_d.nii", &|b| {
+        set_i16(b, 40, 4);
+        set_i16(b, 48, 2);
+    });
+    add("a 4-D NIfTI", p.clone(), p, &["4-D"]);
+    let p = nii("zero_dim.nii", &|b| set_i16(b, 44, 0));
+    add("a zero dim", p.clone(), p, &["bad dims"]);
+    let p = nii("absurd.nii", &|b| (0..3).for_each(|i| set_i16(b, 42 + 2 * i, 30000)));
+    add("absurd dims", p.clone(), p, &["more than fmseg reads"]);
+    let p = nii("uncoded_pixdim0.nii", &|b| {
+        b[252..256].fill(0);
+        b[80..84].copy_from_slice(&0f32.to_le_bytes());
+    });
+    add("no transform and a zero voxel size", p.clone(), p, &["pixdim"]);
+
+    let image = nii("good.nii", &|_| {});
+    let weights = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| -> PathBuf {
+        let p = d.join(name);
+        let mut b = std::fs::read(weights_file()).unwrap();
+        edit(&mut b);
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    let w_cut = weights("cut.fmw", &|b| b.truncate(b.len() / 2));
+    let w_flip = weights("flipped.fmw", &|b| {
+        let n = b.len();
+        b[n - 100] ^= 0x40;
+    });
+    let w_nan = d.join("nan.safetensors");
+    let mut sd = fmseg::model::init::random_state_dict(2);
+    let key = sd.names().next().unwrap().to_string();
+    let mut t = sd.get(&key).unwrap().clone();
+    t.data[0] = f32::NAN;
+    sd.insert(&key, t);
+    fmseg::weights::save(&sd, &w_nan, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F32).unwrap();
+
+    let run_limited = |input: &Path, weights: &Path, out: &Path| -> Output {
+        let cmd = format!(
+            "ulimit -v 4194304; exec '{}' segment '{}' --out '{}' --weights '{}' --threads 2",
+            env!("CARGO_BIN_EXE_fmseg"),
+            input.display(),
+            out.display(),
+            weights.display()
+        );
+        Command::new("sh").arg("-c").arg(cmd).env_remove("FMSEG_WEIGHTS").output().unwrap()
+    };
+    let mut all: Vec<(String, PathBuf, PathBuf, PathBuf, Vec<&str>)> =
+        cases.into_iter().map(|(l, i, n, w)| (l, i, weights_file().to_path_buf(), n, w)).collect();
+    all.push(("truncated weights".into(), image.clone(), w_cut.clone(), w_cut, vec!["truncated"]));
+    all.push(("a flipped byte in the weights".into(), image.clone(), w_flip.clone(), w_flip, vec!["checksum"]));
+    all.push(("NaN in a tensor".into(), image.clone(), w_nan.clone(), w_nan, vec!["NaN", "non-finite"]));
+    for (i, (label, input, weights, named, wants)) in all.iter().enumerate() {
+        let out = d.join(format!("out{i}"));
+        let o = run_limited(input, weights, &out);
+        let msg = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{label}: {msg}");
+        assert!(msg.contains(&named.display().to_string()), "{label}: names {}: {msg}", named.display());
+        assert!(wants.iter().any(|w| msg.contains(w)), "{label}: one of {wants:?} in {msg}");
+        assert!(!msg.contains("panicked") && !msg.contains("memory allocation"), "{label}: {msg}");
+        assert!(!out.exists(), "{label}: wrote {}", out.display());
+    }
+}
