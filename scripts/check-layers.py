@@ -21,7 +21,8 @@ LAYERS = [
     ["error", "tensor", "volume", "linalg"],
     ["io"],
     # one layer: backends take their conv specs from here and the catalog its specs from them
-    ["weights", "model::catalog", "model::init", "backend"],
+    # fuzz targets call the readers of io and weights
+    ["weights", "model::catalog", "model::init", "backend", "fuzz"],
     ["model"],
     ["engine"],
     ["pipeline"],

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod fuzz;
 pub mod io;
 pub mod linalg;
 pub mod model;

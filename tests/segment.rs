@@ -1301,6 +1301,14 @@ fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
         })
     });
     add("no ImagePositionPatient", s, f[2].clone(), &["ImagePositionPatient"]);
+    let (s, f) = series("huge_element", &|f| {
+        // PatientName re-declared as a UT of 2 GiB: dicom-rs would reserve that much
+        let mut b = std::fs::read(&f[3]).unwrap();
+        let at = b.windows(6).position(|w| w == [0x10, 0x00, 0x10, 0x00, b'P', b'N']).expect("PatientName");
+        b.splice(at + 4..at + 8, [b'U', b'T', 0, 0, 0xff, 0xff, 0xff, 0x7f]);
+        std::fs::write(&f[3], b).unwrap();
+    });
+    add("an element declaring 2 GiB", s, f[3].clone(), &["declares 2147483647 value bytes"]);
     let looped = d.join("loop");
     std::fs::create_dir(&looped).unwrap();
     std::os::unix::fs::symlink(&looped, looped.join("again")).unwrap();

@@ -18,6 +18,8 @@ use crate::volume::{self, Affine, Volume};
 const HEADER_SIZE: usize = 348;
 /// Header plus the 4-byte extension flag: where voxel data starts in files we write.
 const DATA_OFFSET: usize = 352;
+/// Where voxel data may start at the latest: header extensions beyond 1 GiB are not images.
+const MAX_VOX_OFFSET: usize = 1 << 30;
 
 /// Voxel types of NIfTI-1 that this reader accepts (code in the `datatype` field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,10 +259,17 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Layout> {
     let vox_offset = f.f32(108);
     let offset = if vox_offset == 0.0 {
         DATA_OFFSET
-    } else if vox_offset.is_finite() && vox_offset >= DATA_OFFSET as f32 && vox_offset.fract() == 0.0 {
+    } else if vox_offset.is_finite()
+        && vox_offset >= DATA_OFFSET as f32
+        && vox_offset <= MAX_VOX_OFFSET as f32
+        && vox_offset.fract() == 0.0
+    {
         vox_offset as usize
     } else {
-        return Err(Error::format(path, format!("bad vox_offset {vox_offset}: must be a whole number >= 352")));
+        return Err(Error::format(
+            path,
+            format!("bad vox_offset {vox_offset}: must be a whole number from 352 to {MAX_VOX_OFFSET}"),
+        ));
     };
     let slope = f.f32(112);
     let inter = f.f32(116);

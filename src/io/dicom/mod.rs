@@ -10,7 +10,7 @@
 //! Nothing in a file's content can make this module panic: every problem is a
 //! [`DicomError`] naming the series and/or file.
 //!
-//! Layout: `scan` (finding files) -> `header` (attributes) -> `info` + `weighting` (summaries)
+//! Layout: `scan` (finding files; `lengths` checks declared lengths before dicom-rs reads) -> `header` (attributes) -> `info` + `weighting` (summaries)
 //! -> `select` (choosing) -> `geometry` (stacking) + `pixels` (decoding) -> `load`; `write/`.
 
 pub mod error;
@@ -18,6 +18,7 @@ pub mod geometry;
 mod guard;
 pub mod header;
 pub mod info;
+mod lengths;
 pub mod load;
 pub mod pixels;
 pub mod scan;

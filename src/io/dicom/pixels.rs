@@ -122,6 +122,7 @@ fn is_native(transfer_syntax: &str) -> bool {
 pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
     check_pixel_format(h)?;
     let path: &Path = &h.path;
+    super::lengths::check_lengths(path, false)?;
     let obj = contain(|| open_file(path))
         .map_err(|panic| DicomError::Unreadable {
             path: path.to_path_buf(),

@@ -100,6 +100,9 @@ fn classify(path: &Path) -> DResult<FileKind> {
         return Ok(FileKind::NotDicom);
     }
     let unreadable = |reason: String| Ok(FileKind::Bad(DicomError::Unreadable { path: path.to_path_buf(), reason }));
+    if let Err(e) = super::lengths::check_lengths(path, true) {
+        return Ok(FileKind::Bad(e));
+    }
     let obj = match contain(|| OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path)) {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return unreadable(error_chain(&e)),
