@@ -35,7 +35,7 @@ fn layers(c: &mut Criterion) {
         let sd = random_input(7, 1, [cout * cin, k[0] * k[1], k[2]]);
         let w = fmseg::tensor::HostTensor::new(spec.weight_shape(), sd.data).unwrap();
         let b = fmseg::tensor::HostTensor::new(vec![cout], vec![0.1; cout]).unwrap();
-        let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+        let conv = be.prepare_conv("bench", spec, &w, Some(&b)).unwrap();
         let mut x = random_input(1, 1, [dims[0], dims[1], dims[2] * cin]);
         x.shape = vec![1, cin, dims[0], dims[1], dims[2]];
         let xt = be.upload(&x).unwrap();

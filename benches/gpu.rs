@@ -66,7 +66,7 @@ fn layers(c: &mut Criterion) {
         let w = random_input(7, cout * cin, [k[0], k[1], k[2]]);
         let w = HostTensor::new(spec.weight_shape(), w.data).unwrap();
         let b = HostTensor::new(vec![cout], vec![0.1; cout]).unwrap();
-        let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+        let conv = be.prepare_conv("bench", spec, &w, Some(&b)).unwrap();
         let mut x = random_input(1, cin, dims);
         x.shape = vec![1, cin, dims[0], dims[1], dims[2]];
         let xt = be.upload(&x).unwrap();

@@ -38,7 +38,7 @@ fn conv_every_kernel_shape_matches_reference() {
             let w = rng.tensor(&[cout, cin, k[0], k[1], k[2]]);
             let b = rng.tensor(&[cout]);
             let spec = ConvSpec { cin, cout, k, bias: true };
-            let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+            let conv = be.prepare_conv("test", spec, &w, Some(&b)).unwrap();
             let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
             let want = reference::conv3d(&x, &w, Some(&b.data));
             check(&format!("conv k={k:?} {cin}->{cout} dims={dims:?} n={n}"), &y, &want, TOL);
@@ -53,7 +53,7 @@ fn conv_without_bias_and_wide_channels() {
     let x = rng.tensor(&[1, 70, 5, 4, 3]);
     let w = rng.tensor(&[130, 70, 3, 3, 3]);
     let spec = ConvSpec { cin: 70, cout: 130, k: [3, 3, 3], bias: false };
-    let conv = be.prepare_conv(spec, &w, None).unwrap();
+    let conv = be.prepare_conv("test", spec, &w, None).unwrap();
     let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
     check("conv 70->130 3x3x3 no bias", &y, &reference::conv3d(&x, &w, None), TOL);
 }
@@ -135,7 +135,7 @@ fn up_add_transposed_conv_replicate_pad_and_skip() {
         let b = rng.tensor(&[cout]);
         let sd = [dims[0] * k[0] + extra[0], dims[1] * k[1] + extra[1], dims[2] * k[2] + extra[2]];
         let skip = rng.tensor(&[2, cout, sd[0], sd[1], sd[2]]);
-        let ct = be.prepare_conv_t(ConvTSpec { cin, cout, k }, &w, &b).unwrap();
+        let ct = be.prepare_conv_t("test", ConvTSpec { cin, cout, k }, &w, &b).unwrap();
         let y = be.up_add(&be.upload(&x).unwrap(), &ct, &be.upload(&skip).unwrap()).unwrap();
         let mut want = reference::pad_replicate_end(&reference::conv_transpose(&x, &w, &b.data), sd);
         want.data.iter_mut().zip(&skip.data).for_each(|(a, s)| *a += s);
@@ -186,7 +186,7 @@ fn shape_errors_are_errors_not_panics() {
     assert!(be.sum(&[&x, &y], false).is_err());
     assert!(be.max_pool(&x, [8, 1, 1]).is_err());
     let w = rng.tensor(&[2, 5, 1, 1, 1]);
-    let conv = be.prepare_conv(ConvSpec { cin: 5, cout: 2, k: [1, 1, 1], bias: false }, &w, None).unwrap();
+    let conv = be.prepare_conv("test", ConvSpec { cin: 5, cout: 2, k: [1, 1, 1], bias: false }, &w, None).unwrap();
     assert!(be.conv(&x, &conv).is_err());
 }
 
@@ -205,7 +205,7 @@ fn fused_conv_norm_matches_conv_then_norm() {
         let w = rng.tensor(&[cout, cin, k[0], k[1], k[2]]);
         let b = rng.tensor(&[cout]);
         let r = rng.tensor(&[2, cout, dims[0], dims[1], dims[2]]);
-        let conv = be.prepare_conv(ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
+        let conv = be.prepare_conv("test", ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
         let rt = be.upload(&r).unwrap();
         let y = be.conv_norm(&be.upload(&x).unwrap(), &conv, res.then_some(&rt), relu).unwrap();
         let want = reference::instance_norm(&reference::conv3d(&x, &w, Some(&b.data)), res.then_some(&r), relu);
@@ -236,7 +236,7 @@ fn winograd_3x3x1_and_3x3x3_match_reference_on_odd_sizes() {
         let spec = ConvSpec { cin, cout, k: [3, 3, kd], bias: true };
         let want = reference::conv3d(&x, &w, Some(&b.data));
         for (name, be) in [("winograd", &be), ("direct", &direct)] {
-            let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+            let conv = be.prepare_conv("test", spec, &w, Some(&b)).unwrap();
             let xt = be.upload(&x).unwrap();
             let y = be.download(&be.conv(&xt, &conv).unwrap()).unwrap();
             check(&format!("{name} 3x3x{kd} {cin}->{cout} dims={dims:?}"), &y, &want, TOL);

@@ -182,7 +182,7 @@ fn conv_every_kernel_shape_and_kernel_variant() {
             let bias = rng.below(4) != 0;
             let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
             let spec = ConvSpec { cin, cout, k, bias };
-            let conv = be.prepare_conv(spec, &w, bias.then_some(&b)).unwrap();
+            let conv = be.prepare_conv("test", spec, &w, bias.then_some(&b)).unwrap();
             let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
             let want = reference::conv3d(&x, &w, bias.then_some(&b.data[..]));
             let kind = ConvKernel::choose(cin, cout);
@@ -201,7 +201,7 @@ fn conv_many_tiles_with_a_partial_last_tile() {
         let x = rand_t(&mut rng, &shape5(3, cin, dims), 1.0, 0.0);
         let w = rand_t(&mut rng, &[cout, cin, k[0], k[1], k[2]], 0.1, 0.0);
         let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
-        let conv = be.prepare_conv(ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
+        let conv = be.prepare_conv("test", ConvSpec { cin, cout, k, bias: true }, &w, Some(&b)).unwrap();
         let y = be.download(&be.conv(&be.upload(&x).unwrap(), &conv).unwrap()).unwrap();
         check(
             &format!("conv {cin}->{cout} k={k:?} over 3 x 3000 voxels"),
@@ -235,8 +235,8 @@ fn conv_norm_chains_through_the_pending_norm() {
                 let w2 = rand_t(&mut rng, &[c2, c1, k[0], k[1], k[2]], 0.3, 0.0);
                 let b2 = rand_t(&mut rng, &[c2], 0.5, 0.0);
                 let r = rand_t(&mut rng, &shape5(n, c1, dims), 1.0, 0.0);
-                let conv1 = be.prepare_conv(ConvSpec { cin: c0, cout: c1, k, bias: true }, &w1, Some(&b1)).unwrap();
-                let conv2 = be.prepare_conv(ConvSpec { cin: c1, cout: c2, k, bias: true }, &w2, Some(&b2)).unwrap();
+                let conv1 = be.prepare_conv("test", ConvSpec { cin: c0, cout: c1, k, bias: true }, &w1, Some(&b1)).unwrap();
+                let conv2 = be.prepare_conv("test", ConvSpec { cin: c1, cout: c2, k, bias: true }, &w2, Some(&b2)).unwrap();
                 let xg = be.upload(&x).unwrap();
                 let rg = be.upload(&r).unwrap();
                 let a = be.conv_norm(&xg, &conv1, with_res.then_some(&rg), relu).unwrap();
@@ -357,7 +357,7 @@ fn up_add_replicates_the_high_edge_and_adds_the_skip() {
             let skip = rand_t(&mut rng, &shape5(n, cout, sdims), 1.0, 0.0);
             let w = rand_t(&mut rng, &[cin, cout, k[0], k[1], k[2]], 0.1, 0.0);
             let b = rand_t(&mut rng, &[cout], 0.5, 0.0);
-            let ct = be.prepare_conv_t(ConvTSpec { cin, cout, k }, &w, &b).unwrap();
+            let ct = be.prepare_conv_t("test", ConvTSpec { cin, cout, k }, &w, &b).unwrap();
             let y = be.download(&be.up_add(&be.upload(&x).unwrap(), &ct, &be.upload(&skip).unwrap()).unwrap()).unwrap();
             let u = reference::pad_replicate_end(&reference::conv_transpose(&x, &w, &b.data), sdims);
             let want = sum_ref(&[&u, &skip], false);
@@ -420,13 +420,13 @@ fn shape_errors_are_errors_not_panics() {
     let x = be.upload(&rand_t(&mut rng, &[1, 8, 4, 4, 4], 1.0, 0.0)).unwrap();
     let y = be.upload(&rand_t(&mut rng, &[1, 8, 4, 4, 3], 1.0, 0.0)).unwrap();
     let w = rand_t(&mut rng, &[4, 16, 3, 3, 3], 1.0, 0.0);
-    let conv = be.prepare_conv(ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: false }, &w, None).unwrap();
+    let conv = be.prepare_conv("test", ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: false }, &w, None).unwrap();
     assert!(be.conv(&x, &conv).is_err(), "conv with the wrong channel count");
     assert!(be.sum(&[&x, &y], false).is_err(), "sum of different shapes");
     assert!(be.attend(x.clone(), &y).is_err(), "attend with a map of another size");
     assert!(be.max_pool(&x, [8, 1, 1]).is_err(), "pool larger than the input");
     assert!(
-        be.prepare_conv(ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: true }, &w, None).is_err(),
+        be.prepare_conv("test", ConvSpec { cin: 16, cout: 4, k: [3, 3, 3], bias: true }, &w, None).is_err(),
         "missing bias"
     );
     let mut bad = HostTensor::zeros(vec![1, 1, 2, 2, 2]);

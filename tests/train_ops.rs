@@ -245,7 +245,7 @@ fn check_conv(rng: &mut Rng, cin: usize, cout: usize, k: Dims, bias: bool) {
     let x = rng.tensor(&[n, cin, d[0], d[1], d[2]]);
     let w = rng.tensor(&spec.weight_shape());
     let b = rng.tensor(&[cout]);
-    let conv = t.prepare_conv_named("c", spec, &w, bias.then_some(&b)).unwrap();
+    let conv = t.prepare_conv("c", spec, &w, bias.then_some(&b)).unwrap();
     let xv = t.upload(&x).unwrap();
     let y = t.conv(&xv, &conv).unwrap();
     let r = rng.tensor(&[n, cout, d[0], d[1], d[2]]);
@@ -356,7 +356,7 @@ fn transposed_conv_with_replicate_pad_and_skip() {
         let w = rng.tensor(&spec.weight_shape());
         let b = rng.tensor(&[cout]);
         let skip = rng.tensor(&[n, cout, sd[0], sd[1], sd[2]]);
-        let ct = t.prepare_conv_t_named("u", spec, &w, &b).unwrap();
+        let ct = t.prepare_conv_t("u", spec, &w, &b).unwrap();
         let xv = t.upload(&x).unwrap();
         let sv = t.upload(&skip).unwrap();
         let y = t.up_add(&xv, &ct, &sv).unwrap();
@@ -482,7 +482,7 @@ fn dropout_in_conv_norm_relu_blocks() {
     let forward = |name: &str, dropout: Option<Dropout>| {
         let t = tape();
         t.set_dropout(dropout);
-        let conv = t.prepare_conv_named(name, spec, &w, Some(&b)).unwrap();
+        let conv = t.prepare_conv(name, spec, &w, Some(&b)).unwrap();
         let xv = t.upload(&x).unwrap();
         let y = t.conv_norm(&xv, &conv, None, true).unwrap();
         (t, xv, y)

@@ -70,35 +70,14 @@ pub trait Backend: Send + Sync {
     /// `(N, C, dims)`.
     fn shape(&self, x: &Self::Tensor) -> (usize, usize, Dims);
 
-    /// `weight` is `(cout, cin, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<Self::Conv>;
-    /// `weight` is `(cin, cout, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv_t(&self, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<Self::ConvT>;
-
-    /// [`Backend::prepare_conv`] for the layer whose parameters are `{prefix}.weight` and
-    /// `{prefix}.bias` in the checkpoint. A backend that records gradients uses the name to
-    /// report them; the others ignore it.
-    fn prepare_conv_named(
-        &self,
-        prefix: &str,
-        spec: ConvSpec,
-        weight: &HostTensor,
-        bias: Option<&HostTensor>,
-    ) -> Result<Self::Conv> {
-        let _ = prefix;
-        self.prepare_conv(spec, weight, bias)
-    }
-    /// [`Backend::prepare_conv_t`] for a named layer (see [`Backend::prepare_conv_named`]).
-    fn prepare_conv_t_named(
-        &self,
-        prefix: &str,
-        spec: ConvTSpec,
-        weight: &HostTensor,
-        bias: &HostTensor,
-    ) -> Result<Self::ConvT> {
-        let _ = prefix;
-        self.prepare_conv_t(spec, weight, bias)
-    }
+    /// The layer `name` (its parameters are `{name}.weight` and `{name}.bias` in the
+    /// checkpoint; a backend that records gradients reports them by it, the others use it in
+    /// messages at most). `weight` is `(cout, cin, kH, kW, kD)`, `bias` `(cout,)`.
+    fn prepare_conv(&self, name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>)
+        -> Result<Self::Conv>;
+    /// The transposed convolution `name`: `weight` is `(cin, cout, kH, kW, kD)`, `bias` `(cout,)`.
+    fn prepare_conv_t(&self, name: &str, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor)
+        -> Result<Self::ConvT>;
 
     /// 3-D convolution, "same" zero padding, stride 1, with bias.
     fn conv(&self, x: &Self::Tensor, conv: &Self::Conv) -> Result<Self::Tensor>;

@@ -166,12 +166,12 @@ impl<B: Backend> Backend for Profiled<B> {
         self.inner.shape(x)
     }
 
-    fn prepare_conv(&self, spec: ConvSpec, w: &HostTensor, b: Option<&HostTensor>) -> Result<Self::Conv> {
-        Ok(Labelled { inner: self.inner.prepare_conv(spec, w, b)?, spec })
+    fn prepare_conv(&self, name: &str, spec: ConvSpec, w: &HostTensor, b: Option<&HostTensor>) -> Result<Self::Conv> {
+        Ok(Labelled { inner: self.inner.prepare_conv(name, spec, w, b)?, spec })
     }
 
-    fn prepare_conv_t(&self, spec: ConvTSpec, w: &HostTensor, b: &HostTensor) -> Result<Self::ConvT> {
-        Ok(LabelledT { inner: self.inner.prepare_conv_t(spec, w, b)?, spec })
+    fn prepare_conv_t(&self, name: &str, spec: ConvTSpec, w: &HostTensor, b: &HostTensor) -> Result<Self::ConvT> {
+        Ok(LabelledT { inner: self.inner.prepare_conv_t(name, spec, w, b)?, spec })
     }
 
     fn conv(&self, x: &B::Tensor, c: &Self::Conv) -> Result<B::Tensor> {
@@ -364,7 +364,7 @@ mod tests {
         let spec = ConvSpec { cin: 3, cout: 4, k: [3, 3, 1], bias: true };
         let w = HostTensor::zeros(spec.weight_shape());
         let b = HostTensor::zeros(vec![4]);
-        let conv = be.prepare_conv(spec, &w, Some(&b)).unwrap();
+        let conv = be.prepare_conv("test", spec, &w, Some(&b)).unwrap();
         let x = be.upload(&HostTensor::zeros(vec![2, 3, 5, 6, 7])).unwrap();
         let y = be.conv(&x, &conv).unwrap();
         let _ = be.sum(&[&y, &y], true).unwrap();

@@ -33,7 +33,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         let w = self.tensor(&format!("{prefix}.weight"))?;
         let b = if spec.bias { Some(self.tensor(&format!("{prefix}.bias"))?) } else { None };
         check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
-        self.backend.prepare_conv_named(prefix, spec, w, b)
+        self.backend.prepare_conv(prefix, spec, w, b)
     }
 
     pub fn conv_t(&self, prefix: &str) -> Result<B::ConvT> {
@@ -43,7 +43,7 @@ impl<'a, B: Backend> Loader<'a, B> {
         let w = self.tensor(&format!("{prefix}.weight"))?;
         let b = self.tensor(&format!("{prefix}.bias"))?;
         check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
-        self.backend.prepare_conv_t_named(prefix, spec, w, b)
+        self.backend.prepare_conv_t(prefix, spec, w, b)
     }
 }
 

@@ -305,33 +305,25 @@ impl Backend for TapeBackend {
         (x.t.n, x.t.c, x.t.dims)
     }
 
-    fn prepare_conv(&self, spec: ConvSpec, _: &HostTensor, _: Option<&HostTensor>) -> Result<TapeConv> {
-        Err(Error::Other(format!("internal: the gradient tape needs the name of the {spec:?} convolution")))
-    }
-
-    fn prepare_conv_t(&self, spec: ConvTSpec, _: &HostTensor, _: &HostTensor) -> Result<TapeConvT> {
-        Err(Error::Other(format!("internal: the gradient tape needs the name of the {spec:?} transposed convolution")))
-    }
-
-    fn prepare_conv_named(
+    fn prepare_conv(
         &self,
         prefix: &str,
         spec: ConvSpec,
         weight: &HostTensor,
         bias: Option<&HostTensor>,
     ) -> Result<TapeConv> {
-        let inner = self.cpu.prepare_conv(spec, weight, bias)?;
+        let inner = self.cpu.prepare_conv(prefix, spec, weight, bias)?;
         Ok(TapeConv { layer: Arc::new(ConvRecord { name: prefix.into(), spec, weight: weight.data.clone() }), inner })
     }
 
-    fn prepare_conv_t_named(
+    fn prepare_conv_t(
         &self,
         prefix: &str,
         spec: ConvTSpec,
         weight: &HostTensor,
         bias: &HostTensor,
     ) -> Result<TapeConvT> {
-        let inner = self.cpu.prepare_conv_t(spec, weight, bias)?;
+        let inner = self.cpu.prepare_conv_t(prefix, spec, weight, bias)?;
         Ok(TapeConvT { layer: Arc::new(ConvTRecord { name: prefix.into(), spec, weight: weight.data.clone() }), inner })
     }
 
@@ -594,7 +586,7 @@ fn conv_backward(
     }
     let back_spec = ConvSpec { cin: cout, cout: cin, k, bias: false };
     let w = HostTensor::new(back_spec.weight_shape(), grad_ops::flip_transpose(&layer.weight, cout, cin, k))?;
-    let back = ctx.cpu.prepare_conv(back_spec, &w, None)?;
+    let back = ctx.cpu.prepare_conv("conv_t backward", back_spec, &w, None)?;
     let dx = ctx.cpu.conv(&dy, &back)?;
     Ok(vec![(xid, dx)])
 }

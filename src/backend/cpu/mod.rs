@@ -204,7 +204,7 @@ impl Backend for CpuBackend {
         (x.n, x.c, x.dims)
     }
 
-    fn prepare_conv(&self, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<CpuConv> {
+    fn prepare_conv(&self, _name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<CpuConv> {
         if weight.shape != spec.weight_shape() {
             return Err(Error::Shape(format!("conv weight {:?}, expected {:?}", weight.shape, spec.weight_shape())));
         }
@@ -219,7 +219,7 @@ impl Backend for CpuBackend {
         Ok(CpuConv { direct: PackedConv::new(spec, &weight.data, bias), winograd })
     }
 
-    fn prepare_conv_t(&self, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CpuConvT> {
+    fn prepare_conv_t(&self, _name: &str, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CpuConvT> {
         if weight.shape != spec.weight_shape() || bias.shape != [spec.cout] {
             return Err(Error::Shape(format!(
                 "transposed conv weight {:?} / bias {:?}, expected {:?} / [{}]",
