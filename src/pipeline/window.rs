@@ -1,6 +1,8 @@
 //! MONAI's `SlidingWindowInferer` as the reference configures it (roi 192x192x16, overlap
-//! 0.5, Gaussian blending with sigma 0.125 roi, replicate padding, `sw_batch_size` 2), and
-//! the reference test script's test-time augmentation and fold ensemble.
+//! 0.5, Gaussian blending with sigma 0.125 roi, replicate padding, `sw_batch_size` 2): the
+//! window plan, the importance map and [`sliding_window`], one pass of one model. The test-time
+//! augmentation and the fold ensemble are planned and run in [`crate::pipeline::study`], which
+//! `sliding_window` calls with a one-pass plan.
 //!
 //! What is matched (MONAI 1.x `monai/inferers/utils.py`, `monai/data/utils.py`):
 //! - scan interval per axis: `roi` when the roi equals the image size, else
