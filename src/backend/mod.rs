@@ -70,6 +70,12 @@ pub trait Backend: Send + Sync {
     /// `(N, C, dims)`.
     fn shape(&self, x: &Self::Tensor) -> (usize, usize, Dims);
 
+    /// Wait until every op queued so far has finished: what a timer needs before it reads the
+    /// clock. A no-op where ops run synchronously (the CPU).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The layer `name` (its parameters are `{name}.weight` and `{name}.bias` in the
     /// checkpoint; a backend that records gradients reports them by it, the others use it in
     /// messages at most). `weight` is `(cout, cin, kH, kW, kD)`, `bias` `(cout,)`.

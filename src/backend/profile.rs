@@ -1,6 +1,6 @@
 //! A backend decorator that times every op, for `fmseg bench --layers`: each call is labelled
 //! with its op, kernel and sizes, and the table lists time and achieved rate per label.
-//! Backends whose ops are asynchronous must make `sync` wait for the device.
+//! Each op is bracketed by [`Backend::synchronize`], so asynchronous backends are timed on the device.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,7 +33,6 @@ pub struct OpStat {
 
 pub struct Profiled<B: Backend> {
     pub inner: B,
-    sync: Box<dyn Fn(&B) + Send + Sync>,
     stats: Mutex<HashMap<String, OpStat>>,
     clock: Clock,
     elem_bytes: usize,
@@ -75,9 +74,9 @@ pub fn process_cpu_seconds() -> f64 {
 }
 
 impl<B: Backend> Profiled<B> {
-    /// `sync` waits for all queued work of the backend (a no-op for the CPU).
-    pub fn new(inner: B, sync: impl Fn(&B) + Send + Sync + 'static) -> Self {
-        Profiled { inner, sync: Box::new(sync), stats: Mutex::new(HashMap::new()), clock: Clock::Wall, elem_bytes: 4 }
+    /// Times each op of `inner`, synchronizing it ([`Backend::synchronize`]) around each.
+    pub fn new(inner: B) -> Self {
+        Profiled { inner, stats: Mutex::new(HashMap::new()), clock: Clock::Wall, elem_bytes: 4 }
     }
 
     /// Bytes per activation element as the backend stores them (4 for f32, 2 for fp16).
@@ -98,10 +97,10 @@ impl<B: Backend> Profiled<B> {
         bytes: impl FnOnce(&R) -> f64,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
-        (self.sync)(&self.inner);
+        self.inner.synchronize()?;
         let t0 = self.clock.now();
         let r = f()?;
-        (self.sync)(&self.inner);
+        self.inner.synchronize()?;
         let dt = self.clock.now() - t0;
         let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let e = s.entry(label()).or_default();
@@ -150,6 +149,10 @@ impl<B: Backend> Backend for Profiled<B> {
     type Tensor = B::Tensor;
     type Conv = Labelled<B::Conv>;
     type ConvT = LabelledT<B::ConvT>;
+
+    fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
 
     fn name(&self) -> String {
         self.inner.name()
@@ -360,7 +363,7 @@ mod tests {
     /// the floor is the larger of the two ceilings' times.
     #[test]
     fn ops_count_their_least_traffic_and_floors_take_the_binding_ceiling() {
-        let be = Profiled::new(CpuBackend::new(1).unwrap(), |_| {}).with_element_bytes(2);
+        let be = Profiled::new(CpuBackend::new(1).unwrap()).with_element_bytes(2);
         let spec = ConvSpec { cin: 3, cout: 4, k: [3, 3, 1], bias: true };
         let w = HostTensor::zeros(spec.weight_shape());
         let b = HostTensor::zeros(vec![4]);

@@ -91,7 +91,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
             let threads = Some(cpu.threads());
             let ceilings = |b: &CpuBackend| Ok((4, Ceilings::measure_cpu(b.threads())));
-            bench(cpu, |_| {}, ceilings, |_, _| None, &args, &sd, dims, threads, false)
+            bench(cpu, ceilings, |_, _| None, &args, &sd, dims, threads, false)
         }
         #[cfg(feature = "cuda")]
         "cuda" => {
@@ -110,7 +110,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Some(b.memory_usage().2)
             };
-            bench(gpu, |b| drop(b.synchronize()), ceilings, peak, &args, &sd, dims, None, true)
+            bench(gpu, ceilings, peak, &args, &sd, dims, None, true)
         }
         d => bail!(
             "--device {d}: expected cpu{}",
@@ -124,7 +124,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn bench<B: Backend + 'static>(
     backend: B,
-    sync: impl Fn(&B) + Send + Sync + 'static,
     ceilings: impl FnOnce(&B) -> anyhow::Result<(usize, Ceilings)>,
     device_peak: impl Fn(&B, bool) -> Option<usize>,
     args: &BenchArgs,
@@ -138,7 +137,7 @@ fn bench<B: Backend + 'static>(
     let clock = if args.cpu_time { Clock::ProcessCpu } else { Clock::Wall };
     if args.layers {
         let (elem_bytes, ceilings) = ceilings(&backend)?;
-        let profiled = Profiled::new(backend, sync).with_clock(clock).with_element_bytes(elem_bytes);
+        let profiled = Profiled::new(backend).with_clock(clock).with_element_bytes(elem_bytes);
         let engine = Engine::new(profiled, sd)?;
         let x = random_input(1, 1, dims);
         engine.logits(&x)?;
@@ -159,7 +158,7 @@ fn bench<B: Backend + 'static>(
             match &resident {
                 Some(xt) => {
                     let out = engine.model().forward(be, xt)?;
-                    sync(be);
+                    be.synchronize()?;
                     drop(out);
                 }
                 None => {

@@ -148,6 +148,10 @@ impl Backend for CudaBackend {
     type Conv = CudaConv;
     type ConvT = CudaConvT;
 
+    fn synchronize(&self) -> Result<()> {
+        self.dev.synchronize()
+    }
+
     fn name(&self) -> String {
         format!(
             "cuda:{} ({}, compute capability {}.{}, {} SMs, FP16 tensor cores)",
