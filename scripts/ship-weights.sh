@@ -4,7 +4,10 @@
 # checksum to weights/fmseg-unet25d.fmw.sha256, the run's metrics.csv to
 # weights/training/<LEG>-metrics.csv and the curve of every leg so far to weights/training/curve.png.
 #
-#   scripts/ship-weights.sh RUN_DIR LEG [best|last]
+#   [CAVEAT="..."] scripts/ship-weights.sh RUN_DIR LEG [best|last]
+#
+# CAVEAT, when set, goes into the weights' metadata and is shown as a notice by every run that
+# uses them (for weights below the target: say how far below).
 #
 # LEG names this stretch of training (e.g. 2026-12-03): a run continued in a later session by a
 # warm restart (`fmseg train --weights weights/fmseg-unet25d.fmw ...`) is a new leg. The curve
@@ -21,7 +24,8 @@ steps=$(tail -n 1 "$metrics" | cut -d, -f2)
 command=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["command"]))' "$run/run.json" 2>/dev/null || echo "see $run/run.json")
 "$fmseg" convert-weights "$ckpt" weights/fmseg-unet25d.fmw --dtype f16 \
     --meta trained=true --meta "recipe=fmseg train --preset cpu-budget" --meta "leg=$leg" \
-    --meta "checkpoint=$which" --meta "steps_in_leg=$steps" --meta "command=$command"
+    --meta "checkpoint=$which" --meta "steps_in_leg=$steps" --meta "command=$command" \
+    ${CAVEAT:+--meta "caveat=$CAVEAT"}
 sha256sum weights/fmseg-unet25d.fmw | cut -d' ' -f1 > weights/fmseg-unet25d.fmw.sha256
 mkdir -p weights/training
 cp "$metrics" "weights/training/$leg-metrics.csv"

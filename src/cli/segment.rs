@@ -135,10 +135,10 @@ pub fn resolve_weights(given: &[PathBuf], env: Option<OsString>, bundled: &Path)
     )
 }
 
-/// The notice for weights not known to be trained, if any.
+/// The notice for weights not known to be trained, or with a caveat in their metadata, if any.
 pub fn untrained_notice(w: &WeightsInfo) -> Option<String> {
     match (w.trained, w.bundled) {
-        (Some(true), _) => None,
+        (Some(true), _) => w.caveat.as_ref().map(|c| format!("the weights {}: {c}", w.path.display())),
         (Some(false), _) => Some(format!(
             "the weights {} are marked as untrained (metadata trained=false): the mask is not a diagnosis",
             w.path.display()
@@ -492,9 +492,12 @@ mod tests {
             sha256: String::new(),
             format: "frozen".into(),
             trained,
+            caveat: None,
             bundled,
         };
         assert!(untrained_notice(&w(Some(true), true)).is_none());
+        let partial = WeightsInfo { caveat: Some("partly trained".into()), ..w(Some(true), true) };
+        assert!(untrained_notice(&partial).unwrap().contains("partly trained"));
         assert!(untrained_notice(&w(None, false)).is_none());
         assert!(untrained_notice(&w(Some(false), false)).unwrap().contains("untrained"));
         assert!(untrained_notice(&w(None, true)).unwrap().contains("bundled"));

@@ -355,6 +355,10 @@ pub struct WeightsInfo {
     pub format: String,
     /// The file's own `trained` metadata (frozen and safetensors files), when it has one.
     pub trained: Option<bool>,
+    /// The file's own `caveat` metadata: what a user must know about these weights (e.g. "partly
+    /// trained, validation Dice 0.1"), shown as a notice with every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
     /// Whether these are the weights bundled with fmseg (used when no `--weights` was given).
     pub bundled: bool,
 }
@@ -364,16 +368,21 @@ impl WeightsInfo {
     pub fn of(path: &Path, bundled: bool) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let format = crate::weights::detect(path)?;
-        let meta = match format {
-            crate::weights::Format::Frozen => {
-                crate::weights::frozen::FrozenFile::open(path)?.metadata().get("trained").cloned()
-            }
+        let meta: std::collections::HashMap<String, String> = match format {
+            crate::weights::Format::Frozen => crate::weights::frozen::FrozenFile::open(path)?
+                .metadata()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             crate::weights::Format::Safetensors => safetensors::SafeTensors::read_metadata(&bytes)
                 .ok()
-                .and_then(|(_, m)| m.metadata().as_ref().and_then(|m| m.get("trained").cloned())),
-            crate::weights::Format::Pth => None,
+                .and_then(|(_, m)| m.metadata().clone())
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
+            crate::weights::Format::Pth => Default::default(),
         };
-        let trained = meta.and_then(|v| match v.to_ascii_lowercase().as_str() {
+        let caveat = meta.get("caveat").filter(|c| !c.trim().is_empty()).cloned();
+        let trained = meta.get("trained").cloned().and_then(|v| match v.to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" => Some(true),
             "false" | "no" | "0" => Some(false),
             _ => None,
@@ -384,6 +393,7 @@ impl WeightsInfo {
             sha256: format!("sha256:{:x}", Sha256::digest(&bytes)),
             format: format.name().into(),
             trained,
+            caveat,
             bundled,
         })
     }
