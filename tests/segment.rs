@@ -887,10 +887,12 @@ fn phantom_segment_report_end_to_end() {
 /// The bundled weights find FM on a fresh synthetic study (set seed 2, never trained on: the
 /// training run used case seeds 1000..1200), through the whole command on the DICOM series,
 /// with a Dice the untrained network (Dice 0 on every study tried, predicting FM everywhere)
-/// cannot reach.
+/// cannot reach. Measured with the weights of 2026-12-03 (400 steps): Dice 0.735 (precision
+/// 0.796, recall 0.682, 3 of 3 lesions found, 1 false); the floor leaves room for a later leg
+/// that trades this study for others.
 #[test]
 fn bundled_weights_find_fm_on_a_fresh_study() {
-    const DICE_FLOOR: f64 = 0.05;
+    const DICE_FLOOR: f64 = 0.4;
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
     let o = fmseg(
@@ -924,7 +926,7 @@ fn bundled_weights_find_fm_on_a_fresh_study() {
     );
     assert!(o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("NOTICE"), "the bundled weights are trained: {stderr}");
+    assert!(!stderr.contains("untrained") && !stderr.contains("not marked as trained"), "trained: {stderr}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["weights"][0]["bundled"], true);
     let dice = r["truth"]["dice"].as_f64().unwrap();
