@@ -235,8 +235,10 @@ fn conv_norm_chains_through_the_pending_norm() {
                 let w2 = rand_t(&mut rng, &[c2, c1, k[0], k[1], k[2]], 0.3, 0.0);
                 let b2 = rand_t(&mut rng, &[c2], 0.5, 0.0);
                 let r = rand_t(&mut rng, &shape5(n, c1, dims), 1.0, 0.0);
-                let conv1 = be.prepare_conv("test", ConvSpec { cin: c0, cout: c1, k, bias: true }, &w1, Some(&b1)).unwrap();
-                let conv2 = be.prepare_conv("test", ConvSpec { cin: c1, cout: c2, k, bias: true }, &w2, Some(&b2)).unwrap();
+                let conv1 =
+                    be.prepare_conv("test", ConvSpec { cin: c0, cout: c1, k, bias: true }, &w1, Some(&b1)).unwrap();
+                let conv2 =
+                    be.prepare_conv("test", ConvSpec { cin: c1, cout: c2, k, bias: true }, &w2, Some(&b2)).unwrap();
                 let xg = be.upload(&x).unwrap();
                 let rg = be.upload(&r).unwrap();
                 let a = be.conv_norm(&xg, &conv1, with_res.then_some(&rg), relu).unwrap();

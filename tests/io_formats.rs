@@ -63,7 +63,9 @@ fn fuzz_seeds(dir: &std::path::Path) -> Vec<(fmseg::fuzz::Target, Vec<u8>)> {
     let dims = [12, 10, 3];
     let values: Vec<f32> = (0..12 * 10 * 3).map(|i| (i % 97) as f32).collect();
     let v = volume::Volume::new(dims, values.clone(), affine).unwrap();
-    for (name, ty) in [("a.nii", nifti::WriteType::F32), ("b.nii", nifti::WriteType::I16), ("c.nii.gz", nifti::WriteType::U8)] {
+    for (name, ty) in
+        [("a.nii", nifti::WriteType::F32), ("b.nii", nifti::WriteType::I16), ("c.nii.gz", nifti::WriteType::U8)]
+    {
         let p = dir.join(name);
         nifti::write(&p, &v, ty).unwrap();
         seeds.push((Target::Nifti, std::fs::read(&p).unwrap()));
@@ -83,9 +85,11 @@ fn fuzz_seeds(dir: &std::path::Path) -> Vec<(fmseg::fuzz::Target, Vec<u8>)> {
     sd.insert("conv.weight", HostTensor::new(vec![2, 1, 3], vec![0.5, -1.0, 2.0, 0.25, 8.0, -3.0]).unwrap());
     sd.insert("conv.bias", HostTensor::new(vec![2], vec![0.1, 0.2]).unwrap());
     use fmseg::weights::{DType, Format};
-    for (name, format, dtype) in
-        [("w.pth", Format::Pth, DType::F32), ("w.safetensors", Format::Safetensors, DType::F16), ("w.fmw", Format::Frozen, DType::F16)]
-    {
+    for (name, format, dtype) in [
+        ("w.pth", Format::Pth, DType::F32),
+        ("w.safetensors", Format::Safetensors, DType::F16),
+        ("w.fmw", Format::Frozen, DType::F16),
+    ] {
         let p = dir.join(name);
         fmseg::weights::save(&sd, &p, format, dtype).unwrap();
         seeds.push((Target::Weights, std::fs::read(&p).unwrap()));
@@ -114,7 +118,11 @@ fn readers_survive_mutated_inputs() {
             std::fs::create_dir_all(&failures).unwrap();
             let p = failures.join(format!("{target:?}-{label}.bin").to_lowercase());
             std::fs::write(&p, data).unwrap();
-            panic!("{target:?} {} on {label}: input saved to {}", if slow { "took > 10 s" } else { "panicked" }, p.display());
+            panic!(
+                "{target:?} {} on {label}: input saved to {}",
+                if slow { "took > 10 s" } else { "panicked" },
+                p.display()
+            );
         }
     };
     // the regression cases first

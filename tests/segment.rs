@@ -1124,7 +1124,9 @@ fn a_very_high_overlap_is_warned_with_its_cost() {
         affine_lps: a,
         uncoded_nifti: false,
     };
-    let mut zeros = |x: &HostTensor| HostTensor::new(vec![x.shape[0], 2, x.shape[2], x.shape[3], x.shape[4]], vec![0.0; 2 * x.data.len()]);
+    let mut zeros = |x: &HostTensor| {
+        HostTensor::new(vec![x.shape[0], 2, x.shape[2], x.shape[3], x.shape[4]], vec![0.0; 2 * x.data.len()])
+    };
     let run = |overlap: f64, model: &mut dyn Predictor| {
         let cfg = SegmentConfig {
             window: fmseg::pipeline::window::WindowConfig { overlap, ..Default::default() },
@@ -1139,7 +1141,9 @@ fn a_very_high_overlap_is_warned_with_its_cost() {
     assert!(high.windows_per_pass >= 4 * usual.windows_per_pass);
     let w = high.warnings.join("\n");
     assert!(
-        w.contains("overlap 0.9") && w.contains(&format!("{} windows", high.windows_per_pass)) && w.contains(&format!("{} at the default", usual.windows_per_pass)),
+        w.contains("overlap 0.9")
+            && w.contains(&format!("{} windows", high.windows_per_pass))
+            && w.contains(&format!("{} at the default", usual.windows_per_pass)),
         "{w}"
     );
 }
@@ -1180,7 +1184,8 @@ fn segment_killed_at_random_moments_leaves_one_whole_result() {
         let files = listing(&out);
         assert!(files.iter().all(|n| !n.starts_with('.')), "round {round} at {at:.2} s: {files:?}");
         let r: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-        let mut listed: Vec<String> = r["outputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+        let mut listed: Vec<String> =
+            r["outputs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
         listed.sort();
         assert_eq!(files, listed, "round {round}, killed at {at:.2} s of {full:.2}");
     }
@@ -1209,7 +1214,9 @@ fn patient_identity_stays_out_of_reports_and_logs() {
     let listed = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref()], &[]);
     assert!(listed.status.success());
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
-    for text in [report, String::from_utf8_lossy(&o.stderr).into_owned(), String::from_utf8_lossy(&listed.stdout).into_owned()] {
+    for text in
+        [report, String::from_utf8_lossy(&o.stderr).into_owned(), String::from_utf8_lossy(&listed.stdout).into_owned()]
+    {
         for (value, what) in phi {
             assert!(!text.contains(value) && !text.contains("Doe"), "{what} leaked: {text}");
         }
@@ -1237,12 +1244,16 @@ fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
         edit(&files);
         (s, files)
     };
-    let put_us = |f: &Path, tag, v: u16| dicom_support::rewrite(f, |o| {
-        o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
-    });
-    let put_ds = |f: &Path, tag, v: &str| dicom_support::rewrite(f, |o| {
-        o.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(v)));
-    });
+    let put_us = |f: &Path, tag, v: u16| {
+        dicom_support::rewrite(f, |o| {
+            o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+        })
+    };
+    let put_ds = |f: &Path, tag, v: &str| {
+        dicom_support::rewrite(f, |o| {
+            o.put(DataElement::new(tag, VR::DS, PrimitiveValue::from(v)));
+        })
+    };
     let cut = |f: &Path, keep: usize| {
         let b = std::fs::read(f).unwrap();
         std::fs::write(f, &b[..keep.min(b.len())]).unwrap();

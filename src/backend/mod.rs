@@ -79,11 +79,21 @@ pub trait Backend: Send + Sync {
     /// The layer `name` (its parameters are `{name}.weight` and `{name}.bias` in the
     /// checkpoint; a backend that records gradients reports them by it, the others use it in
     /// messages at most). `weight` is `(cout, cin, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv(&self, name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>)
-        -> Result<Self::Conv>;
+    fn prepare_conv(
+        &self,
+        name: &str,
+        spec: ConvSpec,
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+    ) -> Result<Self::Conv>;
     /// The transposed convolution `name`: `weight` is `(cin, cout, kH, kW, kD)`, `bias` `(cout,)`.
-    fn prepare_conv_t(&self, name: &str, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor)
-        -> Result<Self::ConvT>;
+    fn prepare_conv_t(
+        &self,
+        name: &str,
+        spec: ConvTSpec,
+        weight: &HostTensor,
+        bias: &HostTensor,
+    ) -> Result<Self::ConvT>;
 
     /// 3-D convolution, "same" zero padding, stride 1, with bias.
     fn conv(&self, x: &Self::Tensor, conv: &Self::Conv) -> Result<Self::Tensor>;

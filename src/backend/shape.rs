@@ -138,14 +138,26 @@ impl Backend for ShapeBackend {
         (x.n, x.c, x.dims)
     }
 
-    fn prepare_conv(&self, _name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<ConvSpec> {
+    fn prepare_conv(
+        &self,
+        _name: &str,
+        spec: ConvSpec,
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+    ) -> Result<ConvSpec> {
         if weight.shape != spec.weight_shape() || bias.is_some() != spec.bias {
             return Err(Error::Shape(format!("conv {spec:?}: weight of shape {:?}", weight.shape)));
         }
         Ok(spec)
     }
 
-    fn prepare_conv_t(&self, _name: &str, spec: ConvTSpec, weight: &HostTensor, _bias: &HostTensor) -> Result<ConvTSpec> {
+    fn prepare_conv_t(
+        &self,
+        _name: &str,
+        spec: ConvTSpec,
+        weight: &HostTensor,
+        _bias: &HostTensor,
+    ) -> Result<ConvTSpec> {
         if weight.shape != spec.weight_shape() {
             return Err(Error::Shape(format!("transposed conv {spec:?}: weight of shape {:?}", weight.shape)));
         }

@@ -54,8 +54,9 @@ pub fn run(a: ForwardArgs) -> anyhow::Result<()> {
     let out = engine.forward(&x).with_context(|| format!("forward pass on {}", a.input.display()))?;
     eprintln!("fmseg forward: {:?} on {} in {:.2} s", x.shape, engine.device_name(), t0.elapsed().as_secs_f64());
     for ((tmp, dest), t) in tmps.iter().zip(&dests).zip([&out.logits, &out.w0, &out.w1, &out.w2]) {
-        npy::write_tensor(tmp, t)
-            .map_err(|e| anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string())))?;
+        npy::write_tensor(tmp, t).map_err(|e| {
+            anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string()))
+        })?;
     }
     Ok(staging.commit()?)
 }

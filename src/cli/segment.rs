@@ -356,10 +356,12 @@ fn write_outputs(
     for o in &outputs {
         let (tmp, dest) = (dir.stage(o.name()), dir.dest(o.name()));
         match o {
-            Output::Nifti(_, vol, ty, coded) => nifti::write_coded(&tmp, vol, *ty, *coded)
-                .map_err(|e| anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string())))?,
-            Output::Bytes(_, bytes) => std::fs::write(&tmp, bytes)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?,
+            Output::Nifti(_, vol, ty, coded) => nifti::write_coded(&tmp, vol, *ty, *coded).map_err(|e| {
+                anyhow::anyhow!("writing {}: {}", dest.display(), crate::io::hide_temporary(&e.to_string()))
+            })?,
+            Output::Bytes(_, bytes) => {
+                std::fs::write(&tmp, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?
+            }
         }
     }
     let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
@@ -367,7 +369,6 @@ fn write_outputs(
     std::fs::write(dir.stage(REPORT_FILE), bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
     dir.commit(&[MASK_FILE, PROBABILITY_FILE, OVERLAY_FILE, REPORT_FILE]).map_err(flat)
 }
-
 
 /// Progress on stderr: a bar for the inference on a terminal, a few plain lines otherwise.
 struct Reporter {

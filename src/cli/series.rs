@@ -141,11 +141,16 @@ pub fn run(args: SeriesArgs) -> anyhow::Result<()> {
         path: args.path.display().to_string(),
         chosen: &list.series[choice.index].uid,
         reason: &choice.reason,
-        series: list.series.iter().enumerate().map(|(i, info)| Listed {
+        series: list
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, info)| Listed {
                 chosen: i == choice.index,
                 patient_id: args.include_phi.then_some(info.patient_id.as_str()),
                 info,
-            }).collect(),
+            })
+            .collect(),
         skipped_non_dicom: list.skipped_non_dicom,
         skipped_non_image: list.skipped_non_image,
         unreadable: list.unreadable.iter().map(|e| e.to_string()).collect(),

@@ -49,7 +49,10 @@ fn temp_sibling(path: &Path) -> PathBuf {
 /// A writer's error message without the temporary file names in it (`dir/.fmseg-partial-0-x:`,
 /// `dir/.x.tmp-12-0:`): the caller names the real output, and the internal name only confuses.
 pub fn hide_temporary(msg: &str) -> String {
-    msg.split(": ").filter(|part| !part.contains(".fmseg-partial-") && !part.contains(".tmp-")).collect::<Vec<_>>().join(": ")
+    msg.split(": ")
+        .filter(|part| !part.contains(".fmseg-partial-") && !part.contains(".tmp-"))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Several output files that appear together or not at all: each is written to a temporary

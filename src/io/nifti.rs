@@ -131,8 +131,7 @@ pub fn read_with_header(path: impl AsRef<Path>) -> Result<(Volume, NiftiHeader)>
     let io = |e| Error::io(path, e);
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
     let gz = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn Read> =
-        if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let mut reader: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
     let corrupt = |e: std::io::Error| {
         if gz {
             Error::format(path, format!("corrupt or truncated gzip stream: {e}"))

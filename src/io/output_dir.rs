@@ -64,7 +64,8 @@ impl OutputDir {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
-        let mut out = OutputDir { dir: dir.to_path_buf(), created, committed: false, staged: Vec::new(), lock: Some(lock) };
+        let mut out =
+            OutputDir { dir: dir.to_path_buf(), created, committed: false, staged: Vec::new(), lock: Some(lock) };
         out.recover()?;
         Ok(out)
     }

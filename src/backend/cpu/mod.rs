@@ -204,7 +204,13 @@ impl Backend for CpuBackend {
         (x.n, x.c, x.dims)
     }
 
-    fn prepare_conv(&self, _name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<CpuConv> {
+    fn prepare_conv(
+        &self,
+        _name: &str,
+        spec: ConvSpec,
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+    ) -> Result<CpuConv> {
         if weight.shape != spec.weight_shape() {
             return Err(Error::Shape(format!("conv weight {:?}, expected {:?}", weight.shape, spec.weight_shape())));
         }

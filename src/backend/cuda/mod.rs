@@ -182,11 +182,23 @@ impl Backend for CudaBackend {
         x.shape()
     }
 
-    fn prepare_conv(&self, _name: &str, spec: ConvSpec, weight: &HostTensor, bias: Option<&HostTensor>) -> Result<CudaConv> {
+    fn prepare_conv(
+        &self,
+        _name: &str,
+        spec: ConvSpec,
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+    ) -> Result<CudaConv> {
         self.prepare_conv_impl(spec, weight, bias)
     }
 
-    fn prepare_conv_t(&self, _name: &str, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CudaConvT> {
+    fn prepare_conv_t(
+        &self,
+        _name: &str,
+        spec: ConvTSpec,
+        weight: &HostTensor,
+        bias: &HostTensor,
+    ) -> Result<CudaConvT> {
         self.prepare_conv_t_impl(spec, weight, bias)
     }
 

@@ -105,14 +105,17 @@ fn check_bytes(b: &[u8], header_only: bool) -> Result<(), ((u16, u16), String)> 
 fn check_fits(b: &[u8], h: &Header, value_at: usize) -> Result<(), ((u16, u16), String)> {
     let left = b.len().saturating_sub(value_at);
     if h.len != UNDEFINED && h.len as usize > left {
-        return Err((h.tag, format!(
-            "element ({:04X},{:04X}) at byte {} declares {} value bytes, but only {left} are left in the file \
+        return Err((
+            h.tag,
+            format!(
+                "element ({:04X},{:04X}) at byte {} declares {} value bytes, but only {left} are left in the file \
              (truncated or corrupt)",
-            h.tag.0,
-            h.tag.1,
-            value_at - h.header_len,
-            h.len
-        )));
+                h.tag.0,
+                h.tag.1,
+                value_at - h.header_len,
+                h.len
+            ),
+        ));
     }
     Ok(())
 }
@@ -130,7 +133,11 @@ struct Header {
 fn header(b: &[u8], pos: usize, syntax: Syntax) -> Option<Header> {
     let u16_at = |p: usize| -> Option<u16> {
         let s = b.get(p..p + 2)?;
-        Some(if syntax == Syntax::ExplicitBe { u16::from_be_bytes([s[0], s[1]]) } else { u16::from_le_bytes([s[0], s[1]]) })
+        Some(if syntax == Syntax::ExplicitBe {
+            u16::from_be_bytes([s[0], s[1]])
+        } else {
+            u16::from_le_bytes([s[0], s[1]])
+        })
     };
     let u32_at = |p: usize| -> Option<u32> {
         let s = b.get(p..p + 4)?;
@@ -148,8 +155,8 @@ fn header(b: &[u8], pos: usize, syntax: Syntax) -> Option<Header> {
     // VR (an unknown one included, read as UN) 2 reserved bytes and a 4-byte length.
     let vr = [*b.get(pos + 4)?, *b.get(pos + 5)?];
     const SHORT: [&[u8; 2]; 21] = [
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL",
-        b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS",
+        b"ST", b"TM", b"UI", b"UL", b"US",
     ];
     if SHORT.contains(&&vr) {
         Some(Header { tag, vr, len: u16_at(pos + 6)? as u32, header_len: 8, item: false })
@@ -195,14 +202,24 @@ mod tests {
 
     #[test]
     fn lengths_within_the_file_pass_and_a_huge_one_is_named() {
-        let ok = [explicit((0x0010, 0x0010), b"PN", b"Doe^J ", None), explicit(PIXEL_DATA, b"OW", &[1, 2, 3, 4], None)].concat();
+        let ok = [explicit((0x0010, 0x0010), b"PN", b"Doe^J ", None), explicit(PIXEL_DATA, b"OW", &[1, 2, 3, 4], None)]
+            .concat();
         assert!(check_bytes(&file("1.2.840.10008.1.2.1", &ok), false).is_ok());
-        let huge = [explicit((0x0010, 0x0010), b"PN", b"Doe^J ", None), explicit(PIXEL_DATA, b"OW", &[1, 2], Some(0xFFFF_FFF0))].concat();
+        let huge = [
+            explicit((0x0010, 0x0010), b"PN", b"Doe^J ", None),
+            explicit(PIXEL_DATA, b"OW", &[1, 2], Some(0xFFFF_FFF0)),
+        ]
+        .concat();
         let (tag, e) = check_bytes(&file("1.2.840.10008.1.2.1", &huge), false).unwrap_err();
-        assert!(tag == PIXEL_DATA && e.contains("(7FE0,0010)") && e.contains("4294967280") && e.contains("only 2"), "{e}");
+        assert!(
+            tag == PIXEL_DATA && e.contains("(7FE0,0010)") && e.contains("4294967280") && e.contains("only 2"),
+            "{e}"
+        );
         // a header-only read leaves the pixel data to the decoder, not the elements before it
         assert!(check_bytes(&file("1.2.840.10008.1.2.1", &huge), true).is_ok());
-        let name = [explicit((0x0010, 0x0010), b"UT", b"Doe^J ", Some(1 << 31)), explicit(PIXEL_DATA, b"OW", &[1, 2], None)].concat();
+        let name =
+            [explicit((0x0010, 0x0010), b"UT", b"Doe^J ", Some(1 << 31)), explicit(PIXEL_DATA, b"OW", &[1, 2], None)]
+                .concat();
         assert!(check_bytes(&file("1.2.840.10008.1.2.1", &name), true).is_err());
     }
 
