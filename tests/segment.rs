@@ -200,6 +200,23 @@ fn overlay_png_outline_where_the_mask_boundary_is() {
 
 // ------------------------------------------------------------------ pipeline wiring (mock models)
 
+/// What the loader would say of a NIfTI input `img` named `path`.
+fn nifti_info(path: &str, img: &Volume) -> fmseg::pipeline::segment::InputInfo {
+    fmseg::pipeline::segment::InputInfo {
+        path: path.into(),
+        format: "nifti".into(),
+        series_uid: None,
+        series_description: None,
+        modality: None,
+        series_number: None,
+        series_choice: None,
+        dims: img.dims,
+        spacing_mm: img.spacing(),
+        affine_lps: img.affine,
+        uncoded_nifti: false,
+    }
+}
+
 /// An image already on the network's grid (LPS, 1 x 1 x 7 mm, 200x196x16: no reorientation,
 /// resampling or padding), valued 0 or 100, and mock models whose class-1 logit is the input
 /// itself: the mask must be exactly the bright voxels, through a two-model ensemble with the
@@ -210,19 +227,7 @@ fn segment_volume_with_mock_models_maps_back_exactly() {
     let a = affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 7.0]], [-100.0, -90.0, 0.0]);
     let bright = |i: usize, j: usize, k: usize| (i * 31 + j * 17 + k * 7) % 11 < 4;
     let img = volume(dims, a, |i, j, k| if bright(i, j, k) { 100.0 } else { 0.0 });
-    let info = fmseg::pipeline::segment::InputInfo {
-        path: "mock.nii".into(),
-        format: "nifti".into(),
-        series_uid: None,
-        series_description: None,
-        modality: None,
-        series_number: None,
-        series_choice: None,
-        dims,
-        spacing_mm: img.spacing(),
-        affine_lps: a,
-        uncoded_nifti: false,
-    };
+    let info = nifti_info("mock.nii", &img);
     let mut calls = 0usize;
     let mut model = |x: &HostTensor| -> fmseg::Result<HostTensor> {
         calls += x.shape[0];
@@ -1111,19 +1116,7 @@ fn a_very_high_overlap_is_warned_with_its_cost() {
     let dims = [250, 250, 10];
     let a = affine([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 7.0]], [0.0; 3]);
     let img = volume(dims, a, |i, j, k| ((i * 31 + j * 17 + k * 7) % 11) as f32);
-    let info = fmseg::pipeline::segment::InputInfo {
-        path: "wide.nii".into(),
-        format: "nifti".into(),
-        series_uid: None,
-        series_description: None,
-        modality: None,
-        series_number: None,
-        series_choice: None,
-        dims,
-        spacing_mm: img.spacing(),
-        affine_lps: a,
-        uncoded_nifti: false,
-    };
+    let info = nifti_info("wide.nii", &img);
     let mut zeros = |x: &HostTensor| {
         HostTensor::new(vec![x.shape[0], 2, x.shape[2], x.shape[3], x.shape[4]], vec![0.0; 2 * x.data.len()])
     };

@@ -46,11 +46,15 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// The prefix of every file [`Staging`] writes before its commit (cleaned up by
+/// [`output_dir::OutputDir::open`] when a killed run left one).
+pub(crate) const PARTIAL_PREFIX: &str = ".fmseg-partial-";
+
 /// A writer's error message without the temporary file names in it (`dir/.fmseg-partial-0-x:`,
 /// `dir/.x.tmp-12-0:`): the caller names the real output, and the internal name only confuses.
 pub fn hide_temporary(msg: &str) -> String {
     msg.split(": ")
-        .filter(|part| !part.contains(".fmseg-partial-") && !part.contains(".tmp-"))
+        .filter(|part| !part.contains(PARTIAL_PREFIX) && !part.contains(".tmp-"))
         .collect::<Vec<_>>()
         .join(": ")
 }
@@ -73,9 +77,15 @@ impl Staging {
     /// name kept at the end so writers that choose an encoding by extension (`.nii.gz`) still do.
     pub fn stage(&mut self, dest: &Path) -> PathBuf {
         let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let tmp = dest.with_file_name(format!(".fmseg-partial-{}-{}-{name}", std::process::id(), self.files.len()));
+        let tmp = dest.with_file_name(format!("{PARTIAL_PREFIX}{}-{}-{name}", std::process::id(), self.files.len()));
         self.files.push((tmp.clone(), dest.to_path_buf()));
         tmp
+    }
+
+    /// The staged `(temporary, destination)` pairs, handed over: this staging no longer removes
+    /// them (the caller commits them its own way, as [`output_dir::OutputDir`] does).
+    pub(crate) fn take(&mut self) -> Vec<(PathBuf, PathBuf)> {
+        std::mem::take(&mut self.files)
     }
 
     /// Renames every staged file over its destination.

@@ -17,11 +17,11 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
+use super::{Staging, PARTIAL_PREFIX};
 use crate::error::{Error, Result};
 
 pub const LOCK_FILE: &str = ".fmseg.lock";
 pub const JOURNAL_FILE: &str = ".fmseg-commit";
-const PARTIAL_PREFIX: &str = ".fmseg-partial-";
 
 /// A locked output directory (see the module docs).
 pub struct OutputDir {
@@ -29,7 +29,7 @@ pub struct OutputDir {
     /// Whether `open` created the directory (it is removed again when nothing is committed).
     created: bool,
     committed: bool,
-    staged: Vec<(PathBuf, String)>,
+    staged: Staging,
     lock: Option<File>,
 }
 
@@ -65,7 +65,7 @@ impl OutputDir {
             Err(TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
         }
         let mut out =
-            OutputDir { dir: dir.to_path_buf(), created, committed: false, staged: Vec::new(), lock: Some(lock) };
+            OutputDir { dir: dir.to_path_buf(), created, committed: false, staged: Staging::new(), lock: Some(lock) };
         out.recover()?;
         Ok(out)
     }
@@ -79,35 +79,33 @@ impl OutputDir {
         self.dir.join(name)
     }
 
-    /// The temporary path to write the result `name` to (`.fmseg-partial-<n>-<name>`: the name
-    /// is kept at the end, so writers that choose an encoding by extension still do).
+    /// The temporary path to write the result `name` to ([`Staging::stage`]).
     pub fn stage(&mut self, name: &str) -> PathBuf {
-        let tmp = self.dir.join(format!("{PARTIAL_PREFIX}{}-{name}", self.staged.len()));
-        self.staged.push((tmp.clone(), name.to_string()));
-        tmp
+        self.staged.stage(&self.dir.join(name))
     }
 
     /// Put every staged file in place and remove the results in `stale` that this run did not
     /// stage, as one group (see the module docs).
     pub fn commit(mut self, stale: &[&str]) -> Result<()> {
+        let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let staged: Vec<(String, String)> =
+            self.staged.take().iter().map(|(tmp, dest)| (file_name(tmp), file_name(dest))).collect();
         let mut journal = String::new();
-        for (tmp, name) in &self.staged {
-            let tmp = tmp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (tmp, name) in &staged {
             journal.push_str(&format!("rename\t{tmp}\t{name}\n"));
         }
         for name in stale {
-            if !self.staged.iter().any(|(_, n)| n == name) && self.dir.join(name).exists() {
+            if !staged.iter().any(|(_, n)| n == name) && self.dir.join(name).exists() {
                 journal.push_str(&format!("remove\t{name}\n"));
             }
         }
         let journal_path = self.dir.join(JOURNAL_FILE);
-        let tmp = self.dir.join(format!("{PARTIAL_PREFIX}journal"));
+        let tmp = self.staged.stage(&journal_path);
         write_synced(&tmp, journal.as_bytes())?;
         std::fs::rename(&tmp, &journal_path).map_err(|e| Error::io(&journal_path, e))?;
         sync_dir(&self.dir)?;
         // From here on the new results are decided: a failure below is finished by the next open.
         self.committed = true;
-        self.staged.clear();
         roll_forward(&self.dir, &journal)?;
         sync_dir(&self.dir)?;
         std::fs::remove_file(&journal_path).map_err(|e| Error::io(&journal_path, e))?;
@@ -141,9 +139,8 @@ impl OutputDir {
 
 impl Drop for OutputDir {
     fn drop(&mut self) {
-        for (tmp, _) in &self.staged {
-            let _ = std::fs::remove_file(tmp);
-        }
+        // uncommitted staged files: removed by `staged`'s own drop
+        drop(std::mem::take(&mut self.staged));
         if self.created && !self.committed {
             let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
             let _ = std::fs::remove_dir(&self.dir);

@@ -354,7 +354,7 @@ pub fn segment_volume(
     let (windows_per_pass, passes, total) = (plan.windows.len(), plan.passes.len(), plan.total_windows());
     let default_window = WindowConfig { sw_batch: cfg.window.sw_batch, ..WindowConfig::default() };
     if cfg.window.overlap > default_window.overlap {
-        let usual = study::StudyPlan::new(pre.volume.dims, 1, &default_window, None)?.windows.len();
+        let usual = crate::pipeline::window::windows(pre.volume.dims, &default_window).len();
         if windows_per_pass >= 4 * usual {
             warnings.push(format!(
                 "overlap {} plans {windows_per_pass} windows per pass, {usual} at the default overlap {}: {:.0}x the \
