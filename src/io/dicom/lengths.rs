@@ -5,8 +5,10 @@
 //! little endian; the data set in its transfer syntax) and refuses any defined length longer
 //! than the bytes left. Sequences, items and encapsulated pixel data are walked into, so
 //! everything dicom-rs later reserves is bounded by the file's size. A deflated data set is
-//! not walked (its lengths refer to the inflated stream, which dicom-rs bounds itself). Header
-//! bytes this walk cannot make sense of are left for dicom-rs to report.
+//! inflated first (bounded: at most [`MAX_INFLATED`] bytes, and no more than deflate can
+//! expand the bytes present to) and the inflated stream walked, since dicom-rs reserves what
+//! the inflated headers declare too. Header bytes this walk cannot make sense of are left for
+//! dicom-rs to report.
 
 use std::path::Path;
 
@@ -18,6 +20,10 @@ const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
+/// The most a deflated data set may inflate to (a 2^28-voxel 16-bit volume is 512 MiB).
+const MAX_INFLATED: u64 = 1 << 30;
+/// Deflate's greatest expansion (a run of one byte): about 1032 output bytes per input byte.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
 /// Check `path`'s declared lengths (up to and including the Pixel Data element's header when
 /// `header_only`).
@@ -64,42 +70,115 @@ fn check_bytes(b: &[u8], header_only: bool) -> Result<(), ((u16, u16), String)> 
         pos = value_at + if h.len == UNDEFINED { 0 } else { h.len as usize };
     }
     let syntax = match transfer_syntax.as_str() {
-        DEFLATED => return Ok(()),
+        DEFLATED => {
+            let inflated = inflate_bounded(&b[pos.min(b.len())..], MAX_INFLATED)?;
+            return walk_data_set(&inflated, 0, Syntax::ExplicitLe, header_only);
+        }
         IMPLICIT_LE => Syntax::ImplicitLe,
         EXPLICIT_BE => Syntax::ExplicitBe,
         _ => Syntax::ExplicitLe,
     };
+    walk_data_set(b, pos, syntax, header_only)
+}
+
+/// The raw deflate stream `z` inflated, refused when it would exceed `max` bytes or what its
+/// own size can honestly expand to, or when it is corrupt.
+fn inflate_bounded(z: &[u8], max: u64) -> Result<Vec<u8>, ((u16, u16), String)> {
+    use std::io::Read;
+    let limit = (z.len() as u64).saturating_mul(DEFLATE_MAX_RATIO).min(max);
+    let mut out = Vec::new();
+    let whole = (0xFFFF, 0xFFFF);
+    flate2::read::DeflateDecoder::new(z)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| (whole, format!("the deflated data set is corrupt: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err((whole, format!("the deflated data set inflates to more than {limit} bytes")));
+    }
+    Ok(out)
+}
+
+/// The element walk of a data set in `syntax`, from `pos` to the end of `b`, in step with
+/// dicom-rs' data set reader (dicom-parser's `DataSetReader`): at data set level every header
+/// is an element (an item delimiter ends the open item; a sequence, or any other element of
+/// undefined length, opens a sequence; anything else, group FFFE included, has a value to
+/// skip); inside a sequence only item headers are expected; defined-length sequences and
+/// items end where their length says. Where dicom-rs would stop with an error, the walk stops
+/// too (dicom-rs reports it without reserving anything).
+fn walk_data_set(b: &[u8], mut pos: usize, syntax: Syntax, header_only: bool) -> Result<(), ((u16, u16), String)> {
+    #[derive(PartialEq)]
+    enum Open {
+        Sequence,
+        Item,
+    }
+    // The open sequences and items, with the byte where a defined-length one ends.
+    let mut open: Vec<(Open, Option<usize>)> = Vec::new();
     // Inside encapsulated pixel data the items are fragments: their bytes are compressed
     // pixels, skipped (their lengths checked), not walked as element headers.
     let mut in_fragments = false;
-    while let Some(h) = header(b, pos, syntax) {
+    let end_of = |value_at: usize, len: u32| (len != UNDEFINED).then(|| value_at.saturating_add(len as usize));
+    loop {
+        while let Some(&(_, Some(end))) = open.last() {
+            if pos < end {
+                break;
+            }
+            open.pop();
+        }
+        let Some(h) = header(b, pos, syntax) else { return Ok(()) };
         let value_at = pos + h.header_len;
+        if in_fragments {
+            match (h.item, h.tag.1) {
+                (true, 0xE000) => {
+                    check_fits(b, &h, value_at)?;
+                    pos = value_at + h.len as usize;
+                }
+                (true, 0xE0DD) => {
+                    in_fragments = false;
+                    pos = value_at;
+                }
+                _ => return Ok(()),
+            }
+            continue;
+        }
+        if open.last().is_some_and(|(o, _)| *o == Open::Sequence) {
+            if !h.item {
+                return Ok(()); // dicom-rs: an unexpected tag where an item was due
+            }
+            match h.tag.1 {
+                0xE000 => {
+                    check_fits(b, &h, value_at)?;
+                    open.push((Open::Item, end_of(value_at, h.len)));
+                }
+                0xE0DD => {
+                    open.pop();
+                }
+                0xE00D => {}
+                _ => return Ok(()),
+            }
+            pos = value_at;
+            continue;
+        }
         // A header-only read stops before the pixel data's value: its length is checked when
         // the pixels are decoded.
         if header_only && h.tag == PIXEL_DATA {
             return Ok(());
         }
         check_fits(b, &h, value_at)?;
-        let skip = if h.item {
-            match h.tag.1 {
-                0xE0DD => {
-                    in_fragments = false;
-                    0
-                }
-                0xE000 if in_fragments => h.len as usize,
-                _ => 0, // an item of a sequence (its elements follow) or an item delimiter
+        if h.tag == (0xFFFE, 0xE00D) {
+            if open.last().is_some_and(|(o, _)| *o == Open::Item) {
+                open.pop();
             }
-        } else if h.len == UNDEFINED {
-            in_fragments = h.tag == PIXEL_DATA;
-            0
-        } else if h.vr == *b"SQ" {
-            0 // a defined-length sequence: its items follow
+            pos = value_at;
+        } else if h.tag == PIXEL_DATA && h.len == UNDEFINED {
+            in_fragments = true;
+            pos = value_at;
+        } else if h.vr == *b"SQ" || h.len == UNDEFINED {
+            open.push((Open::Sequence, end_of(value_at, h.len)));
+            pos = value_at;
         } else {
-            h.len as usize
-        };
-        pos = value_at + skip;
+            pos = value_at + h.len as usize;
+        }
     }
-    Ok(())
 }
 
 fn check_fits(b: &[u8], h: &Header, value_at: usize) -> Result<(), ((u16, u16), String)> {
@@ -113,6 +192,29 @@ fn check_fits(b: &[u8], h: &Header, value_at: usize) -> Result<(), ((u16, u16), 
                 h.tag.0,
                 h.tag.1,
                 value_at - h.header_len,
+                h.len
+            ),
+        ));
+    }
+    // dicom-rs reads a binary VR's value as whole values and skips no remainder, so a length
+    // that is not a multiple of the value size (AT of 2 bytes) leaves it reading the next
+    // header from the middle of this value: refuse it here, where the walk is still aligned.
+    let unit = match &h.vr {
+        b"US" | b"SS" | b"OW" => 2,
+        b"AT" | b"UL" | b"SL" | b"FL" | b"OF" | b"OL" => 4,
+        b"FD" | b"OD" | b"SV" | b"UV" | b"OV" => 8,
+        _ => 1,
+    };
+    if h.len != UNDEFINED && h.len % unit != 0 {
+        return Err((
+            h.tag,
+            format!(
+                "element ({:04X},{:04X}) at byte {} is {} with a length of {} bytes, not a whole number of its \
+                 {unit}-byte values (corrupt)",
+                h.tag.0,
+                h.tag.1,
+                value_at - h.header_len,
+                String::from_utf8_lossy(&h.vr),
                 h.len
             ),
         ));
@@ -149,7 +251,13 @@ fn header(b: &[u8], pos: usize, syntax: Syntax) -> Option<Header> {
         return Some(Header { tag, vr: [0, 0], len: u32_at(pos + 4)?, header_len: 8, item: true });
     }
     if syntax == Syntax::ImplicitLe {
-        return Some(Header { tag, vr: [0, 0], len: u32_at(pos + 4)?, header_len: 8, item: false });
+        // dicom-rs takes an implicit element's VR from the dictionary: a sequence is walked into.
+        use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+        let sq = dicom_dictionary_std::StandardDataDictionary
+            .by_tag(dicom_core::Tag(tag.0, tag.1))
+            .is_some_and(|e| e.vr().relaxed() == dicom_core::VR::SQ);
+        let vr = if sq { *b"SQ" } else { [0, 0] };
+        return Some(Header { tag, vr, len: u32_at(pos + 4)?, header_len: 8, item: false });
     }
     // As dicom-rs decodes it: the VRs of PS3.5 table 7.1-2 have a 2-byte length, every other
     // VR (an unknown one included, read as UN) 2 reserved bytes and a 4-byte length.
@@ -225,6 +333,11 @@ mod tests {
 
     #[test]
     fn sequences_and_items_are_walked_into() {
+        let ok = [explicit((0x0010, 0x0010), b"PN", b"Doe^J ", None), explicit(PIXEL_DATA, b"OW", &[1, 2, 3, 4], None)]
+            .concat();
+        let name =
+            [explicit((0x0010, 0x0010), b"UT", b"Doe^J ", Some(1 << 31)), explicit(PIXEL_DATA, b"OW", &[1, 2], None)]
+                .concat();
         // an undefined-length sequence holding an item whose element declares too much
         let mut body = explicit((0x0008, 0x1140), b"SQ", &[], Some(UNDEFINED));
         let inner = explicit((0x0008, 0x1150), b"UT", b"ab", Some(1 << 30));
@@ -239,8 +352,43 @@ mod tests {
         imp.extend_from_slice(&(1u32 << 31).to_le_bytes());
         imp.extend_from_slice(b"Doe^J ");
         assert!(check_bytes(&file(IMPLICIT_LE, &imp), false).is_err());
-        // deflated data sets are left to the inflater
-        assert!(check_bytes(&file(DEFLATED, &imp), false).is_ok());
+        // deflated data sets are inflated and walked: a 2 GiB element inside is named, a
+        // sound one passes, corrupt or over-expanding streams are refused
+        let deflate = |b: &[u8]| {
+            use std::io::Write;
+            let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(b).unwrap();
+            z.finish().unwrap()
+        };
+        let (_, e) = check_bytes(&file(DEFLATED, &deflate(&name)), true).unwrap_err();
+        assert!(e.contains("(0010,0010)") && e.contains("2147483648"), "{e}");
+        assert!(check_bytes(&file(DEFLATED, &deflate(&ok)), false).is_ok());
+        let (_, e) = check_bytes(&file(DEFLATED, b"\xff\xff\xff\xff"), false).unwrap_err();
+        assert!(e.contains("deflated data set is corrupt"), "{e}");
+        let (_, e) = inflate_bounded(&deflate(&vec![0u8; 1 << 20]), 1 << 19).unwrap_err();
+        assert!(e.contains("inflates to more than 524288 bytes"), "{e}");
+        assert_eq!(inflate_bounded(&deflate(&vec![7u8; 1 << 19]), 1 << 19).unwrap(), vec![7u8; 1 << 19]);
+        // as dicom-rs reads it: a group-FFFE element outside a sequence has a value to skip
+        // (here bytes that would read as a 4-byte-length header), and the next element is checked
+        let mut stray = vec![0xFE, 0xFF, 0x0D, 0xDF, 6, 0, 0, 0];
+        stray.extend_from_slice(b"\x10\x00\x11\x00OB");
+        stray.extend_from_slice(&explicit((0x0010, 0x0010), b"UT", b"ab", Some(1 << 30)));
+        let (tag, e) = check_bytes(&file("1.2.840.10008.1.2.1", &stray), true).unwrap_err();
+        assert!(tag == (0x0010, 0x0010), "{e}");
+        // implicit VR: a defined-length sequence (known from the dictionary) is walked into
+        let mut sq = vec![0x08, 0x00, 0x40, 0x11];
+        sq.extend_from_slice(&26u32.to_le_bytes());
+        sq.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        sq.extend_from_slice(&18u32.to_le_bytes());
+        sq.extend_from_slice(&[0x08, 0x00, 0x50, 0x11]);
+        sq.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        sq.extend_from_slice(b"1.2.3.4.5.6");
+        let (tag, e) = check_bytes(&file(IMPLICIT_LE, &sq), true).unwrap_err();
+        assert!(tag == (0x0008, 0x1150), "{e}");
+        // a binary VR whose length is not a whole number of values (dicom-rs would misalign)
+        let at = [explicit((0x0018, 0x0021), b"AT", b"SK", None), explicit(PIXEL_DATA, b"OW", &[1, 2], None)].concat();
+        let (tag, e) = check_bytes(&file("1.2.840.10008.1.2.1", &at), true).unwrap_err();
+        assert!(tag == (0x0018, 0x0021) && e.contains("AT with a length of 2 bytes"), "{e}");
         // not DICOM at all: nothing to say
         assert!(check_bytes(b"hello", false).is_ok());
     }
