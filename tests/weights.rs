@@ -486,6 +486,21 @@ fn hand_built_malformed_archives() {
         assert!(e.contains(name) && e.contains(want), "{name}: {e}");
     }
 
+    // Limits before allocation: a zero-stride view of 2^29 elements over a 4-float storage
+    // (2 GiB if materialised) and a 65 MiB data.pkl (a deflate bomb of zeros) are refused with
+    // the numbers, before anything of that size is reserved.
+    let mut broadcast = tensor_pickle(4, 4);
+    let at = broadcast.windows(6).position(|w| w == [b'K', 4, 0x85, b'K', 1, 0x85]).unwrap();
+    broadcast.splice(at..at + 6, [b'J', 0, 0, 0, 0x20, 0x85, b'K', 0, 0x85]);
+    let p = zip_with("broadcast.pth", &[("a/data.pkl", &broadcast), ("a/data/0", &four)]);
+    let e = err_string(weights::load(&p));
+    assert!(e.contains("broadcast.pth") && e.contains("536870912 elements, more than this reader accepts"), "{e}");
+    let bomb = vec![0u8; 65 << 20];
+    let p = zip_with("bomb.pth", &[("a/data.pkl", &bomb)]);
+    assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20, "the bomb is deflated");
+    let e = err_string(weights::load(&p));
+    assert!(e.contains("bomb.pth") && e.contains("holds 68157440 bytes, expected at most 67108864"), "{e}");
+
     // big-endian storages (torch.save on a big-endian machine) are swapped
     let be: Vec<u8> = [1f32, 2., 3., 4.].iter().flat_map(|v| v.to_be_bytes()).collect();
     let p = zip_with("be.pth", &[("a/data.pkl", &tensor_pickle(4, 4)), ("a/data/0", &be), ("a/byteorder", b"big")]);

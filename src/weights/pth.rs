@@ -32,10 +32,12 @@ pub const LEGACY_MSG: &str = "legacy (pre-1.6) torch.save format; re-save with a
 const WRAPPER_KEYS: [&str; 6] = ["state_dict", "model_state_dict", "model", "net", "network", "module"];
 
 /// Largest tensor materialised (elements): far above any layer of this network, and a bound on
-/// what a hostile pickle can make us allocate through zero strides.
-const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
-/// Largest `data.pkl` read (a state dict's pickle is tens of kilobytes).
-const MAX_PICKLE_BYTES: u64 = 1 << 30;
+/// what a hostile pickle can make us allocate through zero strides (1 GiB of f32, the
+/// largest a reader may reserve under the 4 GB address-space limit the tests run with).
+const MAX_TENSOR_ELEMENTS: usize = 1 << 28;
+/// Largest `data.pkl` read (a state dict's pickle is tens of kilobytes; a checkpoint with an
+/// optimiser's state and a training log stays far below this).
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
 /// Loads the state dict of a zip-format PyTorch checkpoint as f32 tensors, in file order.
 pub fn load(path: &Path) -> Result<StateDict> {
@@ -180,11 +182,23 @@ fn read_record<R: Read + Seek>(path: &Path, zip: &mut zip::ZipArchive<R>, name: 
     if size > max {
         return Err(Error::format(path, format!("record {name} holds {size} bytes, expected at most {max}")));
     }
+    // The declared size is the compressor's word: reserve no more than the compressed bytes
+    // could plausibly expand to (deflate's limit is about 1032:1), and read one byte past the
+    // declared size so that a stream longer than declared is caught, not trusted.
+    let plausible = f.compressed_size().saturating_mul(1032).max(1 << 16);
     let mut buf = Vec::new();
-    buf.try_reserve_exact(size as usize)
+    buf.try_reserve_exact(size.min(plausible) as usize)
         .map_err(|_| Error::format(path, format!("record {name}: cannot allocate {size} bytes")))?;
-    f.read_to_end(&mut buf)
+    (&mut f)
+        .take(size + 1)
+        .read_to_end(&mut buf)
         .map_err(|e| Error::format(path, format!("record {name} cannot be read (truncated or damaged?): {e}")))?;
+    if buf.len() as u64 != size {
+        return Err(Error::format(
+            path,
+            format!("record {name} decompresses to {} bytes where the archive declares {size}", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 
