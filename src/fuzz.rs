@@ -2,19 +2,25 @@
 //! bytes, runs the reader on them and must return (an `Ok` or an `Err` with a message), never
 //! panic, hang or reserve memory the input does not justify.
 //!
-//! The targets are plain functions so that any driver can call them: the bounded mutation run
-//! in `tests/io_formats.rs` (seeds from files the project writes, every crash saved as a
-//! regression case), and a coverage-guided fuzzer (`cargo afl`) later. The readers take paths,
-//! so each call writes the bytes to a file in `dir` under the name the format expects.
+//! The targets are plain functions so that any driver can call them: the coverage-guided AFL++
+//! harness in `fuzz/` (`scripts/fuzz-afl.sh`, one binary per target, seeded by [`seeds`]) and the
+//! bounded mutation run in `tests/io_formats.rs`, which also replays every regression case in
+//! `tests/data/fuzz/<target>/`. The readers take paths, so each call writes the bytes to a file
+//! in `dir` under the name the format expects.
 
 use std::path::Path;
 
+use crate::error::Result;
+
 /// The formats fmseg reads from users.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     /// One DICOM file as a series (header, pixel data, every codec dicom-pixeldata has).
     Dicom,
-    /// A NIfTI-1 image, plain or gzip.
+    /// Several DICOM files as one series directory (the slices of the input, split at
+    /// [`SLICE_SEPARATOR`]): ordering, spacing, geometry and header agreement across files.
+    DicomSeries,
+    /// A NIfTI-1 image, plain or gzip (recognised by content).
     Nifti,
     /// A NumPy `.npy` array.
     Npy,
@@ -22,12 +28,33 @@ pub enum Target {
     Weights,
 }
 
+/// Where a [`Target::DicomSeries`] input is cut into files.
+pub const SLICE_SEPARATOR: &[u8] = b"\0FMSEG-NEXT-SLICE\0";
+/// At most this many files per series input (more pieces are joined into the last).
+const MAX_SERIES_FILES: usize = 8;
+
 impl Target {
-    pub const ALL: [Target; 4] = [Target::Dicom, Target::Nifti, Target::Npy, Target::Weights];
+    pub const ALL: [Target; 5] = [Target::Dicom, Target::DicomSeries, Target::Nifti, Target::Npy, Target::Weights];
+
+    /// The lower-case name used for the harness binaries and the regression folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Dicom => "dicom",
+            Target::DicomSeries => "dicom_series",
+            Target::Nifti => "nifti",
+            Target::Npy => "npy",
+            Target::Weights => "weights",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == name)
+    }
 
     fn file_name(self) -> &'static str {
         match self {
             Target::Dicom => "input.dcm",
+            Target::DicomSeries => "series",
             Target::Nifti => "input.nii",
             Target::Npy => "input.npy",
             Target::Weights => "input.weights",
@@ -39,16 +66,105 @@ impl Target {
 /// `None` when the input was accepted; a panic propagates (the driver reports it).
 pub fn run(target: Target, data: &[u8], dir: &Path) -> Option<String> {
     let path = dir.join(target.file_name());
-    if std::fs::write(&path, data).is_err() {
+    let written = match target {
+        Target::DicomSeries => write_series(&path, data),
+        _ => std::fs::write(&path, data),
+    };
+    if written.is_err() {
         return None;
     }
-    let r: crate::error::Result<()> = match target {
-        Target::Dicom => crate::io::dicom::load_series(&path, &crate::io::dicom::Selection::default()).map(|_| ()),
+    let r: Result<()> = match target {
+        Target::Dicom | Target::DicomSeries => {
+            crate::io::dicom::load_series(&path, &crate::io::dicom::Selection::default()).map(|_| ())
+        }
         Target::Nifti => crate::io::nifti::read(&path).map(|_| ()),
         Target::Npy => crate::io::npy::read(&path).map(|_| ()),
         Target::Weights => crate::weights::load(&path).map(|_| ()),
     };
     r.err().map(|e| e.to_string())
+}
+
+/// Writes the pieces of `data` (split at [`SLICE_SEPARATOR`]) as `dir/IM0000.dcm`, ... after
+/// emptying `dir`, so that no file of an earlier input stays.
+fn write_series(dir: &Path, data: &[u8]) -> std::io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir(dir)?;
+    let mut pieces: Vec<&[u8]> = Vec::new();
+    let mut rest = data;
+    while pieces.len() + 1 < MAX_SERIES_FILES {
+        match rest.windows(SLICE_SEPARATOR.len()).position(|w| w == SLICE_SEPARATOR) {
+            Some(at) => {
+                pieces.push(&rest[..at]);
+                rest = &rest[at + SLICE_SEPARATOR.len()..];
+            }
+            None => break,
+        }
+    }
+    pieces.push(rest);
+    for (i, p) in pieces.iter().enumerate() {
+        std::fs::write(dir.join(format!("IM{i:04}.dcm")), p)?;
+    }
+    Ok(())
+}
+
+/// The inputs every target starts from, written by fmseg's own writers into `dir` (which must
+/// exist): small valid files of each format and variant (NIfTI f32 / i16 / gzip u8, `.npy`,
+/// a classic and an enhanced MR DICOM, a three-slice series, weights as `.pth`, safetensors
+/// and `.fmw`). Each is `(target, file name, bytes)`; every seed is accepted by its reader.
+/// Compressed transfer syntaxes come from DCMTK in `scripts/fuzz-afl.sh`.
+pub fn seeds(dir: &Path) -> Result<Vec<(Target, String, Vec<u8>)>> {
+    use crate::io::dicom::{write_enhanced_mr, write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
+    use crate::io::{nifti, npy};
+    use crate::tensor::HostTensor;
+    use crate::weights::{DType, Format, StateDict};
+    let read = |p: &Path| std::fs::read(p).map_err(|e| crate::error::Error::io(p, e));
+    let mut out = Vec::new();
+    let mut affine = crate::volume::IDENTITY;
+    affine[2][2] = 3.0;
+    let dims = [12, 10, 3];
+    let values: Vec<f32> = (0..12 * 10 * 3).map(|i| (i % 97) as f32).collect();
+    let v = crate::volume::Volume::new(dims, values.clone(), affine)?;
+    for (name, ty) in
+        [("a.nii", nifti::WriteType::F32), ("b.nii", nifti::WriteType::I16), ("c.nii.gz", nifti::WriteType::U8)]
+    {
+        let p = dir.join(name);
+        nifti::write(&p, &v, ty)?;
+        out.push((Target::Nifti, name.to_string(), read(&p)?));
+    }
+    let p = dir.join("a.npy");
+    npy::write_tensor(&p, &HostTensor::new(vec![1, 1, 12, 10, 3], values.clone())?)?;
+    out.push((Target::Npy, "a.npy".into(), read(&p)?));
+    let samples = StoredSamples::I16(values.iter().map(|&x| x as i16).collect());
+    let sv = StoredVolume::new(dims, samples, affine, vec![Rescale::IDENTITY])?;
+    let meta = MrSeriesMeta::default();
+    let files = write_mr_series(&sv, &meta, &dir.join("series"))?;
+    out.push((Target::Dicom, "classic.dcm".into(), read(&files[0])?));
+    let mut series = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if i > 0 {
+            series.extend_from_slice(SLICE_SEPARATOR);
+        }
+        series.extend_from_slice(&read(f)?);
+    }
+    out.push((Target::DicomSeries, "classic-3-slices".into(), series));
+    let enhanced = dir.join("enhanced.dcm");
+    write_enhanced_mr(&sv, &meta, &enhanced)?;
+    out.push((Target::Dicom, "enhanced.dcm".into(), read(&enhanced)?));
+    let mut sd = StateDict::new();
+    sd.insert("conv.weight", HostTensor::new(vec![2, 1, 3], vec![0.5, -1.0, 2.0, 0.25, 8.0, -3.0])?);
+    sd.insert("conv.bias", HostTensor::new(vec![2], vec![0.1, 0.2])?);
+    for (name, format, dtype) in [
+        ("w.pth", Format::Pth, DType::F32),
+        ("w.safetensors", Format::Safetensors, DType::F16),
+        ("w.fmw", Format::Frozen, DType::F16),
+    ] {
+        let p = dir.join(name);
+        crate::weights::save(&sd, &p, format, dtype)?;
+        out.push((Target::Weights, name.to_string(), read(&p)?));
+    }
+    Ok(out)
 }
 
 /// A small deterministic mutator (xorshift): bit flips, bytes set to 0 / 0xff / random,

@@ -52,51 +52,6 @@ fn reads_the_reference_npy_files() {
 
 // ------------------------------------------------------------------ fuzzing (bounded)
 
-/// Seeds per target: small valid files the project writes.
-fn fuzz_seeds(dir: &std::path::Path) -> Vec<(fmseg::fuzz::Target, Vec<u8>)> {
-    use fmseg::fuzz::Target;
-    use fmseg::io::dicom::{write_enhanced_mr, write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
-    use fmseg::tensor::HostTensor;
-    let mut seeds = Vec::new();
-    let mut affine = volume::IDENTITY;
-    affine[2][2] = 3.0;
-    let dims = [12, 10, 3];
-    let values: Vec<f32> = (0..12 * 10 * 3).map(|i| (i % 97) as f32).collect();
-    let v = volume::Volume::new(dims, values.clone(), affine).unwrap();
-    for (name, ty) in
-        [("a.nii", nifti::WriteType::F32), ("b.nii", nifti::WriteType::I16), ("c.nii.gz", nifti::WriteType::U8)]
-    {
-        let p = dir.join(name);
-        nifti::write(&p, &v, ty).unwrap();
-        seeds.push((Target::Nifti, std::fs::read(&p).unwrap()));
-    }
-    let p = dir.join("a.npy");
-    npy::write_tensor(&p, &HostTensor::new(vec![1, 1, 12, 10, 3], values.clone()).unwrap()).unwrap();
-    seeds.push((Target::Npy, std::fs::read(&p).unwrap()));
-    let samples = StoredSamples::I16(values.iter().map(|&x| x as i16).collect());
-    let sv = StoredVolume::new(dims, samples, affine, vec![Rescale::IDENTITY]).unwrap();
-    let meta = MrSeriesMeta::default();
-    let files = write_mr_series(&sv, &meta, &dir.join("series")).unwrap();
-    seeds.push((Target::Dicom, std::fs::read(&files[0]).unwrap()));
-    let enhanced = dir.join("enhanced.dcm");
-    write_enhanced_mr(&sv, &meta, &enhanced).unwrap();
-    seeds.push((Target::Dicom, std::fs::read(&enhanced).unwrap()));
-    let mut sd = fmseg::weights::StateDict::new();
-    sd.insert("conv.weight", HostTensor::new(vec![2, 1, 3], vec![0.5, -1.0, 2.0, 0.25, 8.0, -3.0]).unwrap());
-    sd.insert("conv.bias", HostTensor::new(vec![2], vec![0.1, 0.2]).unwrap());
-    use fmseg::weights::{DType, Format};
-    for (name, format, dtype) in [
-        ("w.pth", Format::Pth, DType::F32),
-        ("w.safetensors", Format::Safetensors, DType::F16),
-        ("w.fmw", Format::Frozen, DType::F16),
-    ] {
-        let p = dir.join(name);
-        fmseg::weights::save(&sd, &p, format, dtype).unwrap();
-        seeds.push((Target::Weights, std::fs::read(&p).unwrap()));
-    }
-    seeds
-}
-
 /// Every reader on mutants of its seeds, for a bounded time (`FMSEG_FUZZ_SECONDS`, default 60
 /// in all; `scripts/fuzz.sh` runs longer): no panic, no input slower than 10 s. A failing
 /// input is saved under `target/fuzz-failures/` and becomes a case in `tests/data/fuzz/`,
@@ -106,7 +61,7 @@ fn readers_survive_mutated_inputs() {
     use fmseg::fuzz::{run, Mutator, Target};
     let budget: f64 = std::env::var("FMSEG_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60.0);
     let dir = tempfile::tempdir().unwrap();
-    let seeds = fuzz_seeds(dir.path());
+    let seeds = fmseg::fuzz::seeds(dir.path()).unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let failures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
@@ -116,7 +71,7 @@ fn readers_survive_mutated_inputs() {
         let slow = t.elapsed().as_secs_f64() > 10.0;
         if r.is_err() || slow {
             std::fs::create_dir_all(&failures).unwrap();
-            let p = failures.join(format!("{target:?}-{label}.bin").to_lowercase());
+            let p = failures.join(format!("{}-{label}.bin", target.name()));
             std::fs::write(&p, data).unwrap();
             panic!(
                 "{target:?} {} on {label}: input saved to {}",
@@ -128,14 +83,14 @@ fn readers_survive_mutated_inputs() {
     // the regression cases first
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
     for target in Target::ALL {
-        let d = corpus.join(format!("{target:?}").to_lowercase());
+        let d = corpus.join(target.name());
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             check(target, &std::fs::read(e.path()).unwrap(), &e.file_name().to_string_lossy());
         }
     }
     let mut runs = std::collections::BTreeMap::new();
     for target in Target::ALL {
-        let mine: Vec<&Vec<u8>> = seeds.iter().filter(|(t, _)| *t == target).map(|(_, b)| b).collect();
+        let mine: Vec<&Vec<u8>> = seeds.iter().filter(|(t, ..)| *t == target).map(|(.., b)| b).collect();
         assert!(!mine.is_empty());
         for s in &mine {
             assert!(run(target, s, &work).is_none(), "{target:?}: a seed must be accepted");

@@ -1,0 +1,4 @@
+//! AFL++ harness for `fmseg::fuzz::Target`'s `dicom_series` reader (see `scripts/fuzz-afl.sh`).
+fn main() {
+    fmseg_fuzz::main(fmseg::fuzz::Target::from_name("dicom_series").expect("a target of fmseg::fuzz"));
+}
