@@ -1381,3 +1381,73 @@ fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
         assert!(!out.exists(), "{label}: wrote {}", out.display());
     }
 }
+
+/// A full disk: `segment --out` on a small tmpfs (a private mount namespace from `unshare`,
+/// no root needed) at sizes from one page up to what the results need. Every run either
+/// succeeds with its whole result, or fails with the disk named as the cause and the output
+/// folder holding nothing (no result file, no temporary). Skipped, saying so, where user and
+/// mount namespaces are not available, unless FMSEG_REQUIRE_UNSHARE is set (CI sets it).
+#[test]
+fn full_disk_fails_clearly_and_leaves_nothing() {
+    let probe = Command::new("unshare").args(["-rm", "sh", "-c", "mount -t tmpfs -o size=8k none /tmp"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("FMSEG_REQUIRE_UNSHARE").is_none(),
+            "unshare -rm with a tmpfs mount failed: {probe:?}"
+        );
+        eprintln!("skipped: no user/mount namespaces here (unshare -rm)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t1.nii.gz");
+    test_image(&input);
+    let reference = dir.path().join("reference");
+    assert!(segment_cmd(&input, &reference, &["--probability"]).status.success());
+    let needed: u64 = listing(&reference).iter().map(|n| std::fs::metadata(reference.join(n)).unwrap().len()).sum();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (mut failed, mut succeeded) = (0, 0);
+    for size in [4096, 8192, 16384, needed / 4, needed / 2, needed * 3 / 4, needed + (64 << 10), needed * 4] {
+        // Inside the namespace: mount, run fmseg (stderr kept), then list what it left.
+        let script = r#"mount -t tmpfs -o size=$1 none "$2" || exit 99; shift 2; "$@"; rc=$?
+            echo "LEFT:$(ls -A "$MNT_OUT" 2>/dev/null | tr '\n' ' ')"; exit $rc"#;
+        let out_dir = mnt.join("out");
+        let o = Command::new("unshare")
+            .args(["-rm", "sh", "-c", script, "sh"])
+            .arg(size.to_string())
+            .arg(&mnt)
+            .arg(env!("CARGO_BIN_EXE_fmseg"))
+            .args(["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out_dir.as_os_str()])
+            .args(["--weights".as_ref(), weights_file().as_os_str(), "--threads".as_ref(), "2".as_ref()])
+            .arg("--probability")
+            .env("MNT_OUT", &out_dir)
+            .env_remove("FMSEG_WEIGHTS")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_ne!(o.status.code(), Some(99), "the tmpfs mount failed: {stderr}");
+        let left: Vec<String> = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("LEFT:"))
+            .unwrap_or_else(|| panic!("no listing at {size} bytes: {stdout}"))
+            .split_whitespace()
+            .filter(|n| *n != fmseg::io::output_dir::LOCK_FILE)
+            .map(String::from)
+            .collect();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if o.status.success() {
+            succeeded += 1;
+            assert_eq!(left, listing(&reference), "a run that succeeds at {size} bytes writes the whole result");
+        } else {
+            failed += 1;
+            assert!(stderr.contains("No space left on device"), "at {size} bytes: {stderr}");
+            assert!(
+                stderr.contains("out/") || stderr.contains("out:"),
+                "the output is named at {size} bytes: {stderr}"
+            );
+            assert!(!stderr.contains(".fmseg-partial"), "no temporary names at {size} bytes: {stderr}");
+            assert!(left.is_empty(), "a failed run at {size} bytes left {left:?}: {stderr}");
+        }
+    }
+    assert!(failed >= 3 && succeeded >= 1, "{failed} runs failed for the disk, {succeeded} succeeded");
+}

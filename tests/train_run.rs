@@ -165,3 +165,104 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
         assert!(!fresh.exists(), "{a:?} left a run directory behind");
     }
 }
+
+/// kill -9 at ten moments of `fmseg train --resume` on one run directory: every interrupted
+/// state is resumable (each next run continues, or is killed, never refuses), and once a last
+/// run completes the directory holds exactly what an uninterrupted run writes: the same
+/// weights and optimiser state bit for bit, the same metrics rows, and no temporary file.
+/// (A round that finishes the run before its kill moment starts the next round afresh, so
+/// that every kill lands in unfinished work.)
+#[test]
+fn train_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_dataset(&data);
+    let args = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(
+            ["--epochs", "2", "--folds", "2", "--fold", "1", "--batch-volumes", "1", "--max-steps-per-epoch", "1"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        a.extend(["--threads", "2", "--resume"].iter().map(|s| s.to_string()));
+        a
+    };
+    let reference = tmp.path().join("reference");
+    let t0 = std::time::Instant::now();
+    let (ok, err) = fmseg(&args(&reference).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let full = t0.elapsed().as_secs_f64();
+
+    let run = tmp.path().join("killed");
+    let mut state = 0x2545f4914f6cdd1du64;
+    let mut killed = 0;
+    for round in 0..10 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = (state % 1000) as f64 / 1000.0 * full;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fmseg"))
+            .args(args(&run))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_secs_f64(at));
+        let _ = child.kill(); // SIGKILL; a run that already finished is not affected
+        let out = child.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        if out.status.signal() == Some(9) {
+            killed += 1;
+        } else {
+            assert!(
+                out.status.success(),
+                "round {round} (kill at {at:.2} s of {full:.2}) did not resume: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_dir_all(&run).unwrap();
+        }
+    }
+    assert!(killed >= 5, "only {killed} of 10 runs were killed before they finished");
+    let (ok, err) = fmseg(&args(&run).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "the final resume: {err}");
+
+    let listing = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            walk(d).into_iter().map(|p| p.strip_prefix(d).unwrap().display().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&run), listing(&reference), "the same files as an uninterrupted run");
+    for f in ["fold-1/last.safetensors", "fold-1/best.safetensors", "fold-1/optimizer.safetensors"] {
+        let (a, b) = (fmseg::weights::load(&reference.join(f)).unwrap(), fmseg::weights::load(&run.join(f)).unwrap());
+        assert_eq!(a.len(), b.len(), "{f}");
+        for (k, t) in a.iter() {
+            let u = b.get(k).unwrap_or_else(|| panic!("{f}: {k} missing"));
+            assert!(t.data.iter().zip(&u.data).all(|(x, y)| x.to_bits() == y.to_bits()), "{f}: {k} differs");
+        }
+    }
+    let rows = |d: &Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(d.join("fold-1/metrics.csv")).unwrap();
+        csv.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(rows(&run), rows(&reference));
+}
+
+/// Every file below `d`, recursively.
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
