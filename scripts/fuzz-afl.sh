@@ -12,7 +12,8 @@
 # The seeds are fmseg's own writers' files (fuzz/src/bin/seeds.rs) plus, where DCMTK and GDCM
 # are installed (scripts/install-debian-deps.sh), the classic DICOM seed re-encoded in every
 # transfer syntax fmseg decodes. Exit status 1 when any target has a crash or a hang: the
-# inputs are listed; each becomes a fixed bug and a case in tests/data/fuzz/<target>/.
+# inputs are listed; each becomes a fixed bug and a case in tests/data/fuzz/<target>/ (and
+# the findings move out of DIR/findings/<target>/default/, so the next run starts clean).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -67,6 +68,10 @@ export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MI
     AFL_AUTORESUME=1 AFL_SKIP_CRASHES=1
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
+# Inputs saved under OUT/default/KIND (crashes or hangs). Counted as files, not from AFL++'s
+# counters, which a resumed queue restores even after fixed findings were moved away.
+found() { find "$1/default/$2" -type f ! -name README.txt 2>/dev/null | wc -l; }
+
 fuzz_one() {
     local t=$1 out=$dir/findings/$t
     mkdir -p "$out"
@@ -86,7 +91,7 @@ fuzz_one() {
     if [ "$ledger" = 1 ] && [ -f "$stats" ]; then
         get() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
         [ -f fuzz/hours.csv ] || echo "date,commit,target,seconds,execs_total,corpus,crashes,hangs" > fuzz/hours.csv
-        echo "$(date -u +%F),$commit,$t,$secs,$(get execs_done),$(get corpus_count),$(get saved_crashes),$(get saved_hangs)" \
+        echo "$(date -u +%F),$commit,$t,$secs,$(get execs_done),$(get corpus_count),$(found "$out" crashes),$(found "$out" hangs)" \
             >> fuzz/hours.csv
     fi
 }
@@ -106,11 +111,11 @@ for t in "${targets[@]}"; do
     stats=$dir/findings/$t/default/fuzzer_stats
     if [ ! -f "$stats" ]; then echo "fuzz-afl: $t produced no statistics" >&2; status=1; continue; fi
     get() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
-    crashes=$(get saved_crashes) hangs=$(get saved_hangs)
+    crashes=$(found "$dir/findings/$t" crashes) hangs=$(found "$dir/findings/$t" hangs)
     secs=$(cat "$dir/findings/$t/last-seconds" 2>/dev/null || echo 0)
     printf 'fuzz-afl: %-13s %6s s  %10s execs (all runs)  %5s paths  %s crashes  %s hangs\n' \
         "$t" "$secs" "$(get execs_done)" "$(get corpus_count)" "$crashes" "$hangs"
-    if [ "${crashes:-0}" != 0 ] || [ "${hangs:-0}" != 0 ]; then
+    if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
         status=1
         ls "$dir/findings/$t/default/crashes" "$dir/findings/$t/default/hangs" 2>/dev/null | grep -v README >&2 || true
     fi

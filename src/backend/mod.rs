@@ -65,7 +65,14 @@ pub trait Backend: Send + Sync {
 
     fn name(&self) -> String;
 
+    /// A host batch `(N, C, H, W, D)` (PyTorch layout, f32) onto the device. The contract: the
+    /// caller passes finite values ([`crate::engine::check_input`] refuses anything else for
+    /// every network input, with the count and the first index); backends may rely on it.
+    /// The CUDA backend checks again and refuses a non-finite value (its FP16 layout cannot
+    /// carry one through a norm); the CPU backend does not check (the float64 oracle tests
+    /// upload what they like). Any shape the backend's ops accept is accepted here.
     fn upload(&self, x: &HostTensor) -> Result<Self::Tensor>;
+    /// The device tensor back as a host batch in PyTorch layout, f32.
     fn download(&self, x: &Self::Tensor) -> Result<HostTensor>;
     /// `(N, C, dims)`.
     fn shape(&self, x: &Self::Tensor) -> (usize, usize, Dims);

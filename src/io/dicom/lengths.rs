@@ -54,20 +54,31 @@ fn check_bytes(b: &[u8], header_only: bool) -> Result<(), ((u16, u16), String)> 
     if b.len() < PREAMBLE || &b[128..132] != b"DICM" {
         return Ok(());
     }
-    // the meta group: explicit VR little endian, group 0002
-    let mut pos = PREAMBLE;
+    // The meta group as dicom-rs reads it (dicom-object's FileMetaTable): explicit VR little
+    // endian, (0002,0000) first, then elements of any group until the group length is used
+    // up; the data set starts after the last of them. Without that group length dicom-rs
+    // refuses the file itself.
+    let Some(first) = header(b, PREAMBLE, Syntax::ExplicitLe) else { return Ok(()) };
+    let first_value = PREAMBLE + first.header_len;
+    if first.tag != (0x0002, 0x0000) || first.len != 4 || b.len() < first_value + 4 {
+        return Ok(());
+    }
+    let group_length = u32::from_le_bytes([b[first_value], b[first_value + 1], b[first_value + 2], b[first_value + 3]]);
+    let meta_start = first_value + 4;
+    let mut pos = meta_start;
     let mut transfer_syntax = String::new();
-    while let Some(h) = header(b, pos, Syntax::ExplicitLe) {
-        if h.tag.0 != 0x0002 {
-            break;
+    while ((pos - meta_start) as u64) < group_length as u64 {
+        let Some(h) = header(b, pos, Syntax::ExplicitLe) else { return Ok(()) };
+        if h.len == UNDEFINED {
+            return Ok(()); // dicom-rs: an undefined length in the meta group is an error
         }
         let value_at = pos + h.header_len;
         check_fits(b, &h, value_at)?;
-        if h.tag == (0x0002, 0x0010) && h.len != UNDEFINED {
+        if h.tag == (0x0002, 0x0010) {
             let v = &b[value_at..value_at + h.len as usize];
             transfer_syntax = String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string();
         }
-        pos = value_at + if h.len == UNDEFINED { 0 } else { h.len as usize };
+        pos = value_at + h.len as usize;
     }
     let syntax = match transfer_syntax.as_str() {
         DEFLATED => {
@@ -285,6 +296,8 @@ mod tests {
         if v.len() % 2 == 1 {
             v.push(0);
         }
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(8 + v.len() as u32).to_le_bytes());
         b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
         b.extend_from_slice(&(v.len() as u16).to_le_bytes());
         b.extend_from_slice(&v);
@@ -389,6 +402,15 @@ mod tests {
         let at = [explicit((0x0018, 0x0021), b"AT", b"SK", None), explicit(PIXEL_DATA, b"OW", &[1, 2], None)].concat();
         let (tag, e) = check_bytes(&file("1.2.840.10008.1.2.1", &at), true).unwrap_err();
         assert!(tag == (0x0018, 0x0021) && e.contains("AT with a length of 2 bytes"), "{e}");
+        // the data set starts where the meta group's length says, as dicom-rs reads it: an
+        // off-group element inside the meta group is meta, not the start of the data set
+        let mut off = file(DEFLATED, &[]);
+        let glen = u32::from_le_bytes(off[140..144].try_into().unwrap());
+        off[140..144].copy_from_slice(&(glen + 10).to_le_bytes());
+        off.extend_from_slice(&explicit((0x0003, 0x0012), b"SH", b"xx", None));
+        off.extend_from_slice(&deflate(&name));
+        let (tag, e) = check_bytes(&off, true).unwrap_err();
+        assert!(tag == (0x0010, 0x0010), "{e}");
         // not DICOM at all: nothing to say
         assert!(check_bytes(b"hello", false).is_ok());
     }
