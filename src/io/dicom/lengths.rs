@@ -18,6 +18,11 @@ const PREAMBLE: usize = 132;
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const RLE: &str = "1.2.840.10008.1.2.5";
+/// An RLE frame's header: a segment count (at most 15, PS3.5 G.5) and 15 offsets.
+const RLE_HEADER: usize = 64;
+/// The item tag of a pixel data fragment (an RLE header error is "unreadable", not "truncated").
+const FRAGMENT: (u16, u16) = (0xFFFE, 0xE000);
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 /// The most a deflated data set may inflate to (a 2^28-voxel 16-bit volume is 512 MiB).
@@ -83,13 +88,13 @@ fn check_bytes(b: &[u8], header_only: bool) -> Result<(), ((u16, u16), String)> 
     let syntax = match transfer_syntax.as_str() {
         DEFLATED => {
             let inflated = inflate_bounded(&b[pos.min(b.len())..], MAX_INFLATED)?;
-            return walk_data_set(&inflated, 0, Syntax::ExplicitLe, header_only);
+            return walk_data_set(&inflated, 0, Syntax::ExplicitLe, header_only, false);
         }
         IMPLICIT_LE => Syntax::ImplicitLe,
         EXPLICIT_BE => Syntax::ExplicitBe,
         _ => Syntax::ExplicitLe,
     };
-    walk_data_set(b, pos, syntax, header_only)
+    walk_data_set(b, pos, syntax, header_only, transfer_syntax == RLE)
 }
 
 /// The raw deflate stream `z` inflated, refused when it would exceed `max` bytes or what its
@@ -116,7 +121,15 @@ fn inflate_bounded(z: &[u8], max: u64) -> Result<Vec<u8>, ((u16, u16), String)> 
 /// skip); inside a sequence only item headers are expected; defined-length sequences and
 /// items end where their length says. Where dicom-rs would stop with an error, the walk stops
 /// too (dicom-rs reports it without reserving anything).
-fn walk_data_set(b: &[u8], mut pos: usize, syntax: Syntax, header_only: bool) -> Result<(), ((u16, u16), String)> {
+/// With `rle`, every pixel data fragment after the offset table is an RLE frame whose header
+/// is checked too: dicom-rs reserves the segment count it declares before reading any.
+fn walk_data_set(
+    b: &[u8],
+    mut pos: usize,
+    syntax: Syntax,
+    header_only: bool,
+    rle: bool,
+) -> Result<(), ((u16, u16), String)> {
     #[derive(PartialEq)]
     enum Open {
         Sequence,
@@ -127,6 +140,7 @@ fn walk_data_set(b: &[u8], mut pos: usize, syntax: Syntax, header_only: bool) ->
     // Inside encapsulated pixel data the items are fragments: their bytes are compressed
     // pixels, skipped (their lengths checked), not walked as element headers.
     let mut in_fragments = false;
+    let mut fragment = 0usize;
     let end_of = |value_at: usize, len: u32| (len != UNDEFINED).then(|| value_at.saturating_add(len as usize));
     loop {
         while let Some(&(_, Some(end))) = open.last() {
@@ -141,6 +155,10 @@ fn walk_data_set(b: &[u8], mut pos: usize, syntax: Syntax, header_only: bool) ->
             match (h.item, h.tag.1) {
                 (true, 0xE000) => {
                     check_fits(b, &h, value_at)?;
+                    if rle && fragment > 0 {
+                        check_rle_frame(&b[value_at..value_at + h.len as usize], fragment)?;
+                    }
+                    fragment += 1;
                     pos = value_at + h.len as usize;
                 }
                 (true, 0xE0DD) => {
@@ -189,6 +207,24 @@ fn walk_data_set(b: &[u8], mut pos: usize, syntax: Syntax, header_only: bool) ->
         } else {
             pos = value_at + h.len as usize;
         }
+    }
+}
+
+/// An RLE frame (fragment `n` of the pixel data): a whole header, at most 15 segments.
+fn check_rle_frame(f: &[u8], n: usize) -> Result<(), ((u16, u16), String)> {
+    let segments = f.get(..4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+    match segments {
+        Some(k) if f.len() >= RLE_HEADER && k <= 15 => Ok(()),
+        Some(k) if f.len() >= RLE_HEADER => {
+            Err((FRAGMENT, format!("RLE frame {n} declares {k} segments (at most 15 exist): corrupt pixel data")))
+        }
+        _ => Err((
+            FRAGMENT,
+            format!(
+                "RLE frame {n} is {} bytes, shorter than its {RLE_HEADER}-byte header: corrupt pixel data",
+                f.len()
+            ),
+        )),
     }
 }
 
@@ -411,6 +447,11 @@ mod tests {
         off.extend_from_slice(&deflate(&name));
         let (tag, e) = check_bytes(&off, true).unwrap_err();
         assert!(tag == (0x0010, 0x0010), "{e}");
+        // an RLE frame header declaring more than 15 segments (dicom-rs reserves them)
+        assert!(check_rle_frame(&[2, 0, 0, 0].repeat(16), 1).is_ok());
+        let (_, e) = check_rle_frame(&[0xff; 64], 1).unwrap_err();
+        assert!(e.contains("declares 4294967295 segments"), "{e}");
+        assert!(check_rle_frame(&[1, 0, 0, 0], 2).unwrap_err().1.contains("shorter than its 64-byte header"));
         // not DICOM at all: nothing to say
         assert!(check_bytes(b"hello", false).is_ok());
     }
