@@ -141,6 +141,9 @@ fn walk_data_set(
     // pixels, skipped (their lengths checked), not walked as element headers.
     let mut in_fragments = false;
     let mut fragment = 0usize;
+    // Rows, Columns, SamplesPerPixel of the top-level data set, as they pass: a JPEG frame's
+    // own size must not exceed them (the JPEG decoder reserves what its SOF declares).
+    let mut image = [0u64; 3];
     let end_of = |value_at: usize, len: u32| (len != UNDEFINED).then(|| value_at.saturating_add(len as usize));
     loop {
         while let Some(&(_, Some(end))) = open.last() {
@@ -155,8 +158,12 @@ fn walk_data_set(
             match (h.item, h.tag.1) {
                 (true, 0xE000) => {
                     check_fits(b, &h, value_at)?;
+                    let f = &b[value_at..value_at + h.len as usize];
                     if rle && fragment > 0 {
-                        check_rle_frame(&b[value_at..value_at + h.len as usize], fragment)?;
+                        check_rle_frame(f, fragment)?;
+                    }
+                    if fragment > 0 {
+                        check_jpeg_frame(f, fragment, image)?;
                     }
                     fragment += 1;
                     pos = value_at + h.len as usize;
@@ -205,9 +212,64 @@ fn walk_data_set(
             open.push((Open::Sequence, end_of(value_at, h.len)));
             pos = value_at;
         } else {
+            if open.is_empty() && h.len == 2 {
+                let slot = match h.tag {
+                    (0x0028, 0x0010) => Some(0),
+                    (0x0028, 0x0011) => Some(1),
+                    (0x0028, 0x0002) => Some(2),
+                    _ => None,
+                };
+                if let Some(i) = slot {
+                    let v = [b[value_at], b[value_at + 1]];
+                    image[i] =
+                        if syntax == Syntax::ExplicitBe { u16::from_be_bytes(v) } else { u16::from_le_bytes(v) } as u64;
+                }
+            }
             pos = value_at + h.len as usize;
         }
     }
+}
+
+/// A JPEG frame (ITU-T T.81: starts with SOI) whose SOF declares more samples than the data
+/// set's Rows x Columns x SamplesPerPixel (or, where those are unknown, more than 2^28) is
+/// refused: the JPEG decoder reserves what its SOF declares (AFL++: 8.5 GB from 2 kB).
+fn check_jpeg_frame(f: &[u8], n: usize, image: [u64; 3]) -> Result<(), ((u16, u16), String)> {
+    if !f.starts_with(&[0xFF, 0xD8]) {
+        return Ok(());
+    }
+    let mut p = 2;
+    while p + 4 <= f.len() && f[p] == 0xFF {
+        let m = f[p + 1];
+        if m == 0xFF {
+            p += 1; // fill byte
+            continue;
+        }
+        let len = u16::from_be_bytes([f[p + 2], f[p + 3]]) as usize;
+        let sof = (0xC0..=0xCF).contains(&m) && ![0xC4, 0xC8, 0xCC].contains(&m);
+        if sof && p + 10 <= f.len() {
+            let (y, x) =
+                (u16::from_be_bytes([f[p + 5], f[p + 6]]) as u64, u16::from_be_bytes([f[p + 7], f[p + 8]]) as u64);
+            let comps = f[p + 9] as u64;
+            let declared = y * x * comps.max(1);
+            let allowed = if image.iter().all(|&v| v > 0) { image[0] * image[1] * image[2] } else { 1 << 28 };
+            if declared > allowed {
+                return Err((
+                    FRAGMENT,
+                    format!(
+                        "JPEG frame {n} declares {x} x {y} with {comps} component(s), more than the image's \
+                         {} x {} x {} samples: corrupt pixel data",
+                        image[1], image[0], image[2]
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if m == 0xDA {
+            return Ok(()); // start of scan: no SOF before it
+        }
+        p += 2 + len;
+    }
+    Ok(())
 }
 
 /// An RLE frame (fragment `n` of the pixel data): a whole header, at most 15 segments.
@@ -452,6 +514,13 @@ mod tests {
         let (_, e) = check_rle_frame(&[0xff; 64], 1).unwrap_err();
         assert!(e.contains("declares 4294967295 segments"), "{e}");
         assert!(check_rle_frame(&[1, 0, 0, 0], 2).unwrap_err().1.contains("shorter than its 64-byte header"));
+        // a JPEG frame whose SOF is larger than the image (the decoder reserves it)
+        let sof = |y: u16, x: u16| {
+            [&[0xFF, 0xD8, 0xFF, 0xC3, 0, 11, 16][..], &y.to_be_bytes(), &x.to_be_bytes(), &[1]].concat()
+        };
+        assert!(check_jpeg_frame(&sof(10, 12), 1, [10, 12, 1]).is_ok());
+        let (_, e) = check_jpeg_frame(&sof(65535, 65535), 1, [10, 12, 1]).unwrap_err();
+        assert!(e.contains("declares 65535 x 65535 with 1 component(s), more than the image's 12 x 10 x 1"), "{e}");
         // not DICOM at all: nothing to say
         assert!(check_bytes(b"hello", false).is_ok());
     }
