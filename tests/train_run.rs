@@ -43,6 +43,19 @@ fn write_dataset(dir: &Path) {
     }
 }
 
+/// A temporary folder holding `data/` with the four cases of [`write_dataset`].
+fn dataset() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_dataset(&data);
+    (tmp, data)
+}
+
+/// The CLI's options for the smallest run: fold 1 of 2, one volume per batch, one step per epoch.
+const SMALL_RUN: [&str; 10] =
+    ["--folds", "2", "--fold", "1", "--batch-volumes", "1", "--max-steps-per-epoch", "1", "--threads", "2"];
+
 fn config(epochs: u64) -> TrainConfig {
     let mut cfg = TrainConfig::reference(epochs);
     cfg.folds = 2;
@@ -67,10 +80,7 @@ fn train(data: &Path, out: &Path, epochs: u64, resume: bool) {
 
 #[test]
 fn killed_and_resumed_run_equals_an_uninterrupted_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data);
+    let (tmp, data) = dataset();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     train(&data, &a, 2, false);
     // "Killed" after epoch 1: the same run stopped there, then resumed for epoch 2.
@@ -106,14 +116,10 @@ fn fmseg(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn cli_trains_refuses_overwrite_and_reports_bad_input() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data);
+    let (tmp, data) = dataset();
     let out = tmp.path().join("run");
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let common =
-        ["--folds", "2", "--fold", "1", "--batch-volumes", "1", "--max-steps-per-epoch", "1", "--threads", "2"];
+    let common = SMALL_RUN;
     let mut args = vec!["train", "--data", d, "--out", o, "--epochs", "1"];
     args.extend(common);
     let (ok, err) = fmseg(&args);
@@ -175,21 +181,13 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
 #[test]
 fn train_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
     use std::process::Stdio;
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data);
+    let (tmp, data) = dataset();
     let args = |out: &Path| -> Vec<String> {
         let mut a: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        a.extend(
-            ["--epochs", "2", "--folds", "2", "--fold", "1", "--batch-volumes", "1", "--max-steps-per-epoch", "1"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        a.extend(["--threads", "2", "--resume"].iter().map(|s| s.to_string()));
+        a.extend(SMALL_RUN.iter().chain(&["--epochs", "2", "--resume"]).map(|s| s.to_string()));
         a
     };
     let reference = tmp.path().join("reference");
