@@ -1,15 +1,21 @@
 //! DICOM against real peers: one written series converted by DCMTK and GDCM into every
 //! supported transfer syntax loads to the same voxels (lossless exactly, lossy within the
 //! codec's error) and the same geometry; `dciodvfy` (dicom3tools) finds no IOD errors in what
-//! the writers produce; `dcm2niix` places voxels where our affine does. Each test skips with a
-//! notice when its tool is absent (CI installs them with scripts/install-debian-deps.sh).
+//! the writers produce; `dcm2niix` places voxels where our affine does; the DICOM SEG writer's
+//! objects pass `dciodvfy` and read back as the mask in highdicom and dcmqi
+//! (scripts/check_seg.py). Each test skips with a notice when its tool is absent (CI installs
+//! them with scripts/install-debian-deps.sh and scripts/install-dicom-peers.sh).
 
 mod dicom_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fmseg::io::dicom::{load_series, write_enhanced_mr, write_mr_series, Rescale, Selection, StoredVolume};
+use dicom_dictionary_std::tags;
+use fmseg::io::dicom::{
+    encode_seg, load_series, seg_object, write_enhanced_mr, write_mr_series, Rescale, SegDescription, Selection,
+    StoredVolume,
+};
 use fmseg::volume::Volume;
 
 use dicom_support::*;
@@ -388,4 +394,119 @@ fn convert_command_matches_dcm2niix() {
         }
     }
     eprintln!("fmseg convert vs dcm2niix: worst world distance {worst:.2e} mm");
+}
+
+// ------------------------------------------------------------------ DICOM SEG against its readers
+
+/// The SEG checkers' Python (scripts/install-dicom-peers.sh): `$FMSEG_DICOM_PYTHON`, else the
+/// script's default venv, else `None` with a skip notice (a failure with
+/// `FMSEG_REQUIRE_DICOM_PEERS` set, as in CI).
+fn seg_python() -> Option<PathBuf> {
+    let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fmseg/dicom-peers/bin/python"));
+    let p = std::env::var_os("FMSEG_DICOM_PYTHON").map(PathBuf::from).or(default).filter(|p| p.is_file());
+    if p.is_none() {
+        assert!(
+            std::env::var_os("FMSEG_REQUIRE_DICOM_PEERS").is_none(),
+            "no highdicom/dcmqi Python but FMSEG_REQUIRE_DICOM_PEERS is set (run scripts/install-dicom-peers.sh)"
+        );
+        eprintln!("SKIPPED: highdicom/dcmqi not installed (run scripts/install-dicom-peers.sh)");
+    }
+    p
+}
+
+/// A mask on `grid` that no flip or transpose maps onto itself: a wedge (`i < j`) in some
+/// slices, one voxel in a corner, nothing in slice 0.
+fn wedge_mask(grid: &Volume) -> Volume {
+    let [ni, nj, nk] = grid.dims;
+    let mut data = vec![0f32; ni * nj * nk];
+    for i in 0..ni {
+        for j in 0..nj {
+            for k in 1..nk {
+                if i + 2 < j && k % 2 == 1 || (i, j, k) == (ni - 1, 0, nk - 1) {
+                    data[(i * nj + j) * nk + k] = 1.0;
+                }
+            }
+        }
+    }
+    Volume { dims: grid.dims, data, affine: grid.affine }
+}
+
+/// Write the SEG of `mask` for the series in `source` and check it: dciodvfy (no errors), then
+/// scripts/check_seg.py (highdicom and dcmqi against the mask by world position).
+fn check_seg(source: &Path, mask: impl Fn(&Volume) -> Volume, work: &Path, label: &str) {
+    let l = load_series(source, &Selection::only()).unwrap_or_else(|e| panic!("{label}: {e:#}"));
+    let mask = mask(&l.volume);
+    let dir = work.join(format!("seg-{label}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (seg, nii) = (dir.join("fm_seg.dcm"), dir.join("fm_mask.nii.gz"));
+    let d = SegDescription::fmseg("test");
+    std::fs::write(&seg, encode_seg(&mask, &l.slices, &d).unwrap()).unwrap();
+    fmseg::io::nifti::write(&nii, &mask, fmseg::io::nifti::WriteType::U8).unwrap();
+    if let Some(dciodvfy) = tool("dciodvfy") {
+        let errors = dciodvfy_errors(&dciodvfy, &seg);
+        assert!(errors.is_empty(), "{label}: dciodvfy:\n{}", errors.join("\n"));
+    }
+    let Some(python) = seg_python() else { return };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_seg.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(&seg).arg(&nii).arg(source);
+    if mask.data.iter().all(|&v| v == 0.0) {
+        cmd.arg("--empty");
+    }
+    let out = run_ok(&mut cmd);
+    eprintln!("{label}:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// An oblique classic series (tilted 14 degrees, anisotropic, odd sizes so frames do not end
+/// on byte boundaries), an Enhanced multi-frame source, and an empty mask.
+#[test]
+fn seg_is_valid_and_reads_back_as_the_mask() {
+    let work = tempfile::tempdir().unwrap();
+    let affine = oblique_affine(0.75, 0.9, 4.5, 14.0, [-60.0, 30.0, -80.0]);
+    let vol = smooth_i16([37, 29, 6], affine, Rescale { slope: 0.5, intercept: 0.0 });
+    let classic = work.path().join("classic");
+    write_mr_series(&vol, &meta("seg", 3, "T1 TSE tra obl"), &classic).unwrap();
+    check_seg(&classic, wedge_mask, work.path(), "oblique classic");
+    check_seg(&classic, |g| Volume { data: vec![0.0; g.data.len()], ..g.clone() }, work.path(), "empty");
+    let enhanced = work.path().join("enhanced");
+    write_enhanced_mr(&vol, &meta("seg-enh", 4, "T1 3D"), &enhanced.join("enh.dcm")).unwrap();
+    check_seg(&enhanced, wedge_mask, work.path(), "enhanced");
+}
+
+/// The source in each lossless transfer syntax: the SEG (always explicit VR little endian)
+/// copies the same patient and study and references the same instances.
+#[test]
+fn seg_of_every_source_transfer_syntax() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let vol = smooth_i16([30, 26, 4], oblique_affine(0.8, 0.8, 4.0, -9.0, [5.0, -3.0, 12.0]), Rescale::IDENTITY);
+    write_mr_series(&vol, &meta("seg-ts", 5, "T1 TSE"), &src).unwrap();
+    let want = load_series(&src, &Selection::only()).unwrap();
+    let d = SegDescription::fmseg("test");
+    let reference = seg_object(&wedge_mask(&want.volume), &want.slices, &d).unwrap();
+    for c in LOSSLESS_16 {
+        let Some(t) = tool(c.tool) else { continue };
+        let dst = work.path().join(c.ts);
+        convert_dir(&t, c.args, &src, &dst);
+        assert_eq!(transfer_syntax(&files(&dst)[0]), c.ts);
+        check_seg(&dst, wedge_mask, work.path(), c.name);
+        let l = load_series(&dst, &Selection::only()).unwrap();
+        let got = seg_object(&wedge_mask(&l.volume), &l.slices, &d).unwrap();
+        for tag in [
+            tags::PATIENT_NAME,
+            tags::PATIENT_ID,
+            tags::STUDY_INSTANCE_UID,
+            tags::FRAME_OF_REFERENCE_UID,
+            tags::SERIES_INSTANCE_UID,
+            tags::SOP_INSTANCE_UID,
+            tags::PIXEL_DATA,
+        ] {
+            assert_eq!(
+                got.element(tag).unwrap().to_bytes().unwrap(),
+                reference.element(tag).unwrap().to_bytes().unwrap(),
+                "{}: {tag}",
+                c.name
+            );
+        }
+    }
 }

@@ -214,6 +214,7 @@ fn nifti_info(path: &str, img: &Volume) -> fmseg::pipeline::segment::InputInfo {
         spacing_mm: img.spacing(),
         affine_lps: img.affine,
         uncoded_nifti: false,
+        sources: Vec::new(),
     }
 }
 
@@ -566,7 +567,12 @@ fn bad_inputs_fail_cleanly_without_output() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("NIfTI"));
     let o = segment_cmd(&good, &d.join("o2"), &["--overlap", "1.5"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overlap"));
-    assert!(!d.join("o1").exists() && !d.join("o2").exists());
+    // a DICOM SEG references source images: a NIfTI input has none (refused before inference)
+    let o = segment_cmd(&good, &d.join("o3"), &["--seg"]);
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && msg.contains("--seg needs a DICOM input") && msg.contains("good.nii"), "{msg}");
+    assert!(!msg.contains("inference"), "{msg}");
+    assert!(!d.join("o1").exists() && !d.join("o2").exists() && !d.join("o3").exists());
 }
 
 #[test]
@@ -926,6 +932,7 @@ fn bundled_weights_find_fm_on_a_fresh_study() {
             truth.as_os_str(),
             "--threads".as_ref(),
             "2".as_ref(),
+            "--seg".as_ref(),
         ],
         &[],
     );
@@ -936,6 +943,52 @@ fn bundled_weights_find_fm_on_a_fresh_study() {
     assert_eq!(r["weights"][0]["bundled"], true);
     let dice = r["truth"]["dice"].as_f64().unwrap();
     assert!(dice >= DICE_FLOOR, "Dice {dice} below the floor {DICE_FLOOR}: {}", r["truth"]);
+    // --seg: the DICOM SEG holds the mask's voxels on the source planes (tests/dicom_tools.rs
+    // checks the writer against dciodvfy, highdicom and dcmqi)
+    assert!(r["outputs"].as_array().unwrap().iter().any(|o| o == "fm_seg.dcm"), "{}", r["outputs"]);
+    let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
+    assert_seg_equals_mask(&out.join("fm_seg.dcm"), &mask, &case.join("dicom"));
+}
+
+/// A SEG's frames, unpacked (frame `k` row `j` column `i` = bit `(k * rows + j) * cols + i`),
+/// equal the mask at voxel `(i, j, k)`, each frame at its source slice's position.
+fn assert_seg_equals_mask(seg: &Path, mask: &Volume, source: &Path) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(seg).unwrap();
+    let num = |t| obj.element(t).unwrap().to_int::<usize>().unwrap();
+    assert_eq!(obj.element(tags::MODALITY).unwrap().to_str().unwrap(), "SEG");
+    let (rows, cols, frames) = (num(tags::ROWS), num(tags::COLUMNS), num(tags::NUMBER_OF_FRAMES));
+    assert_eq!([cols, rows, frames], mask.dims);
+    let bits = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let [ni, nj, nk] = mask.dims;
+    let mut fm = 0;
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                let b = (k * rows + j) * cols + i;
+                let set = bits[b / 8] >> (b % 8) & 1 == 1;
+                assert_eq!(set, mask.data[(i * nj + j) * nk + k] > 0.5, "voxel ({i}, {j}, {k})");
+                fm += set as usize;
+            }
+        }
+    }
+    assert!(fm > 0, "the SEG holds no FM");
+    let l = fmseg::io::dicom::load_series(source, &fmseg::io::dicom::Selection::auto()).unwrap();
+    let per_frame = obj.element(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE).unwrap().items().unwrap();
+    for (k, f) in per_frame.iter().enumerate() {
+        let src = f.element(tags::DERIVATION_IMAGE_SEQUENCE).unwrap().items().unwrap()[0]
+            .element(tags::SOURCE_IMAGE_SEQUENCE)
+            .unwrap()
+            .items()
+            .unwrap()[0]
+            .element(tags::REFERENCED_SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string();
+        assert_eq!(src, l.slices[k].sop_instance_uid, "frame {k}");
+    }
 }
 
 // ------------------------------------------------------------------ hostile input and faults

@@ -6,7 +6,10 @@
 //! - `report.json`: volumes, lesions, sides, slices, and how the result was made
 //!   ([`crate::pipeline::report`]);
 //! - `overlay.png`: the outline of the mask on the image's slices ([`crate::pipeline::overlay`]);
-//! - with `--probability`, `fm_probability.nii.gz`: the class-1 probability, f32.
+//! - with `--probability`, `fm_probability.nii.gz`: the class-1 probability, f32;
+//! - with `--seg` (DICOM input), `fm_seg.dcm`: the mask as a DICOM SEG of the source series, one
+//!   frame on each source image plane, in the source's patient and study
+//!   ([`crate::io::dicom::seg_object`]).
 //!
 //! With `--truth MASK` (a 0/1 NIfTI on the input's grid, any voxel order) the report gains a
 //! `truth` section (Dice, precision, recall, lesions found, missed and false) and the overlay
@@ -51,6 +54,9 @@ pub const MASK_FILE: &str = "fm_mask.nii.gz";
 pub const PROBABILITY_FILE: &str = "fm_probability.nii.gz";
 pub const OVERLAY_FILE: &str = "overlay.png";
 pub const REPORT_FILE: &str = "report.json";
+pub const SEG_FILE: &str = "fm_seg.dcm";
+/// Every file a run may write into its output directory.
+const ALL_OUTPUTS: [&str; 5] = [MASK_FILE, PROBABILITY_FILE, SEG_FILE, OVERLAY_FILE, REPORT_FILE];
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
@@ -91,6 +97,9 @@ pub struct SegmentArgs {
     /// report, found (green), missed (yellow) and false (red) FM in the overlay.
     #[arg(long, value_name = "MASK")]
     pub truth: Option<PathBuf>,
+    /// Also write fm_seg.dcm: the mask as a DICOM SEG object of the source series (DICOM input only).
+    #[arg(long)]
+    pub seg: bool,
 }
 
 /// A weights file to use and whether it is the bundled default.
@@ -207,6 +216,14 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
         i.series_uid.as_ref().map(|u| format!(", series {u}")).unwrap_or_default()
     ));
 
+    if a.seg && loaded.info.sources.is_empty() {
+        bail!(
+            "--seg needs a DICOM input (a DICOM SEG references the images it segments), but {} is {}",
+            a.input.display(),
+            loaded.info.format
+        );
+    }
+
     // the ground truth, checked against the input's grid before any inference
     let truth = match &a.truth {
         Some(p) => {
@@ -271,6 +288,15 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     if let Some(p) = &result.probability {
         outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32, coded));
     }
+    if a.seg {
+        let sha: Vec<&str> = report.weights.iter().map(|w| w.sha256.as_str()).collect();
+        let parameters =
+            format!("weights sha256 {}; tta {}; seed {}; overlap {}", sha.join(","), a.tta, a.seed, a.overlap);
+        let d = crate::io::dicom::SegDescription::fmseg(&parameters);
+        let bytes =
+            crate::io::dicom::encode_seg(&result.mask, &result.input.sources, &d).map_err(|e| named(e.into()))?;
+        outputs.push(Output::Bytes(SEG_FILE, bytes));
+    }
     outputs.push(Output::Bytes(OVERLAY_FILE, png));
     report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
     let f = &report.findings;
@@ -331,7 +357,7 @@ impl Output<'_> {
 /// Refuse a run whose outputs would overwrite the file it reads.
 fn refuse_overwriting(what: &str, input: &Path, out: &OutputDir) -> anyhow::Result<()> {
     let Ok(input_real) = input.canonicalize() else { return Ok(()) };
-    for name in [MASK_FILE, PROBABILITY_FILE, OVERLAY_FILE, REPORT_FILE] {
+    for name in ALL_OUTPUTS {
         if out.dest(name).canonicalize().is_ok_and(|d| d == input_real) {
             bail!(
                 "{what} {} is one of this run's outputs ({name} in --out {}): it would be overwritten; choose \
@@ -367,7 +393,7 @@ fn write_outputs(
     let bytes = report(t.elapsed().as_secs_f64()).map_err(flat)?;
     let dest = dir.dest(REPORT_FILE);
     std::fs::write(dir.stage(REPORT_FILE), bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
-    dir.commit(&[MASK_FILE, PROBABILITY_FILE, OVERLAY_FILE, REPORT_FILE]).map_err(flat)
+    dir.commit(&ALL_OUTPUTS).map_err(flat)
 }
 
 /// Progress on stderr: a bar for the inference on a terminal, a few plain lines otherwise.

@@ -71,6 +71,9 @@ pub struct InputInfo {
     /// from the voxel sizes (orientation unknown), and the outputs are written uncoded too.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub uncoded_nifti: bool,
+    /// DICOM: where slice `k` came from (what a DICOM SEG of the mask references); empty for NIfTI.
+    #[serde(skip)]
+    pub sources: Vec<dicom::SliceSource>,
 }
 
 /// One timed stage.
@@ -215,6 +218,7 @@ fn load_dicom(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
     );
     info.series_number = l.info.series_number;
     info.series_choice = Some(l.reason);
+    info.sources = l.slices;
     Ok(LoadedInput { image: l.volume, info })
 }
 
@@ -239,6 +243,7 @@ fn describe(
         // + 0.0 turns the -0.0 of flipped axes into 0.0 in the report
         affine_lps: image.affine.map(|r| r.map(|v| v + 0.0)),
         uncoded_nifti: false,
+        sources: Vec::new(),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct SliceSource {
     pub frame: u32,
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
+    /// A frame of a multi-frame object (references to it name the frame number).
+    pub multiframe: bool,
 }
 
 /// A loaded series: the volume, its summary, why it was chosen, and its slices' sources.
@@ -151,6 +153,7 @@ pub fn load_series(path: &Path, selection: &Selection) -> Result<LoadedSeries> {
             frame: h.frames[f].frame,
             sop_class_uid: h.sop_class_uid.clone(),
             sop_instance_uid: h.sop_instance_uid.clone(),
+            multiframe: h.number_of_frames > 1 || h.is_enhanced(),
         });
     }
     let data = assemble(&frames, cols, rows);

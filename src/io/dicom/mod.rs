@@ -5,7 +5,8 @@
 //! one ([`Selection`]: by UID, or the rules in [`select`]) and load it into a
 //! [`crate::volume::Volume`] with an LPS affine ([`geometry`] documents the axis convention:
 //! `i` = column, `j` = row, `k` = slice along the normal). Output: [`write_mr_series`] (MR Image
-//! Storage, one file per slice) and [`write_enhanced_mr`] (Enhanced MR, one multi-frame file).
+//! Storage, one file per slice), [`write_enhanced_mr`] (Enhanced MR, one multi-frame file) and
+//! [`seg_object`] (the FM mask as a DICOM SEG of its source series).
 //!
 //! Nothing in a file's content can make this module panic: every problem is a
 //! [`DicomError`] naming the series and/or file.
@@ -31,4 +32,7 @@ pub use header::Rescale;
 pub use info::SeriesInfo;
 pub use load::{list_series, load_series, load_volume, scan_series, LoadedSeries, SeriesList, SliceSource};
 pub use select::{choose, Choice, Selection, SeriesChoice};
-pub use write::{deterministic_uid, write_enhanced_mr, write_mr_series, MrSeriesMeta, StoredSamples, StoredVolume};
+pub use write::{
+    deterministic_uid, encode_seg, seg_object, write_enhanced_mr, write_mr_series, MrSeriesMeta, SegDescription,
+    StoredSamples, StoredVolume,
+};

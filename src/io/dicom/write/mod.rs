@@ -1,5 +1,6 @@
 //! Writing MR series: classic MR Image Storage (one file per slice) and Enhanced MR Image
-//! Storage (one multi-frame file), explicit VR little endian, with deterministic UIDs.
+//! Storage (one multi-frame file), explicit VR little endian, with deterministic UIDs; and the
+//! FM mask as a DICOM SEG of the series it came from ([`seg_object`]).
 //!
 //! The input is a [`StoredVolume`]: integer samples in fmseg's voxel order plus the rescale
 //! that turns them into real values, and the same LPS affine a loaded [`Volume`] has (columns:
@@ -13,6 +14,7 @@ mod classic;
 mod elements;
 mod enhanced;
 mod modules;
+mod seg;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,7 @@ use dicom_object::{FileDicomObject, FileMetaTableBuilder, InMemDicomObject};
 pub use classic::write_mr_series;
 pub use elements::{deterministic_uid, ds};
 pub use enhanced::write_enhanced_mr;
+pub use seg::{encode_seg, seg_object, utc_now, SegDescription, SEGMENTATION_STORAGE, SEGMENT_LABEL};
 
 use super::error::{DResult, DicomError};
 use super::header::Rescale;
