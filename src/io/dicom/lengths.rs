@@ -157,6 +157,13 @@ fn walk_data_set(
         if in_fragments {
             match (h.item, h.tag.1) {
                 (true, 0xE000) => {
+                    if h.len == UNDEFINED {
+                        // PS3.5 A.4: fragments have defined lengths
+                        return Err((
+                            FRAGMENT,
+                            format!("pixel data fragment {fragment} has an undefined length: corrupt pixel data"),
+                        ));
+                    }
                     check_fits(b, &h, value_at)?;
                     let f = &b[value_at..value_at + h.len as usize];
                     if rle && fragment > 0 {
