@@ -4,6 +4,6 @@ fn main() {
     let cli = fmseg::cli::Cli::parse_args();
     if let Err(e) = fmseg::cli::run(cli) {
         eprintln!("fmseg: error: {e:#}");
-        std::process::exit(fmseg::cli::exit::FAILURE);
+        std::process::exit(fmseg::cli::exit::of(&e));
     }
 }

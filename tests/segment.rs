@@ -108,6 +108,14 @@ fn report_volumes_components_sides_and_slices() {
     let f = analyse(&empty, &midline).unwrap();
     assert_eq!((f.fm_voxels, f.lesion_count, f.fm_volume_ml), (0, 0, 0.0));
     assert!(f.slices_with_fm.is_empty());
+    // a noisy mask: single voxels 3 apart along every axis, 10 x 10 x 2 = 200 lesions
+    let noisy = volume([30, 30, 6], a, |i, j, k| (i % 3 == 0 && j % 3 == 0 && k % 3 == 0) as u8 as f32);
+    let f = analyse(&noisy, &midline).unwrap();
+    assert_eq!(f.lesion_count, 200);
+    assert_eq!(f.lesions.len(), fmseg::pipeline::report::MAX_LISTED_LESIONS);
+    assert_eq!(f.lesions_not_listed, 200 - fmseg::pipeline::report::MAX_LISTED_LESIONS);
+    assert!(close(f.lesions_not_listed_ml, f.lesions_not_listed as f64 * v));
+    assert!(close(f.left_ml + f.right_ml, f.fm_volume_ml));
     // a mask that is not 0/1
     let bad = volume([2, 2, 2], a, |i, _, _| i as f32 * 2.0);
     assert!(analyse(&bad, &midline).unwrap_err().to_string().contains("expected only 0 and 1"));
@@ -444,9 +452,13 @@ fn segment_command_end_to_end_on_nifti() {
     assert_eq!(f["fm_voxels"].as_u64(), Some(fm as u64));
     let vol = f["fm_volume_ml"].as_f64().unwrap();
     assert!((vol - fm as f64 * det / 1000.0).abs() < 1e-9 * (1.0 + vol), "{vol} vs {fm} voxels");
+    // the listed lesions (the largest) and the counted rest
     let lesions = f["lesions"].as_array().unwrap();
-    assert_eq!(f["lesion_count"].as_u64(), Some(lesions.len() as u64));
-    let sum: f64 = lesions.iter().map(|l| l["volume_ml"].as_f64().unwrap()).sum();
+    let rest = f["lesions_not_listed"].as_u64().unwrap();
+    assert!(lesions.len() <= fmseg::pipeline::report::MAX_LISTED_LESIONS);
+    assert_eq!(f["lesion_count"].as_u64(), Some(lesions.len() as u64 + rest));
+    let sum: f64 = lesions.iter().map(|l| l["volume_ml"].as_f64().unwrap()).sum::<f64>()
+        + f["lesions_not_listed_ml"].as_f64().unwrap();
     assert!((sum - vol).abs() < 1e-9 * (1.0 + vol));
     let lr = f["left_ml"].as_f64().unwrap() + f["right_ml"].as_f64().unwrap();
     assert!((lr - vol).abs() < 1e-9 * (1.0 + vol));

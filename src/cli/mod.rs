@@ -1,5 +1,6 @@
 //! The `fmseg` command line: one file per command; `main.rs` only parses and calls `run`.
 
+pub mod batch;
 pub mod bench;
 pub mod bench_study;
 pub mod convert;
@@ -23,10 +24,22 @@ pub mod exit {
     pub const FAILURE: i32 = 1;
     /// The command line could not be parsed (clap's usage error).
     pub const USAGE: i32 = 2;
+    /// `batch`: some series failed, the others are done (`manifest.jsonl` has the reasons).
+    pub const SOME_FAILED: i32 = 3;
+
+    /// The exit status for a command's error.
+    pub fn of(e: &anyhow::Error) -> i32 {
+        if e.downcast_ref::<super::batch::SomeFailed>().is_some() {
+            SOME_FAILED
+        } else {
+            FAILURE
+        }
+    }
 }
 
 const EXIT_CODES_HELP: &str = "Exit status: 0 success (a closed stdout, as in `fmseg series DIR | head`, is not \
-an error), 1 failure (the message names the file and the problem), 2 usage error.";
+an error), 1 failure (the message names the file and the problem), 2 usage error, 3 (batch) some series \
+failed and the others are done.";
 
 /// Standard output for the commands' results: like `print!`, except that a closed stdout ends
 /// the process quietly with [`exit::OK`] (a reader that stopped reading is not a failure),
@@ -85,6 +98,8 @@ pub enum Command {
     InitWeights(init_weights::InitWeightsArgs),
     /// Convert network weights between .pth, safetensors and the frozen format, checking them.
     ConvertWeights(convert_weights::Args),
+    /// Segment every matching series of a DICOM archive: masks, DICOM SEG, reports; resumable, shardable.
+    Batch(batch::BatchArgs),
     /// Train the network (k-fold, the reference's recipe), resumable, checkpoints PyTorch can load.
     Train(train::TrainArgs),
 }
@@ -102,6 +117,7 @@ impl Cli {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Batch(a) => batch::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Series(a) => series::run(a),
         Command::Bench(a) => bench::run(a),

@@ -235,83 +235,37 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
 
     // 2. weights and engines
     let t = Instant::now();
-    let mut weights = Vec::new();
-    let mut engines = Vec::new();
-    let mut notices = Vec::new();
-    for c in &choices {
-        let info = WeightsInfo::of(&c.path, c.bundled).map_err(flat)?;
-        if let Some(n) = untrained_notice(&info) {
-            eprintln!("fmseg segment: NOTICE: {n}");
-            notices.push(n);
-        }
-        let sd = crate::weights::load_canonical(&c.path).map_err(flat)?;
-        engines.push(AnyEngine::new(a.device, a.threads, &sd).map_err(flat)?);
-        weights.push(info);
+    let models = Models::load(&choices, a.device, a.threads)?;
+    for n in &models.info.notices {
+        eprintln!("fmseg segment: NOTICE: {n}");
     }
-    let device = engines.first().map(|e| e.device_name()).unwrap_or_default();
     timings.push(StageTime { stage: "weights".into(), seconds: t.elapsed().as_secs_f64() });
-    progress.line(&format!("{} model(s) on {device}", engines.len()));
+    progress.line(&format!("{} model(s) on {}", models.engines.len(), models.info.device));
 
     // 3. segmentation
-    let mut closures: Vec<_> = engines.iter().map(|e| move |x: &HostTensor| e.logits(x)).collect();
-    let mut models: Vec<&mut dyn Predictor> = closures.iter_mut().map(|c| c as &mut dyn Predictor).collect();
-    let result = segment::segment_volume(loaded, &cfg, &mut models, &mut |p| progress.update(p)).map_err(named)?;
+    let result = models.segment(loaded, &cfg, &mut |p| progress.update(p)).map_err(named)?;
     progress.finish();
     for w in &result.warnings {
         eprintln!("fmseg segment: WARNING: {w}");
     }
     timings.extend(result.timings.iter().cloned());
 
-    // 4. report and overlay
-    let t = Instant::now();
-    let midline = Midline::from_image(&result.image);
-    let mut report = Report::new(&result, &cfg, device, weights, &midline).map_err(named)?;
-    report.warnings.extend(notices);
-    if let (Some(p), Some(t)) = (&a.truth, &truth) {
-        let pred: Vec<u8> = result.mask.data.iter().map(|&v| (v > 0.5) as u8).collect();
-        report.truth = Some(truth::compare(p, &pred, t, &result.mask).map_err(named)?);
-    }
-    timings.push(StageTime { stage: "report".into(), seconds: t.elapsed().as_secs_f64() });
-    let t = Instant::now();
-    let picture = match &truth {
-        Some(t) => overlay::render_compared(&result.image, &result.mask, t),
-        None => overlay::render(&result.image, &result.mask),
-    }
-    .map_err(named)?;
-    let png = overlay::encode_png(&picture).map_err(named)?;
-    timings.push(StageTime { stage: "overlay".into(), seconds: t.elapsed().as_secs_f64() });
-    report.overlay = Some(OverlayInfo { file: OVERLAY_FILE.into(), slices: picture.slices.clone() });
-
-    // 5. outputs, all or nothing
-    let coded = !result.input.uncoded_nifti;
-    let mut outputs: Vec<Output> = vec![Output::Nifti(MASK_FILE, &result.mask, WriteType::U8, coded)];
-    if let Some(p) = &result.probability {
-        outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32, coded));
-    }
-    if a.seg {
-        let sha: Vec<&str> = report.weights.iter().map(|w| w.sha256.as_str()).collect();
-        let parameters =
-            format!("weights sha256 {}; tta {}; seed {}; overlap {}", sha.join(","), a.tta, a.seed, a.overlap);
-        let d = crate::io::dicom::SegDescription::fmseg(&parameters);
-        let bytes =
-            crate::io::dicom::encode_seg(&result.mask, &result.input.sources, &d).map_err(|e| named(e.into()))?;
-        outputs.push(Output::Bytes(SEG_FILE, bytes));
-    }
-    outputs.push(Output::Bytes(OVERLAY_FILE, png));
-    report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
-    let f = &report.findings;
-    let summary = format!(
-        "FM {:.2} ml ({} voxels) in {} lesion(s): left {:.2} ml, right {:.2} ml; slices {:?}",
-        f.fm_volume_ml, f.fm_voxels, f.lesion_count, f.left_ml, f.right_ml, f.slices_with_fm
-    );
-    write_outputs(out, outputs, |timings_so_far| {
-        let mut r = report.clone();
-        r.timings = timings.clone();
-        r.timings.push(StageTime { stage: "write".into(), seconds: timings_so_far });
-        r.timings.push(StageTime { stage: "total".into(), seconds: t_start.elapsed().as_secs_f64() });
-        Ok(r.to_json()?.into_bytes())
-    })
-    .with_context(|| format!("writing the outputs of {} into {}", a.input.display(), a.out.display()))?;
+    // 4-5. report, overlay and the outputs, all or nothing
+    let seg = a.seg.then(|| seg_parameters(&models.info.weights, &a.tta, a.seed, a.overlap));
+    let written = write_result(
+        out,
+        &result,
+        &cfg,
+        &models.info,
+        Extras { truth: a.truth.as_deref().zip(truth.as_deref()), seg, timings, started: t_start, sidecar: None },
+    )
+    .map_err(|e| match e {
+        WriteError::Make(e) => named(e),
+        WriteError::Write(e) => {
+            e.context(format!("writing the outputs of {} into {}", a.input.display(), a.out.display()))
+        }
+    })?;
+    let (report, summary) = (written.report, written.summary);
     eprintln!("fmseg segment: {summary}");
     if let Some(t) = &report.truth {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
@@ -337,6 +291,146 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
 /// A crate error as its message alone (see `named` in [`run`]).
 fn flat(e: crate::error::Error) -> anyhow::Error {
     anyhow::Error::msg(e.to_string())
+}
+
+/// The network weights, each on its engine, loaded once for any number of images.
+pub struct Models {
+    pub engines: Vec<AnyEngine>,
+    pub info: ModelInfo,
+}
+
+/// What the results say about the models.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub weights: Vec<WeightsInfo>,
+    /// Notices about the weights (untrained, caveats): every result carries them.
+    pub notices: Vec<String>,
+    pub device: String,
+}
+
+impl Models {
+    pub fn load(choices: &[WeightsChoice], device: Device, threads: usize) -> anyhow::Result<Models> {
+        let (mut engines, mut weights, mut notices) = (Vec::new(), Vec::new(), Vec::new());
+        for c in choices {
+            let info = WeightsInfo::of(&c.path, c.bundled).map_err(flat)?;
+            notices.extend(untrained_notice(&info));
+            let sd = crate::weights::load_canonical(&c.path).map_err(flat)?;
+            engines.push(AnyEngine::new(device, threads, &sd).map_err(flat)?);
+            weights.push(info);
+        }
+        let device = engines.first().map(|e| e.device_name()).unwrap_or_default();
+        Ok(Models { engines, info: ModelInfo { weights, notices, device } })
+    }
+
+    /// Segment one loaded image with every model (a fold ensemble when several).
+    pub fn segment(
+        &self,
+        loaded: segment::LoadedInput,
+        cfg: &SegmentConfig,
+        progress: &mut dyn FnMut(SegmentProgress),
+    ) -> crate::error::Result<segment::SegmentResult> {
+        let mut closures: Vec<_> = self.engines.iter().map(|e| move |x: &HostTensor| e.logits(x)).collect();
+        let mut models: Vec<&mut dyn Predictor> = closures.iter_mut().map(|c| c as &mut dyn Predictor).collect();
+        segment::segment_volume(loaded, cfg, &mut models, progress)
+    }
+}
+
+/// The SEG's algorithm parameters (and UID seed): the weights' checksums and the settings.
+pub fn seg_parameters(weights: &[WeightsInfo], tta: &bool, seed: u64, overlap: f64) -> String {
+    let sha: Vec<&str> = weights.iter().map(|w| w.sha256.as_str()).collect();
+    format!("weights sha256 {}; tta {tta}; seed {seed}; overlap {overlap}", sha.join(","))
+}
+
+/// What a result carries beyond the segmentation itself.
+pub struct Extras<'a> {
+    /// `--truth`: the file and the mask aligned to the input's grid.
+    pub truth: Option<(&'a Path, &'a [u8])>,
+    /// Write the DICOM SEG, with these algorithm parameters.
+    pub seg: Option<String>,
+    /// The stages timed so far.
+    pub timings: Vec<StageTime>,
+    pub started: Instant,
+    /// One more file committed with the group, made from the report (`fmseg batch`'s record
+    /// of the series, so that a result and its record are never apart).
+    pub sidecar: Option<Sidecar<'a>>,
+}
+
+/// A file name and how to make its bytes from the report.
+pub type Sidecar<'a> = (&'static str, &'a dyn Fn(&Report) -> Vec<u8>);
+
+/// What [`write_result`] wrote.
+pub struct Written {
+    pub report: Report,
+    /// One line: FM volume, lesions, sides, slices.
+    pub summary: String,
+}
+
+/// Making an output failed (the input's fault: name it), or writing it did (the disk's).
+pub enum WriteError {
+    Make(crate::error::Error),
+    Write(anyhow::Error),
+}
+
+/// The report, overlay, mask (and probability, SEG) of `result`, committed into `out` as a
+/// group: all of them or, on any failure, none (the previous results stay).
+pub fn write_result(
+    out: OutputDir,
+    result: &segment::SegmentResult,
+    cfg: &SegmentConfig,
+    models: &ModelInfo,
+    x: Extras,
+) -> Result<Written, WriteError> {
+    let make = WriteError::Make;
+    let t = Instant::now();
+    let mut timings = x.timings;
+    let midline = Midline::from_image(&result.image);
+    let mut report = Report::new(result, cfg, models.device.clone(), models.weights.clone(), &midline).map_err(make)?;
+    report.warnings.extend(models.notices.iter().cloned());
+    if let Some((p, t)) = x.truth {
+        let pred: Vec<u8> = result.mask.data.iter().map(|&v| (v > 0.5) as u8).collect();
+        report.truth = Some(truth::compare(p, &pred, t, &result.mask).map_err(make)?);
+    }
+    timings.push(StageTime { stage: "report".into(), seconds: t.elapsed().as_secs_f64() });
+    let t = Instant::now();
+    let picture = match x.truth {
+        Some((_, t)) => overlay::render_compared(&result.image, &result.mask, t),
+        None => overlay::render(&result.image, &result.mask),
+    }
+    .map_err(make)?;
+    let png = overlay::encode_png(&picture).map_err(make)?;
+    timings.push(StageTime { stage: "overlay".into(), seconds: t.elapsed().as_secs_f64() });
+    report.overlay = Some(OverlayInfo { file: OVERLAY_FILE.into(), slices: picture.slices.clone() });
+
+    let coded = !result.input.uncoded_nifti;
+    let mut outputs: Vec<Output> = vec![Output::Nifti(MASK_FILE, &result.mask, WriteType::U8, coded)];
+    if let Some(p) = &result.probability {
+        outputs.push(Output::Nifti(PROBABILITY_FILE, p, WriteType::F32, coded));
+    }
+    if let Some(parameters) = &x.seg {
+        let d = crate::io::dicom::SegDescription::fmseg(parameters);
+        let bytes =
+            crate::io::dicom::encode_seg(&result.mask, &result.input.sources, &d).map_err(|e| make(e.into()))?;
+        outputs.push(Output::Bytes(SEG_FILE, bytes));
+    }
+    outputs.push(Output::Bytes(OVERLAY_FILE, png));
+    report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
+    if let Some((name, make)) = x.sidecar {
+        outputs.push(Output::Bytes(name, make(&report)));
+    }
+    let f = &report.findings;
+    let summary = format!(
+        "FM {:.2} ml ({} voxels) in {} lesion(s): left {:.2} ml, right {:.2} ml; slices {:?}",
+        f.fm_volume_ml, f.fm_voxels, f.lesion_count, f.left_ml, f.right_ml, f.slices_with_fm
+    );
+    write_outputs(out, outputs, |writing| {
+        let mut r = report.clone();
+        r.timings = timings.clone();
+        r.timings.push(StageTime { stage: "write".into(), seconds: writing });
+        r.timings.push(StageTime { stage: "total".into(), seconds: x.started.elapsed().as_secs_f64() });
+        Ok(r.to_json()?.into_bytes())
+    })
+    .map_err(WriteError::Write)?;
+    Ok(Written { report, summary })
 }
 
 /// One output file.

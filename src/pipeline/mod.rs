@@ -4,7 +4,8 @@
 //! (every pass of a fold ensemble as one stream of network batches) and
 //! [`postprocess`] (argmax and resampling back to the original image grid).
 //! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
-//! whole flow from an image file; [`report`] and [`overlay`] describe its result.
+//! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
+//! chooses the series of an archive to segment (`fmseg batch`).
 
 pub mod geometry;
 pub mod metrics;
@@ -12,6 +13,7 @@ pub mod overlay;
 pub mod postprocess;
 pub mod preprocess;
 pub mod report;
+pub mod rules;
 pub mod segment;
 pub mod study;
 pub mod truth;

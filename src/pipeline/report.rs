@@ -229,11 +229,19 @@ pub struct Findings {
     pub midline: Midline,
     pub connectivity: String,
     pub lesion_count: usize,
+    /// The largest lesions, at most [`MAX_LISTED_LESIONS`] (a noisy mask can have thousands:
+    /// the report stays small), largest first.
     pub lesions: Vec<Lesion>,
+    /// Lesions beyond the listed ones: how many, and their volume in ml.
+    pub lesions_not_listed: usize,
+    pub lesions_not_listed_ml: f64,
     pub slice_axis: usize,
     /// Slices (along `slice_axis`) holding any FM, ascending.
     pub slices_with_fm: Vec<usize>,
 }
+
+/// Most lesions a report lists (the rest are counted).
+pub const MAX_LISTED_LESIONS: usize = 50;
 
 /// Voxel volume in ml: `|det|` of the affine's 3x3 part, mm^3 / 1000.
 pub fn voxel_volume_ml(v: &Volume) -> f64 {
@@ -301,7 +309,7 @@ pub fn analyse(mask: &Volume, midline: &Midline) -> Result<Findings> {
     }
     acc.sort_by(|a, b| b.voxels.cmp(&a.voxels).then(a.first.cmp(&b.first)));
     let mut all_slices = vec![false; d[SLICE_AXIS]];
-    let lesions: Vec<Lesion> = acc
+    let mut lesions: Vec<Lesion> = acc
         .into_iter()
         .enumerate()
         .map(|(n, a)| {
@@ -329,16 +337,21 @@ pub fn analyse(mask: &Volume, midline: &Midline) -> Result<Findings> {
         })
         .collect();
     let fm_voxels = fm.iter().filter(|&&v| v).count();
+    let (left_ml, right_ml) = (lesions.iter().map(|l| l.left_ml).sum(), lesions.iter().map(|l| l.right_ml).sum());
+    let lesion_count = lesions.len();
+    let rest = lesions.split_off(lesion_count.min(MAX_LISTED_LESIONS));
     Ok(Findings {
         voxel_volume_ml: vml,
         fm_voxels,
         fm_volume_ml: fm_voxels as f64 * vml,
-        left_ml: lesions.iter().map(|l| l.left_ml).sum(),
-        right_ml: lesions.iter().map(|l| l.right_ml).sum(),
+        left_ml,
+        right_ml,
         midline: midline.clone(),
         connectivity: CONNECTIVITY.into(),
-        lesion_count: lesions.len(),
+        lesion_count,
         lesions,
+        lesions_not_listed: rest.len(),
+        lesions_not_listed_ml: rest.iter().map(|l| l.volume_ml).sum(),
         slice_axis: SLICE_AXIS,
         slices_with_fm: all_slices.iter().enumerate().filter(|(_, &on)| on).map(|(s, _)| s).collect(),
     })

@@ -77,7 +77,7 @@ pub struct InputInfo {
 }
 
 /// One timed stage.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct StageTime {
     pub stage: String,
     pub seconds: f64,
@@ -207,7 +207,12 @@ fn sniff(path: &Path) -> Result<Kind> {
 /// selection rules of [`crate::io::dicom::select`]); a non-MR series is refused.
 fn load_dicom(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
     let sel = dicom::Selection::from_option(series).require_mr();
-    let l = dicom::load_series(path, &sel)?;
+    Ok(from_series(path, dicom::load_series(path, &sel)?))
+}
+
+/// A loaded DICOM series as the pipeline's input (found under `path`), not yet validated
+/// ([`validate`]).
+pub fn from_series(path: &Path, l: dicom::LoadedSeries) -> LoadedInput {
     let mut info = describe(
         path,
         "dicom",
@@ -219,7 +224,7 @@ fn load_dicom(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
     info.series_number = l.info.series_number;
     info.series_choice = Some(l.reason);
     info.sources = l.slices;
-    Ok(LoadedInput { image: l.volume, info })
+    LoadedInput { image: l.volume, info }
 }
 
 fn describe(

@@ -97,6 +97,20 @@ impl From<DicomError> for crate::error::Error {
 }
 
 impl DicomError {
+    /// The file the error is about, when it is about one file.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            DicomError::Unreadable { path, .. }
+            | DicomError::DamagedSlice { path, .. }
+            | DicomError::Malformed { path, .. }
+            | DicomError::NoPixelData { path }
+            | DicomError::TruncatedPixelData { path, .. }
+            | DicomError::UnsupportedPixels { path, .. }
+            | DicomError::Decode { path, .. }
+            | DicomError::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
     pub(crate) fn malformed(path: &Path, msg: impl Into<String>) -> Self {
         DicomError::Malformed { path: path.to_path_buf(), msg: msg.into() }
     }

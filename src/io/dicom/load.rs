@@ -113,9 +113,38 @@ pub fn load_series(path: &Path, selection: &Selection) -> Result<LoadedSeries> {
     }
     let choice = choose(path, &list.series, selection)?;
     let info = list.series[choice.index].clone();
-    let files = &files[choice.index];
     log::info!("series {}: {}", info.label(), choice.reason);
+    load_files(info, &files[choice.index], choice.reason)
+}
 
+/// Every series under a path with the headers of its files, read once: what a batch over an
+/// archive chooses from and loads series by series without scanning the tree again.
+#[derive(Debug)]
+pub struct Index {
+    pub list: SeriesList,
+    files: Vec<Vec<FileHeader>>,
+}
+
+impl Index {
+    /// Scan `path` (a tree or a file); no error when it holds no image (the list is empty).
+    pub fn build(path: &Path) -> Result<Index> {
+        let Found { list, files } = find(path)?;
+        Ok(Index { list, files })
+    }
+
+    /// The files of series `i` (of `list.series`), sorted by path.
+    pub fn files(&self, i: usize) -> Vec<&Path> {
+        self.files[i].iter().map(|h| h.path.as_path()).collect()
+    }
+
+    /// Load series `i`, recording `reason` as why it was chosen.
+    pub fn load(&self, i: usize, reason: &str) -> Result<LoadedSeries> {
+        load_files(self.list.series[i].clone(), &self.files[i], reason.to_string())
+    }
+}
+
+/// Stack, check and decode the files of one series.
+fn load_files(info: SeriesInfo, files: &[FileHeader], reason: String) -> Result<LoadedSeries> {
     let refs = slice_refs(files);
     let stack = geometry::stack(&info.label(), &refs)?;
     for h in files {
@@ -158,7 +187,7 @@ pub fn load_series(path: &Path, selection: &Selection) -> Result<LoadedSeries> {
     }
     let data = assemble(&frames, cols, rows);
     let volume = Volume::new([cols, rows, frames.len()], data, stack.affine())?;
-    Ok(LoadedSeries { volume, info, reason: choice.reason, slices })
+    Ok(LoadedSeries { volume, info, reason, slices })
 }
 
 /// Row-major frames (`row * cols + col`), in slice order, to fmseg's voxel order

@@ -30,7 +30,7 @@ pub mod write;
 pub use error::DicomError;
 pub use header::Rescale;
 pub use info::SeriesInfo;
-pub use load::{list_series, load_series, load_volume, scan_series, LoadedSeries, SeriesList, SliceSource};
+pub use load::{list_series, load_series, load_volume, scan_series, Index, LoadedSeries, SeriesList, SliceSource};
 pub use select::{choose, Choice, Selection, SeriesChoice};
 pub use write::{
     deterministic_uid, encode_seg, seg_object, write_enhanced_mr, write_mr_series, MrSeriesMeta, SegDescription,
