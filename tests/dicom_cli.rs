@@ -147,3 +147,51 @@ fn closed_stdout_is_not_an_error() {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg")).args(["segment", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status: 0 success"));
 }
+
+/// `fmseg convert` takes what dcm2niix takes: a single-slice file (a one-slice volume, with a
+/// note), a constant image, and files without SeriesInstanceUID (grouped by study, series
+/// number and directory, with a warning); `segment` still refuses the first two and segments
+/// nothing it cannot.
+#[test]
+fn convert_accepts_single_slices_constant_images_and_missing_series_uids() {
+    let dir = tempfile::tempdir().unwrap();
+    let ax = oblique_affine(1.0, 1.0, 5.0, 0.0, [0.0; 3]);
+    let v = unique_i16([12, 10, 6], ax, Rescale::IDENTITY);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    let files = write_mr_series(&v, &meta("single", 1, "T1"), &dir.path().join("single")).unwrap();
+    let out = dir.path().join("one.nii.gz");
+    let o = fmseg(&["convert", &s(&files[2]), &s(&out)]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("single slice"), "{}", show(&o));
+    let one = fmseg::io::nifti::read(&out).unwrap();
+    assert_eq!(one.dims, [12, 10, 1]);
+    let seg = fmseg(&["segment", &s(&files[2]), "--out", &s(&dir.path().join("o1"))]);
+    assert!(!seg.status.success() && String::from_utf8_lossy(&seg.stderr).contains("a single DICOM slice"));
+
+    let mut flat = v.clone();
+    flat.samples = fmseg::io::dicom::StoredSamples::I16(vec![7; 12 * 10 * 6]);
+    write_mr_series(&flat, &meta("flat", 1, "T1"), &dir.path().join("flat")).unwrap();
+    let out = dir.path().join("flat.nii.gz");
+    let o = fmseg(&["convert", &s(&dir.path().join("flat")), &s(&out)]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(fmseg::io::nifti::read(&out).unwrap().data.iter().all(|&x| x == 7.0));
+
+    let d = dir.path().join("nouid");
+    let files = write_mr_series(&v, &meta("nouid", 4, "T1"), &d).unwrap();
+    for f in &files {
+        rewrite(f, |o| {
+            o.remove_element(dicom_dictionary_std::tags::SERIES_INSTANCE_UID);
+        });
+    }
+    let out = dir.path().join("nouid.nii.gz");
+    let o = fmseg(&["convert", &s(&d), &s(&out)]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no SeriesInstanceUID"), "{}", show(&o));
+    assert_eq!(fmseg::io::nifti::read(&out).unwrap().data, v.real_volume().data);
+    // the grouping is deterministic: the same key every time
+    let a = fmseg::io::dicom::list_series(&d).unwrap();
+    let b = fmseg::io::dicom::list_series(&d).unwrap();
+    assert_eq!((a.len(), &a[0].uid), (1, &b[0].uid));
+    assert!(a[0].uid.starts_with("2.25."));
+}

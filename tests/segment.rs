@@ -222,6 +222,7 @@ fn nifti_info(path: &str, img: &Volume) -> fmseg::pipeline::segment::InputInfo {
         spacing_mm: img.spacing(),
         affine_lps: img.affine,
         uncoded_nifti: false,
+        note: None,
         sources: Vec::new(),
     }
 }

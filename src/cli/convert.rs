@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::io::nifti::{self, WriteType};
-use crate::pipeline::segment::load_input;
+use crate::pipeline::segment::read_input;
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
@@ -30,7 +30,7 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         bail!("{}: the output must be a NIfTI file ending in .nii or .nii.gz", a.output.display());
     }
     // The input is named unless the reader's message already does.
-    let loaded = load_input(&a.input, a.series.as_deref()).map_err(|e| {
+    let loaded = read_input(&a.input, a.series.as_deref()).map_err(|e| {
         let msg = e.to_string();
         if msg.contains(&a.input.display().to_string()) {
             anyhow::Error::msg(msg)
@@ -39,6 +39,12 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<()> {
         }
     })?;
     let v = &loaded.image;
+    if let Some(n) = &loaded.info.note {
+        eprintln!("fmseg convert: WARNING: {}: {n}", a.input.display());
+    }
+    if v.dims[2] == 1 {
+        eprintln!("fmseg convert: note: {} is a single slice: written as a one-slice volume", a.input.display());
+    }
     let whole = v.data.iter().all(|&x| x.fract() == 0.0 && (i16::MIN as f32..=i16::MAX as f32).contains(&x));
     let ty = if whole && !a.float { WriteType::I16 } else { WriteType::F32 };
     nifti::write(&a.output, v, ty)?;

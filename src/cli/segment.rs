@@ -224,6 +224,10 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
         );
     }
 
+    if let Some(n) = &loaded.info.note {
+        progress.line(&format!("WARNING: {n}"));
+    }
+
     // the ground truth, checked against the input's grid before any inference
     let truth = match &a.truth {
         Some(p) => {

@@ -71,6 +71,9 @@ pub struct InputInfo {
     /// from the voxel sizes (orientation unknown), and the outputs are written uncoded too.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub uncoded_nifti: bool,
+    /// DICOM: how the series was put together, when a user should know (e.g. no SeriesInstanceUID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// DICOM: where slice `k` came from (what a DICOM SEG of the mask references); empty for NIfTI.
     #[serde(skip)]
     pub sources: Vec<dicom::SliceSource>,
@@ -140,6 +143,26 @@ pub struct SegmentResult {
 
 /// Load an image file, DICOM or NIfTI, and validate it (see the module docs).
 pub fn load_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
+    let loaded = read_input(path, series)?;
+    let d = loaded.image.dims;
+    if loaded.info.format == "dicom" && !path.is_dir() && d[2] == 1 {
+        return Err(Error::format(
+            path,
+            format!(
+                "a single DICOM slice ({}x{} pixels): fmseg segments 3-D volumes; pass the directory that holds \
+                 the whole series",
+                d[0], d[1]
+            ),
+        ));
+    }
+    validate(path, &loaded.image)?;
+    Ok(loaded)
+}
+
+/// Read an image file (NIfTI, or DICOM: a file, directory or Enhanced MR object) as it is,
+/// without the checks of what the network can segment ([`load_input`] adds them): what
+/// `fmseg convert` writes, a single slice and a constant image included.
+pub fn read_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     let loaded = if meta.is_dir() {
         load_dicom(path, series)?
@@ -166,18 +189,6 @@ pub fn load_input(path: &Path, series: Option<&str>) -> Result<LoadedInput> {
             })?,
         }
     };
-    let d = loaded.image.dims;
-    if loaded.info.format == "dicom" && !meta.is_dir() && d[2] == 1 {
-        return Err(Error::format(
-            path,
-            format!(
-                "a single DICOM slice ({}x{} pixels): fmseg segments 3-D volumes; pass the directory that holds \
-                 the whole series",
-                d[0], d[1]
-            ),
-        ));
-    }
-    validate(path, &loaded.image)?;
     Ok(loaded)
 }
 
@@ -223,6 +234,7 @@ pub fn from_series(path: &Path, l: dicom::LoadedSeries) -> LoadedInput {
     );
     info.series_number = l.info.series_number;
     info.series_choice = Some(l.reason);
+    info.note = l.info.note.clone();
     info.sources = l.slices;
     LoadedInput { image: l.volume, info }
 }
@@ -248,6 +260,7 @@ fn describe(
         // + 0.0 turns the -0.0 of flipped axes into 0.0 in the report
         affine_lps: image.affine.map(|r| r.map(|v| v + 0.0)),
         uncoded_nifti: false,
+        note: None,
         sources: Vec::new(),
     }
 }

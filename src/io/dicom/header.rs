@@ -54,6 +54,8 @@ pub struct FileHeader {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub series_uid: String,
+    /// The file has no SeriesInstanceUID: `series_uid` is fmseg's fallback key.
+    pub series_uid_missing: bool,
     pub study_uid: Option<String>,
     pub frame_of_reference_uid: Option<String>,
     pub modality: String,
@@ -238,7 +240,19 @@ pub fn read_header(
     sop_class_meta: &str,
 ) -> DResult<FileHeader> {
     let a = Attrs::new(obj, path);
-    let series_uid = a.str_req(tags::SERIES_INSTANCE_UID)?;
+    // Without a SeriesInstanceUID (type 1, but absent from some exported and test files) the
+    // file joins the series of its study, SeriesNumber and directory, under a UID derived from
+    // them (dcm2niix groups such files too); the series says so.
+    let series_uid_missing = a.str_opt(tags::SERIES_INSTANCE_UID).is_none();
+    let series_uid = match a.str_opt(tags::SERIES_INSTANCE_UID) {
+        Some(u) => u,
+        None => super::write::deterministic_uid(&[
+            "no-series-uid",
+            &a.str_or_empty(tags::STUDY_INSTANCE_UID),
+            &a.str_or_empty(tags::SERIES_NUMBER),
+            &path.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
+        ]),
+    };
     let sop_class_uid =
         a.str_opt(tags::SOP_CLASS_UID).unwrap_or_else(|| sop_class_meta.trim_end_matches('\0').to_string());
     let number_of_frames = match a.int_opt(tags::NUMBER_OF_FRAMES)? {
@@ -253,6 +267,7 @@ pub fn read_header(
         sop_instance_uid: a.str_or_empty(tags::SOP_INSTANCE_UID),
         sop_class_uid,
         series_uid,
+        series_uid_missing,
         study_uid: a.str_opt(tags::STUDY_INSTANCE_UID),
         frame_of_reference_uid: a.str_opt(tags::FRAME_OF_REFERENCE_UID),
         modality: a.str_or_empty(tags::MODALITY),

@@ -50,6 +50,9 @@ pub struct SeriesInfo {
     pub transfer_syntaxes: Vec<String>,
     /// Why the series cannot be loaded as one grid (missing slice, duplicates, ...), if so.
     pub problem: Option<String>,
+    /// Something a user should know about how the series was put together, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl SeriesInfo {
@@ -149,5 +152,10 @@ pub fn summarize(uid: &str, files: &[FileHeader]) -> SeriesInfo {
         multiframe: files.iter().any(|h| h.is_enhanced() || h.number_of_frames > 1),
         transfer_syntaxes,
         problem,
+        note: files.iter().any(|h| h.series_uid_missing).then(|| {
+            "its files have no SeriesInstanceUID: grouped by StudyInstanceUID, SeriesNumber and directory \
+             (fmseg's fallback)"
+                .to_string()
+        }),
     }
 }

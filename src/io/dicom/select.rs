@@ -200,6 +200,7 @@ mod tests {
             multiframe: false,
             transfer_syntaxes: vec![],
             problem: None,
+            note: None,
         }
     }
 
