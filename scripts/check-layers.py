@@ -21,11 +21,11 @@ LAYERS = [
     ["error", "tensor", "volume", "linalg"],
     ["io"],
     # one layer: backends take their conv specs from here and the catalog its specs from them
-    # fuzz targets call the readers of io and weights
-    ["weights", "model::catalog", "model::init", "backend", "fuzz"],
+    ["weights", "model::catalog", "model::init", "backend"],
     ["model"],
     ["engine"],
-    ["pipeline"],
+    # fuzz targets call the readers of io and weights and the batch rules of pipeline
+    ["pipeline", "fuzz"],
     ["phantom"],
     ["train"],
     ["cli", "outln", "out"],

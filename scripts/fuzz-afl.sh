@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz-afl.sh [--seconds N] [--jobs J] [--dir DIR] [--ledger] [TARGET...]
 #
-# TARGETs are those of src/fuzz.rs (dicom dicom_series nifti npy weights; default: all), each
+# TARGETs are those of src/fuzz.rs (dicom dicom_series nifti npy weights rules; default: all), each
 # fuzzed for N seconds (default 600) of AFL++ time, J at a time (default 1), niced so that it
 # runs beside other work. DIR (default target/fuzz-afl) keeps the seeds and AFL++'s queues, so
 # a second run resumes from the corpus the first one grew. --ledger appends one line per target
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(dicom dicom_series nifti npy weights)
+[ ${#targets[@]} -gt 0 ] || targets=(dicom dicom_series nifti npy weights rules)
 
 if ! command -v cargo-afl >/dev/null 2>&1; then
     echo "fuzz-afl: installing cargo-afl 0.18.2 (builds AFL++ for this rustc)"
@@ -63,6 +63,14 @@ if [ ! -d "$seeds" ]; then
     fi
     mv "$seeds.tmp" "$seeds"
 fi
+# a target added since DIR's seeds were made gets its own
+for t in "${targets[@]}"; do
+    if [ ! -d "$seeds/$t" ]; then
+        rm -rf "$seeds.add"
+        "$bin/seeds" "$seeds.add" && [ -d "$seeds.add/$t" ] && mv "$seeds.add/$t" "$seeds/$t"
+        rm -rf "$seeds.add"
+    fi
+done
 
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 \
     AFL_AUTORESUME=1 AFL_SKIP_CRASHES=1

@@ -26,6 +26,8 @@ pub enum Target {
     Npy,
     /// Weights: PyTorch zip + pickle, safetensors or fmseg's frozen `.fmw` (detected from content).
     Weights,
+    /// `fmseg batch --rules` JSON, then applied to sample series.
+    Rules,
 }
 
 /// Where a [`Target::DicomSeries`] input is cut into files.
@@ -34,7 +36,8 @@ pub const SLICE_SEPARATOR: &[u8] = b"\0FMSEG-NEXT-SLICE\0";
 const MAX_SERIES_FILES: usize = 8;
 
 impl Target {
-    pub const ALL: [Target; 5] = [Target::Dicom, Target::DicomSeries, Target::Nifti, Target::Npy, Target::Weights];
+    pub const ALL: [Target; 6] =
+        [Target::Dicom, Target::DicomSeries, Target::Nifti, Target::Npy, Target::Weights, Target::Rules];
 
     /// The lower-case name used for the harness binaries and the regression folders.
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Target {
             Target::Nifti => "nifti",
             Target::Npy => "npy",
             Target::Weights => "weights",
+            Target::Rules => "rules",
         }
     }
 
@@ -58,6 +62,7 @@ impl Target {
             Target::Nifti => "input.nii",
             Target::Npy => "input.npy",
             Target::Weights => "input.weights",
+            Target::Rules => "rules.json",
         }
     }
 }
@@ -80,6 +85,9 @@ pub fn run(target: Target, data: &[u8], dir: &Path) -> Option<String> {
         Target::Nifti => crate::io::nifti::read(&path).map(|_| ()),
         Target::Npy => crate::io::npy::read(&path).map(|_| ()),
         Target::Weights => crate::weights::load(&path).map(|_| ()),
+        Target::Rules => crate::pipeline::rules::Rules::read(&path).map(|r| {
+            r.decide(&crate::pipeline::rules::sample_series());
+        }),
     };
     r.err().map(|e| e.to_string())
 }
@@ -163,6 +171,21 @@ pub fn seeds(dir: &Path) -> Result<Vec<(Target, String, Vec<u8>)>> {
         let p = dir.join(name);
         crate::weights::save(&sd, &p, format, dtype)?;
         out.push((Target::Weights, name.to_string(), read(&p)?));
+    }
+    for (name, json) in [
+        (
+            "t1.json",
+            r#"{"selections": [{"name": "T1", "conditions": {"Modality": "(?i)MR", "SeriesDescription": "t1.*tra",
+                "SliceThickness": [2.5, 5], "ImageType": ["ORIGINAL", "PRIMARY"], "min_slices": 12, "axial": true,
+                "t1_weighted": true}}]}"#,
+        ),
+        (
+            "two.json",
+            r#"{"selections": [{"name": "a", "conditions": {"Rows": 256, "EchoTime": [5, 20], "max_tilt_deg": 30}},
+                {"name": "b", "conditions": {"SeriesNumber": 2, "single_orientation": true, "StudyInstanceUID": "^1\\.2"}}]}"#,
+        ),
+    ] {
+        out.push((Target::Rules, name.to_string(), json.as_bytes().to_vec()));
     }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! `fmseg batch` over synthetic archives: the plan on a tree of 32 studies (51 series) with junk, non-MR,
-//! duplicated, truncated and incomplete series; a run, killed with -9 at random moments and
-//! resumed, against an uninterrupted one; shards merged.
+//! duplicated, truncated and incomplete series; a run over 30 such studies, killed with -9 at
+//! random moments and resumed, against an uninterrupted one; shards merged.
 
 mod dicom_support;
 
@@ -221,7 +221,7 @@ fn tree(dir: &Path) -> Vec<String> {
 #[test]
 fn killed_batch_resumes_to_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let a = archive(&dir.path().join("archive"), 6, true);
+    let a = archive(&dir.path().join("archive"), 30, true);
     let root = a.root.to_str().unwrap();
     let args = |out: &Path| -> Vec<String> {
         ["batch", root, "--out", out.to_str().unwrap(), "--weights", weights(), "--threads", "2"]

@@ -287,49 +287,63 @@ fn automatic(series: &[SeriesInfo]) -> Vec<Decision> {
     out
 }
 
+/// A series summary with the given identity and plausible SIJ T1 acquisition values (tests
+/// and the rules fuzz target).
+pub fn series_info(uid: &str, study: &str, modality: &str, desc: &str, slices: usize, tilt: f64) -> SeriesInfo {
+    SeriesInfo {
+        uid: uid.into(),
+        study_uid: Some(study.into()),
+        frame_of_reference_uid: None,
+        modality: modality.into(),
+        description: desc.into(),
+        series_number: Some(1),
+        protocol_name: String::new(),
+        sequence_name: String::new(),
+        patient_id: String::new(),
+        files: slices,
+        slices,
+        rows: 256,
+        cols: 256,
+        pixel_spacing: Some([0.8, 0.8]),
+        slice_spacing: Some(4.0),
+        slice_thickness: Some(4.0),
+        orientation: "axial".into(),
+        tilt_from_axial_deg: Some(tilt),
+        single_orientation: true,
+        image_type: vec!["ORIGINAL".into(), "PRIMARY".into()],
+        echo_time: Some(12.0),
+        repetition_time: Some(600.0),
+        t1_weighted: Some(desc.to_ascii_lowercase().contains("t1")),
+        t1_evidence: String::new(),
+        multiframe: false,
+        transfer_syntaxes: vec![],
+        problem: None,
+        note: None,
+    }
+}
+
+/// Sample series to apply rules to (the rules fuzz target): MR T1 and T2 of one study, a CT
+/// and a coronal MR of another.
+pub fn sample_series() -> Vec<SeriesInfo> {
+    vec![
+        series_info("1.2.3.1", "1.2.3", "MR", "T1 TSE tra", 20, 10.0),
+        series_info("1.2.3.2", "1.2.3", "MR", "T2 STIR tra", 20, 10.0),
+        series_info("1.2.4.1", "1.2.4", "CT", "Pelvis", 200, 0.0),
+        series_info("1.2.4.2", "1.2.4", "MR", "t1_tse_cor", 20, 80.0),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn info(uid: &str, study: &str, modality: &str, desc: &str, slices: usize, tilt: f64) -> SeriesInfo {
-        SeriesInfo {
-            uid: uid.into(),
-            study_uid: Some(study.into()),
-            frame_of_reference_uid: None,
-            modality: modality.into(),
-            description: desc.into(),
-            series_number: Some(1),
-            protocol_name: String::new(),
-            sequence_name: String::new(),
-            patient_id: String::new(),
-            files: slices,
-            slices,
-            rows: 256,
-            cols: 256,
-            pixel_spacing: Some([0.8, 0.8]),
-            slice_spacing: Some(4.0),
-            slice_thickness: Some(4.0),
-            orientation: "axial".into(),
-            tilt_from_axial_deg: Some(tilt),
-            single_orientation: true,
-            image_type: vec!["ORIGINAL".into(), "PRIMARY".into()],
-            echo_time: Some(12.0),
-            repetition_time: Some(600.0),
-            t1_weighted: Some(desc.to_ascii_lowercase().contains("t1")),
-            t1_evidence: String::new(),
-            multiframe: false,
-            transfer_syntaxes: vec![],
-            problem: None,
-        }
-    }
-
     #[test]
     fn monai_style_conditions() {
         let series = [
-            info("1", "a", "MR", "T1 TSE tra", 20, 10.0),
-            info("2", "a", "MR", "T2 STIR tra", 20, 10.0),
-            info("3", "b", "CT", "Pelvis", 200, 0.0),
-            info("4", "b", "MR", "t1_tse_cor", 20, 80.0),
+            series_info("1", "a", "MR", "T1 TSE tra", 20, 10.0),
+            series_info("2", "a", "MR", "T2 STIR tra", 20, 10.0),
+            series_info("3", "b", "CT", "Pelvis", 200, 0.0),
+            series_info("4", "b", "MR", "t1_tse_cor", 20, 80.0),
         ];
         let r = Rules::from_json(&serde_json::json!({"selections": [
             {"name": "t1", "conditions": {"Modality": "mr", "SeriesDescription": "T1", "SliceThickness": [3, 5],
@@ -370,9 +384,9 @@ mod tests {
     #[test]
     fn automatic_takes_one_mr_series_per_study() {
         let series = [
-            info("1", "a", "MR", "T1 TSE tra", 20, 10.0),
-            info("2", "a", "MR", "T2 STIR tra", 20, 10.0),
-            info("3", "b", "CT", "Pelvis", 200, 0.0),
+            series_info("1", "a", "MR", "T1 TSE tra", 20, 10.0),
+            series_info("2", "a", "MR", "T2 STIR tra", 20, 10.0),
+            series_info("3", "b", "CT", "Pelvis", 200, 0.0),
         ];
         let d = Rules::automatic().decide(&series);
         assert!(matches!(&d[0], Decision::Selected(r) if r.contains("automatic")));
