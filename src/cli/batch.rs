@@ -497,7 +497,8 @@ pub fn run(a: BatchArgs) -> anyhow::Result<()> {
                         .and_then(|l| seg::validate(root, &l.image).map(|_| l))
                         .map_err(|e| e.to_string()),
                 };
-                if load_tx.send((e, loaded, t)).is_err() {
+                let seconds = t.elapsed().as_secs_f64();
+                if load_tx.send((e, loaded, seconds, t)).is_err() {
                     break;
                 }
             }
@@ -576,8 +577,8 @@ pub fn run(a: BatchArgs) -> anyhow::Result<()> {
             }
             Ok((done, failed))
         });
-        for (e, loaded, t) in load_rx {
-            let mut timings = vec![StageTime { stage: "load".into(), seconds: t.elapsed().as_secs_f64() }];
+        for (e, loaded, load_seconds, t) in load_rx {
+            let mut timings = vec![StageTime { stage: "load".into(), seconds: load_seconds }];
             let result = loaded.and_then(|l| models.segment(l, cfg_ref, &mut |_| {}).map_err(|e| e.to_string()));
             if let Ok(r) = &result {
                 timings.extend(r.timings.iter().cloned());

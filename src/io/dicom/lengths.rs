@@ -367,12 +367,12 @@ fn header(b: &[u8], pos: usize, syntax: Syntax) -> Option<Header> {
         return Some(Header { tag, vr: [0, 0], len: u32_at(pos + 4)?, header_len: 8, item: true });
     }
     if syntax == Syntax::ImplicitLe {
-        // dicom-rs takes an implicit element's VR from the dictionary: a sequence is walked into.
+        // dicom-rs takes an implicit element's VR from the dictionary: a sequence is walked
+        // into, and a binary value is read as whole values (the length checks need the VR).
         use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-        let sq = dicom_dictionary_std::StandardDataDictionary
+        let vr = dicom_dictionary_std::StandardDataDictionary
             .by_tag(dicom_core::Tag(tag.0, tag.1))
-            .is_some_and(|e| e.vr().relaxed() == dicom_core::VR::SQ);
-        let vr = if sq { *b"SQ" } else { [0, 0] };
+            .map_or([0, 0], |e| e.vr().relaxed().to_bytes());
         return Some(Header { tag, vr, len: u32_at(pos + 4)?, header_len: 8, item: false });
     }
     // As dicom-rs decodes it: the VRs of PS3.5 table 7.1-2 have a 2-byte length, every other
