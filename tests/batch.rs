@@ -181,6 +181,22 @@ fn plan_lists_every_series_with_its_reason() {
     assert!(plan.contains("selection \"STIR\""));
     assert!(plan.contains("\"STIR\": SeriesDescription is not /stir/"));
 
+    // an archive with no image, an output inside the archive: refused before anything
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "x").unwrap();
+    let o = fmseg(&["batch", empty.to_str().unwrap(), "--out", dir.path().join("o-empty").to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(e.contains("no DICOM image found") && e.contains("1 non-DICOM"), "{e}");
+    assert!(!dir.path().join("o-empty").exists());
+    let inside = a.root.join("results");
+    let o = fmseg(&["batch", a.root.to_str().unwrap(), "--out", inside.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(e.contains("inside the archive"), "{e}");
+    assert!(!inside.exists());
+
     std::fs::write(&rules, r#"{"selections": [{"conditions": {"PatientsName": "x"}}]}"#).unwrap();
     let out = dir.path().join("out");
     let o =

@@ -338,6 +338,21 @@ pub fn run(a: BatchArgs) -> anyhow::Result<()> {
     if !a.root.is_dir() {
         bail!("{}: not a directory (fmseg batch indexes a tree of DICOM files)", a.root.display());
     }
+    if let Some(out) = &a.out {
+        // fm_seg.dcm files are DICOM: inside the archive a rerun would index them as series
+        let (root, out_abs) = (a.root.canonicalize()?, std::path::absolute(out)?);
+        let out_real = out_abs
+            .ancestors()
+            .find_map(|p| p.canonicalize().ok().map(|c| c.join(out_abs.strip_prefix(p).unwrap_or(Path::new("")))));
+        if out_real.is_some_and(|o| o.starts_with(&root)) {
+            bail!(
+                "--out {} is inside the archive {}: its DICOM SEG files would be indexed as series by the next run; \
+                 choose an output directory outside it",
+                out.display(),
+                a.root.display()
+            );
+        }
+    }
     eprintln!("fmseg batch: indexing {}", a.root.display());
     let index = Index::build(&a.root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let l = &index.list;
@@ -349,6 +364,16 @@ pub fn run(a: BatchArgs) -> anyhow::Result<()> {
         l.skipped_non_image,
         l.unreadable.len()
     );
+    if l.series.is_empty() {
+        bail!(
+            "{}: no DICOM image found ({} non-DICOM and {} non-image file(s), {} unreadable{})",
+            a.root.display(),
+            l.skipped_non_dicom,
+            l.skipped_non_image,
+            l.unreadable.len(),
+            l.unreadable.first().map(|e| format!(", e.g. {e}")).unwrap_or_default()
+        );
+    }
     let planned = plan(&index, &rules, shard);
     let selected: Vec<&Planned> = planned.iter().filter(|p| matches!(p.decision, Decision::Selected(_))).collect();
     eprintln!("fmseg batch: {} of {} series selected", selected.len(), l.series.len());
