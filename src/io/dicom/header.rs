@@ -263,7 +263,7 @@ pub fn read_header(
 
     let mut h = FileHeader {
         path: path.to_path_buf(),
-        transfer_syntax: transfer_syntax.trim_end_matches('\0').to_string(),
+        transfer_syntax: transfer_syntax.trim_end_matches(|c: char| c.is_whitespace() || c == '\0').to_string(),
         sop_instance_uid: a.str_or_empty(tags::SOP_INSTANCE_UID),
         sop_class_uid,
         series_uid,

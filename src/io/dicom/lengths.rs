@@ -81,7 +81,9 @@ fn check_bytes(b: &[u8], header_only: bool) -> Result<(), ((u16, u16), String)> 
         check_fits(b, &h, value_at)?;
         if h.tag == (0x0002, 0x0010) {
             let v = &b[value_at..value_at + h.len as usize];
-            transfer_syntax = String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string();
+            // as dicom-rs reads it: any trailing whitespace or NUL dropped
+            transfer_syntax =
+                String::from_utf8_lossy(v).trim_end_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
         }
         pos = value_at + h.len as usize;
     }
@@ -202,8 +204,9 @@ fn walk_data_set(
             continue;
         }
         // A header-only read stops before the pixel data's value: its length is checked when
-        // the pixels are decoded.
-        if header_only && h.tag == PIXEL_DATA {
+        // the pixels are decoded. Only the top-level one: dicom-rs reads a (7FE0,0010) nested
+        // in a sequence item as any other element.
+        if header_only && h.tag == PIXEL_DATA && open.is_empty() {
             return Ok(());
         }
         check_fits(b, &h, value_at)?;
