@@ -230,7 +230,7 @@ fn tree(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A batch killed with -9 at random moments and resumed ends with the same results as an
+/// A batch killed with -9 at ten random moments and resumed ends with the same results as an
 /// uninterrupted one: every selectable series done exactly once (one `done` line each), the
 /// same masks and SEGs, the broken series failed with their reasons, no temporary file left;
 /// a rerun does nothing; exit status 3 while some series fail.
@@ -263,7 +263,7 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
     // killed at random moments, then run to the end
     let killed = dir.path().join("killed");
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    for n in 0..6 {
+    for n in 0..10 {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
