@@ -26,6 +26,8 @@ LAYERS = [
     ["engine"],
     # fuzz targets call the readers of io and weights and the batch rules of pipeline
     ["pipeline", "fuzz"],
+    # the library front door (Rust API and C ABI) over the pipeline
+    ["embed"],
     ["phantom"],
     ["train"],
     ["cli", "outln", "out"],

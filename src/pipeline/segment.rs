@@ -334,18 +334,55 @@ pub fn segment_volume(
     progress: &mut dyn FnMut(SegmentProgress),
 ) -> Result<SegmentResult> {
     let LoadedInput { image, info } = input;
+    let s = segment_image(&image, &info.path, info.uncoded_nifti, cfg, models, progress)?;
+    Ok(SegmentResult {
+        input: info,
+        image,
+        mask: s.mask,
+        probability: s.probability,
+        preprocessed_dims: s.preprocessed_dims,
+        windows_per_pass: s.windows_per_pass,
+        passes: s.passes,
+        timings: s.timings,
+        warnings: s.warnings,
+    })
+}
+
+/// What [`segment_image`] produced (a [`SegmentResult`] without the input).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Segmented {
+    pub mask: Volume,
+    pub probability: Option<Volume>,
+    pub preprocessed_dims: Dims,
+    pub windows_per_pass: usize,
+    pub passes: usize,
+    pub timings: Vec<StageTime>,
+    pub warnings: Vec<String>,
+}
+
+/// [`segment_volume`] on a borrowed image: `path` names it in messages, `uncoded_nifti` says
+/// its orientation is a guess (a warning). What an embedding application calls
+/// ([`crate::embed::Segmenter`]): the image stays the caller's.
+pub fn segment_image(
+    image: &Volume,
+    path: &Path,
+    uncoded_nifti: bool,
+    cfg: &SegmentConfig,
+    models: &mut [&mut dyn Predictor],
+    progress: &mut dyn FnMut(SegmentProgress),
+) -> Result<Segmented> {
     if models.is_empty() {
         return Err(Error::Value("segment: no models given (pass at least one weights file)".into()));
     }
-    validate(&info.path, &image)?;
+    validate(path, image)?;
     let mut timings = Vec::new();
     let mut warnings = Vec::new();
-    if info.uncoded_nifti {
+    if uncoded_nifti {
         warnings.push(format!(
             "{}: qform_code and sform_code are both 0, so the image has no orientation: its geometry is \
              guessed from the voxel sizes alone (nibabel's fallback) and left and right may be swapped; \
              the left/right volumes are not reliable, and the mask is written uncoded as well",
-            info.path.display()
+            path.display()
         ));
     }
     let mut timed = |stage: Stage, t: Instant| {
@@ -355,8 +392,8 @@ pub fn segment_volume(
     // Preprocess, after checking that the grid it makes is of a sane size.
     let t = Instant::now();
     progress(SegmentProgress { stage: Stage::Preprocess, done: 0, total: 1 });
-    check_preprocessed_size(&info.path, &image, &cfg.preprocess)?;
-    let pre = preprocess(&image, &cfg.preprocess).map_err(|e| in_file(&info.path, e))?;
+    check_preprocessed_size(path, image, &cfg.preprocess)?;
+    let pre = preprocess(image, &cfg.preprocess).map_err(|e| in_file(path, e))?;
     let grid = pre.chain.spacing.out_dims;
     let axes = ["left-right", "anterior-posterior", "inferior-superior"];
     for (a, axis) in axes.iter().enumerate() {
@@ -415,17 +452,7 @@ pub fn segment_volume(
     progress(SegmentProgress { stage: Stage::Postprocess, done: 1, total: 1 });
     timed(Stage::Postprocess, t);
 
-    Ok(SegmentResult {
-        input: info,
-        image,
-        mask,
-        probability,
-        preprocessed_dims: pre.volume.dims,
-        windows_per_pass,
-        passes,
-        timings,
-        warnings,
-    })
+    Ok(Segmented { mask, probability, preprocessed_dims: pre.volume.dims, windows_per_pass, passes, timings, warnings })
 }
 
 /// Refuse, before allocating it, a preprocessed grid beyond [`MAX_PREPROCESSED_VOXELS`].

@@ -196,7 +196,7 @@ fn load_files(info: SeriesInfo, files: &[FileHeader], reason: String) -> Result<
 /// sets); instead a block of 16 frames x 64 columns of one row is copied into a 4 KB buffer
 /// (each frame read sequentially), then written out as 64 runs of 16 consecutive k.
 /// On a 512x512x200 series this took assembly from 1.2 s to well under the decode time.
-fn assemble(frames: &[&[f32]], cols: usize, rows: usize) -> Vec<f32> {
+pub fn assemble(frames: &[&[f32]], cols: usize, rows: usize) -> Vec<f32> {
     const KB: usize = 16;
     const IB: usize = 64;
     let n = frames.len();
