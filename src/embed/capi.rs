@@ -68,11 +68,13 @@ pub enum FmsegDevice {
     FmsegDeviceCuda = 2,
 }
 
-/// How to build an engine; fill with [`fmseg_options_init`], then change what differs.
+/// How to build an engine; fill with `fmseg_options_init`, then change what differs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FmsegOptions {
-    pub device: FmsegDevice,
+    /// An `FmsegDevice` value (a plain integer here, so that any value C stores is checked,
+    /// not undefined behaviour).
+    pub device: u32,
     /// CPU worker threads (0 = all cores).
     pub threads: u32,
     /// Non-zero: the reference's test-time augmentation (13 passes, seed `tta_seed`).
@@ -204,7 +206,7 @@ fn null(what: &str) -> Failure {
     Failure::new(FmsegStatus::FmsegErrorNullArgument, format!("{what} is NULL"))
 }
 
-/// The ABI version this library implements ([`FMSEG_ABI_VERSION`]).
+/// The ABI version this library implements (`FMSEG_ABI_VERSION` of the header it was built with).
 #[no_mangle]
 pub extern "C" fn fmseg_abi_version() -> u32 {
     FMSEG_ABI_VERSION
@@ -233,7 +235,7 @@ pub extern "C" fn fmseg_options_init(options: *mut FmsegOptions) -> FmsegStatus 
         }
         let plan = SeriesPlan::default();
         let o = FmsegOptions {
-            device: FmsegDevice::FmsegDeviceAuto,
+            device: FmsegDevice::FmsegDeviceAuto as u32,
             threads: 0,
             tta: 0,
             tta_seed: 0,
@@ -270,7 +272,7 @@ pub extern "C" fn fmseg_engine_create(
             // SAFETY: checked non-NULL; the caller passes an initialised FmsegOptions.
             unsafe { options.read() }
         };
-        let device = match o.device as u32 {
+        let device = match o.device {
             0 => Device::Auto,
             1 => Device::Cpu,
             2 => Device::Cuda,
