@@ -183,12 +183,14 @@ fn live_engine(handle: *const FmsegEngine) -> Result<Arc<Engine>, Failure> {
         return Err(Failure::new(FmsegStatus::FmsegErrorNullArgument, "the engine handle is NULL"));
     }
     let map = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
-    map.get(&(handle as usize)).cloned().ok_or_else(|| {
-        Failure::new(
-            FmsegStatus::FmsegErrorInvalidHandle,
-            format!("{handle:p} is not a live engine (freed already, or not made by fmseg_engine_create)"),
-        )
-    })
+    map.get(&(handle as usize)).cloned().ok_or_else(|| not_live(handle))
+}
+
+fn not_live(handle: *const FmsegEngine) -> Failure {
+    Failure::new(
+        FmsegStatus::FmsegErrorInvalidHandle,
+        format!("{handle:p} is not a live engine (freed already, or not made by fmseg_engine_create)"),
+    )
 }
 
 fn c_path(p: *const c_char, what: &str) -> Result<PathBuf, Failure> {
@@ -322,13 +324,7 @@ pub extern "C" fn fmseg_engine_free(engine: *mut FmsegEngine) -> FmsegStatus {
             return Ok(());
         }
         let removed = ENGINES.lock().unwrap_or_else(|e| e.into_inner()).remove(&(engine as usize));
-        match removed {
-            Some(_) => Ok(()),
-            None => Err(Failure::new(
-                FmsegStatus::FmsegErrorInvalidHandle,
-                format!("{engine:p} is not a live engine (freed already, or not made by fmseg_engine_create)"),
-            )),
-        }
+        removed.map(|_| ()).ok_or_else(|| not_live(engine))
     })
 }
 
@@ -505,34 +501,32 @@ pub extern "C" fn fmseg_segment_dicom(
     })
 }
 
+/// One field of an engine's last call into `*out`.
+fn write_last<T>(
+    engine: *const FmsegEngine,
+    out: *mut T,
+    pick: impl FnOnce(&(FmsegTimings, FmsegFindings)) -> T,
+) -> Result<(), Failure> {
+    let e = live_engine(engine)?;
+    if out.is_null() {
+        return Err(null("out"));
+    }
+    let v = pick(&e.last.lock().unwrap_or_else(|e| e.into_inner()));
+    // SAFETY: checked non-NULL.
+    unsafe { out.write(v) };
+    Ok(())
+}
+
 /// The timings of the engine's last successful segmentation (zeros before the first).
 #[no_mangle]
 pub extern "C" fn fmseg_last_timings(engine: *const FmsegEngine, out: *mut FmsegTimings) -> FmsegStatus {
-    guarded("fmseg_last_timings", || {
-        let e = live_engine(engine)?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let t = e.last.lock().unwrap_or_else(|e| e.into_inner()).0;
-        // SAFETY: checked non-NULL.
-        unsafe { out.write(t) };
-        Ok(())
-    })
+    guarded("fmseg_last_timings", || write_last(engine, out, |last| last.0))
 }
 
 /// What the engine's last successful segmentation found (zeros before the first).
 #[no_mangle]
 pub extern "C" fn fmseg_last_findings(engine: *const FmsegEngine, out: *mut FmsegFindings) -> FmsegStatus {
-    guarded("fmseg_last_findings", || {
-        let e = live_engine(engine)?;
-        if out.is_null() {
-            return Err(null("out"));
-        }
-        let f = e.last.lock().unwrap_or_else(|e| e.into_inner()).1;
-        // SAFETY: checked non-NULL.
-        unsafe { out.write(f) };
-        Ok(())
-    })
+    guarded("fmseg_last_findings", || write_last(engine, out, |last| last.1))
 }
 
 /// The engine's device, in words (e.g. "cpu (2 threads)"), into `buf` (`len` bytes, NUL-terminated,
