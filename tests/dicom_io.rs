@@ -410,3 +410,18 @@ fn writer_refuses_bad_input_and_leaves_nothing() {
     assert!(write_mr_series(&bad, &meta("x", 1, "T1"), dir.path()).is_err());
     assert!(files(dir.path()).is_empty());
 }
+
+/// A compressed frame a codec works on for seconds is given up on at the deadline, with the
+/// file named (AFL++ found this 1.5 kB JPEG-LS file: CharLS spends 4-7 s on its 120 pixels
+/// before calling the stream invalid; pyjpegls' CharLS is as slow on it).
+#[test]
+fn a_codec_that_works_too_long_is_given_up_on() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/dicom/jpeg-ls-decodes-for-7-s.bin");
+    let t = std::time::Instant::now();
+    let e = dicom_err(load_series(&p, &Selection::only()).unwrap_err());
+    let secs = t.elapsed().as_secs_f64();
+    let msg = e.to_string();
+    assert!(matches!(e, DicomError::Decode { .. }), "{e:?}");
+    assert!(msg.contains("jpeg-ls-decodes-for-7-s.bin") && msg.contains("given up"), "{msg}");
+    assert!(secs < 4.0, "the read took {secs:.1} s: the deadline for 120 pixels is about 2 s");
+}

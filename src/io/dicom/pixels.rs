@@ -3,9 +3,11 @@
 //! when PixelRepresentation is 1, then apply RescaleSlope/Intercept (per frame for Enhanced MR).
 
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use dicom_dictionary_std::tags;
-use dicom_object::open_file;
+use dicom_object::{open_file, DefaultDicomObject};
 use dicom_pixeldata::PixelDecoder;
 
 use super::error::{DResult, DicomError};
@@ -117,6 +119,77 @@ fn is_native(transfer_syntax: &str) -> bool {
     )
 }
 
+/// How a decode failed, as the worker thread reports it.
+enum Failure {
+    /// The codec panicked.
+    Corrupt,
+    /// The data ends early.
+    Eof(String),
+    /// The codec reported an error.
+    Codec(String),
+}
+
+/// How long a codec may work on `pixels` pixels before the stream is called hostile: 2 s plus
+/// 1 us per pixel (a 448 x 448 x 200 Enhanced MR object: 42 s; JPEG 2000, the slowest codec,
+/// decodes such an object in a few seconds here).
+fn decode_deadline(pixels: usize) -> Duration {
+    Duration::from_secs(2) + Duration::from_micros(pixels as u64)
+}
+
+/// The object's pixel data, decoded to bytes. Native data is decoded here. Compressed data is
+/// decoded in a worker thread with a deadline ([`decode_deadline`]): a crafted stream can keep
+/// a codec busy for seconds on a tiny frame (AFL++ found a 12 x 10 JPEG-LS frame that CharLS
+/// works on for 4-7 s before calling it invalid), and no codec can be interrupted, so the read
+/// gives up on the file, says so, and leaves the worker to finish on its own (it holds nothing
+/// but this file's object).
+fn decode_pixels(obj: DefaultDicomObject, h: &FileHeader) -> DResult<Vec<u8>> {
+    let run = move || -> Result<Vec<u8>, Failure> {
+        let decoded = contain(|| obj.decode_pixel_data().map(|d| d.data().to_vec())).map_err(|panic| {
+            // The panic text is the codec's internals ("index out of bounds: the len is 3 but
+            // the index is 40"): logged for developers, not shown to the user.
+            log::debug!("decoder panic: {panic}");
+            Failure::Corrupt
+        })?;
+        decoded.map_err(|e| if is_eof(&e) { Failure::Eof(error_chain(&e)) } else { Failure::Codec(error_chain(&e)) })
+    };
+    let path = &h.path;
+    let decode_error =
+        |reason: String| DicomError::Decode { path: path.clone(), transfer_syntax: h.transfer_syntax.clone(), reason };
+    let r = if is_native(&h.transfer_syntax) {
+        run()
+    } else {
+        let pixels = h.rows as usize * h.cols as usize * h.number_of_frames as usize;
+        let limit = decode_deadline(pixels);
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("fmseg-decode".into())
+            .spawn(move || {
+                // The receiver is gone when the deadline has passed: nothing to report then.
+                let _ = tx.send(run());
+            })
+            .map_err(|e| DicomError::io(path, e))?;
+        match rx.recv_timeout(limit) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(decode_error(format!(
+                    "the decoder was still working after {:.1} s on {pixels} pixel(s): the compressed stream is \
+                     corrupt or crafted (given up)",
+                    limit.as_secs_f64()
+                )))
+            }
+            // Only if the worker died outside `contain`, which catches every panic.
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Failure::Corrupt),
+        }
+    };
+    r.map_err(|f| match f {
+        Failure::Corrupt => {
+            decode_error("the compressed pixel data is corrupt (the decoder could not make sense of it)".to_string())
+        }
+        Failure::Eof(detail) => DicomError::TruncatedPixelData { path: path.clone(), detail },
+        Failure::Codec(reason) => decode_error(reason),
+    })
+}
+
 /// Decode every frame of one file into real values, frame by frame, each row-major
 /// (`row * cols + col`).
 pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
@@ -145,29 +218,10 @@ pub fn decode_frames(h: &FileHeader) -> DResult<Vec<Vec<f32>>> {
         Ok(Some(_)) => {}
         _ => return Err(DicomError::NoPixelData { path: path.to_path_buf() }),
     }
-    let decoded = contain(|| obj.decode_pixel_data())
-        .map_err(|panic| DicomError::Decode {
-            path: path.to_path_buf(),
-            transfer_syntax: h.transfer_syntax.clone(),
-            // The panic text is the codec's internals ("index out of bounds: the len is 3 but
-            // the index is 40"): logged for developers, not shown to the user.
-            reason: {
-                log::debug!("{}: decoder panic: {panic}", path.display());
-                "the compressed pixel data is corrupt (the decoder could not make sense of it)".to_string()
-            },
-        })?
-        .map_err(|e| {
-            let reason = error_chain(&e);
-            if is_eof(&e) {
-                DicomError::TruncatedPixelData { path: path.to_path_buf(), detail: reason }
-            } else {
-                DicomError::Decode { path: path.to_path_buf(), transfer_syntax: h.transfer_syntax.clone(), reason }
-            }
-        })?;
+    let data = decode_pixels(obj, h)?;
     let fmt = SampleFormat::of(h);
     let frame_bytes = h.rows as usize * h.cols as usize * fmt.bytes;
     let frames = h.number_of_frames as usize;
-    let data = decoded.data();
     if data.len() < frame_bytes * frames {
         return Err(DicomError::TruncatedPixelData {
             path: path.to_path_buf(),
