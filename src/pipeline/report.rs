@@ -89,13 +89,22 @@ impl Midline {
 
 /// The `q`-quantile (0..=1) of finite values, nearest rank on `(n - 1) q`.
 pub fn percentile(data: &[f32], q: f64) -> Option<f32> {
-    let mut v: Vec<f32> = data.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
+    let mut v = finite_values(data);
+    (!v.is_empty()).then(|| nth(&mut v, q))
+}
+
+/// The finite values of `data`, in one allocation.
+fn finite_values(data: &[f32]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(data.len());
+    v.extend(data.iter().copied().filter(|x| x.is_finite()));
+    v
+}
+
+/// The `q`-quantile of non-empty `v` (reordered; its values stay the same, so several
+/// quantiles can be read off one copy).
+fn nth(v: &mut [f32], q: f64) -> f32 {
     let r = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-    let (_, x, _) = v.select_nth_unstable_by(r, f32::total_cmp);
-    Some(*x)
+    *v.select_nth_unstable_by(r, f32::total_cmp).1
 }
 
 /// Otsu's threshold over a 256-bin histogram between the 0.5th and 99.5th percentiles (values
@@ -103,10 +112,15 @@ pub fn percentile(data: &[f32], q: f64) -> Option<f32> {
 /// minimum and maximum when those percentiles coincide): the bin edge that maximises the
 /// between-class variance. `None` for empty, constant or non-finite data.
 pub fn otsu_threshold(data: &[f32]) -> Option<f32> {
-    let (mut lo, mut hi) = (percentile(data, 0.005)?, percentile(data, 0.995)?);
-    if hi <= lo {
-        (lo, hi) = (percentile(data, 0.0)?, percentile(data, 1.0)?);
+    let mut v = finite_values(data);
+    if v.is_empty() {
+        return None;
     }
+    let (mut lo, mut hi) = (nth(&mut v, 0.005), nth(&mut v, 0.995));
+    if hi <= lo {
+        (lo, hi) = (nth(&mut v, 0.0), nth(&mut v, 1.0));
+    }
+    drop(v);
     if !(lo.is_finite() && hi.is_finite() && hi > lo) {
         return None;
     }

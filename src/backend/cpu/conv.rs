@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::scratch::{refill, Scratch};
 use crate::backend::ConvSpec;
 use crate::tensor::{Dims, HostTensor};
 
@@ -26,6 +27,9 @@ pub struct PackedConv {
     pub w: Vec<f32>,
     pub bias: Vec<f32>,
     pub panels: usize,
+    /// For `cout <= NARROW_COUT`: the weights as `[cout][tap][cin]`, for contiguous dot
+    /// products (unpacked once here, not per call); empty otherwise.
+    narrow: Vec<f32>,
 }
 
 impl PackedConv {
@@ -46,7 +50,20 @@ impl PackedConv {
         if let Some(bias) = bias {
             b[..spec.cout].copy_from_slice(&bias[..spec.cout]);
         }
-        PackedConv { spec, w, bias: b, panels }
+        let narrow = if spec.cout <= NARROW_COUT {
+            let mut n = vec![0f32; spec.cout * taps * spec.cin];
+            for co in 0..spec.cout {
+                for t in 0..taps {
+                    for ci in 0..spec.cin {
+                        n[(co * taps + t) * spec.cin + ci] = weight[(co * spec.cin + ci) * taps + t];
+                    }
+                }
+            }
+            n
+        } else {
+            Vec::new()
+        };
+        PackedConv { spec, w, bias: b, panels, narrow }
     }
 
     /// Packs a transposed convolution with kernel = stride as a 1x1 convolution whose output
@@ -112,14 +129,11 @@ pub fn padded_len(dims: Dims, c: usize, k: Dims) -> usize {
     (padded[0] * padded[1] * padded[2] + k[2]) * c
 }
 
-/// Per-channel sums of a conv output, `(sum x, sum x^2)` in f64: the instance norm's statistics,
-/// gathered while the output is still in registers.
-pub type ChannelSums = Vec<(f64, f64)>;
-
 /// Convolves one sample. `padded` is the output of [`pad_input`] (or the input itself for a
-/// kernel with no padding); `out` is `(H, W, D, cout)`. With `sums`, also returns the output's
-/// per-channel sums.
-pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32], sums: bool) -> Option<ChannelSums> {
+/// kernel with no padding); `out` is `(H, W, D, cout)`. With `sums`, also leaves the output's
+/// per-channel `(sum x, sum x^2)` in f64 in `scratch.totals`: the instance norm's statistics,
+/// gathered while the output is still in registers.
+pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32], scratch: &mut Scratch, sums: bool) {
     let spec = conv.spec;
     let pad = spec.pad();
     let g = Geometry {
@@ -129,19 +143,22 @@ pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32
         cout: spec.cout,
     };
     let k = spec.k;
+    let Scratch { slots, totals, offsets, .. } = scratch;
     // Row offset of each tap relative to the window origin, in floats.
-    let offsets: Vec<usize> = (0..k[0])
-        .flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| (a, b, c))))
-        .map(|(a, b, c)| ((a * g.padded[1] + b) * g.padded[2] + c) * g.cin)
-        .collect();
+    offsets.clear();
+    offsets.extend(
+        (0..k[0])
+            .flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| (a, b, c))))
+            .map(|(a, b, c)| ((a * g.padded[1] + b) * g.padded[2] + c) * g.cin),
+    );
+    let offsets = &offsets[..];
     let plane_out = dims[1] * dims[2] * g.cout;
     let kernel = select_kernel();
     let narrow = g.cout <= NARROW_COUT;
-    let plane = |(h, out_plane): (usize, &mut [f32])| {
-        let mut acc = sums.then(|| vec![(0f64, 0f64); g.cout]);
+    par_chunks_with_sums(out, plane_out, g.cout, sums.then_some((slots, totals)), |h, out_plane, acc| {
         if narrow {
-            conv_plane_narrow(padded, &g, conv, &offsets, h, out_plane);
-            if let Some(acc) = acc.as_mut() {
+            conv_plane_narrow(padded, &g, conv, offsets, h, out_plane);
+            if let Some(acc) = acc {
                 for v in out_plane.chunks_exact(g.cout) {
                     for (a, &x) in acc.iter_mut().zip(v) {
                         a.0 += x as f64;
@@ -150,26 +167,39 @@ pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32
                 }
             }
         } else {
-            conv_plane(padded, &g, conv, &offsets, h, out_plane, kernel, acc.as_deref_mut());
+            conv_plane(padded, &g, conv, offsets, h, out_plane, kernel, acc);
         }
-        acc
+    });
+}
+
+/// Per-chunk partial sums and their totals (see [`par_chunks_with_sums`]).
+pub(crate) type SumsOut<'a> = (&'a mut Vec<(f64, f64)>, &'a mut Vec<(f64, f64)>);
+
+/// Runs `f(index, chunk, sums)` over `out`'s chunks of `chunk` floats in parallel. With `sums`,
+/// each chunk adds its output's per-channel `(sum, sum of squares)` into a slot of its own and
+/// the slots are totalled in chunk order into `sums.1`: the same statistics to the bit
+/// whichever thread ran which chunk (a parallel reduce would add them in the order work was
+/// stolen), in vectors reused from call to call.
+pub(crate) fn par_chunks_with_sums(
+    out: &mut [f32],
+    chunk: usize,
+    channels: usize,
+    sums: Option<SumsOut<'_>>,
+    f: impl Fn(usize, &mut [f32], Option<&mut [(f64, f64)]>) + Sync,
+) {
+    let Some((slots, totals)) = sums else {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c, None));
+        return;
     };
-    if !sums {
-        out.par_chunks_mut(plane_out).enumerate().for_each(|p| {
-            plane(p);
-        });
-        return None;
+    let slots = refill(slots, out.len().div_ceil(chunk) * channels, (0.0, 0.0));
+    out.par_chunks_mut(chunk).zip(slots.par_chunks_mut(channels)).enumerate().for_each(|(i, (c, s))| f(i, c, Some(s)));
+    let totals = refill(totals, channels, (0.0, 0.0));
+    for s in slots.chunks_exact(channels) {
+        for (t, v) in totals.iter_mut().zip(s) {
+            t.0 += v.0;
+            t.1 += v.1;
+        }
     }
-    let zero = || vec![(0f64, 0f64); g.cout];
-    let total =
-        out.par_chunks_mut(plane_out).enumerate().map(|p| plane(p).unwrap_or_else(zero)).reduce(zero, |mut a, b| {
-            for (x, y) in a.iter_mut().zip(b) {
-                x.0 += y.0;
-                x.1 += y.1;
-            }
-            a
-        });
-    Some(total)
 }
 
 /// Output channels up to which the dot-product path beats a zero-padded 16-wide panel.
@@ -187,15 +217,7 @@ fn conv_plane_narrow(
 ) {
     let plane_base = h * g.padded[1] * g.padded[2] * g.cin;
     let taps = offsets.len();
-    // Unpack to [cout][tap][cin] for contiguous dot products.
-    let mut wt = vec![0f32; g.cout * taps * g.cin];
-    for co in 0..g.cout {
-        for t in 0..taps {
-            for ci in 0..g.cin {
-                wt[(co * taps + t) * g.cin + ci] = conv.w[((co / NR * taps + t) * g.cin + ci) * NR + co % NR];
-            }
-        }
-    }
+    let wt = &conv.narrow;
     let (chunks8, rem) = (g.cin / 8, g.cin % 8);
     for w in 0..g.dims[1] {
         for d in 0..g.dims[2] {
@@ -426,7 +448,7 @@ pub fn conv_host(x: &HostTensor, weight: &HostTensor, bias: Option<&[f32]>) -> H
         let mut padded = vec![0f32; padded_len(dims, cin, spec.k)];
         pad_input(&cl, dims, cin, spec.pad(), &mut padded);
         let mut o = vec![0f32; vox * spec.cout];
-        conv_sample(&padded, dims, &conv, &mut o, false);
+        conv_sample(&padded, dims, &conv, &mut o, &mut Scratch::default(), false);
         out[s * spec.cout * vox..][..spec.cout * vox]
             .copy_from_slice(&super::layout::to_channels_first(&o, spec.cout, vox));
     }

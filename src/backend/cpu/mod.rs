@@ -8,6 +8,7 @@ pub mod norm;
 pub mod pool;
 pub mod reference;
 pub mod resize;
+pub mod scratch;
 pub mod winograd;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{numel, Dims, HostTensor};
 use buffer::{Buffer, Pool};
 use conv::PackedConv;
+use scratch::Scratch;
 
 /// A batch of feature maps, channels-last: `data[((s * H + h) * W + w) * D + d) * C + c]`.
 pub struct CpuTensor {
@@ -116,44 +118,44 @@ impl CpuBackend {
         Ok(CpuTensor { n, c, dims, data: Buffer::new(data, Some(self.buffers.clone())) })
     }
 
-    /// Convolves every sample into `out`; with `sums`, returns each sample's per-channel sums.
-    fn conv_into(&self, x: &CpuTensor, cv: &CpuConv, out: &mut CpuTensor, sums: bool) -> Vec<conv::ChannelSums> {
-        let out_len = out.sample_len();
-        if let Some(wg) = cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims)) {
-            return (0..x.n)
-                .flat_map(|s| wg.conv_sample(x.sample(s), x.dims, &mut out.data[s * out_len..][..out_len], sums))
-                .collect();
-        }
-        self.direct_conv_into(x, &cv.direct, out, sums)
+    /// The Winograd form of `cv` when it applies to `x`.
+    fn winograd_for<'a>(&self, x: &CpuTensor, cv: &'a CpuConv) -> Option<&'a winograd::WinogradConv> {
+        cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims))
     }
 
-    fn direct_conv_into(
+    /// Convolves every sample of `x` into `out` (by `wg` when given, else directly by `conv`),
+    /// calling `each(s, sample_out, scratch)` after sample `s`; with `sums`, that sample's
+    /// per-channel sums are in `scratch.totals` then.
+    fn conv_each(
         &self,
         x: &CpuTensor,
+        wg: Option<&winograd::WinogradConv>,
         conv: &PackedConv,
         out: &mut CpuTensor,
         sums: bool,
-    ) -> Vec<conv::ChannelSums> {
-        let spec = conv.spec;
-        let needs_pad = spec.k.iter().any(|&k| k > 1);
-        let mut scratch = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
+        mut each: impl FnMut(usize, &mut [f32], &mut Scratch),
+    ) {
         let out_len = out.sample_len();
-        let mut all = Vec::new();
-        for s in 0..x.n {
-            let dst = &mut out.data[s * out_len..][..out_len];
-            let r = match scratch.as_mut() {
-                Some(p) => {
-                    conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
-                    conv::conv_sample(p, x.dims, conv, dst, sums)
+        let spec = conv.spec;
+        let needs_pad = wg.is_none() && spec.k.iter().any(|&k| k > 1);
+        let mut pad = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
+        scratch::with(|sc| {
+            for s in 0..x.n {
+                let dst = &mut out.data[s * out_len..][..out_len];
+                match (wg, pad.as_mut()) {
+                    (Some(w), _) => w.conv_sample(x.sample(s), x.dims, dst, sc, sums),
+                    (None, Some(p)) => {
+                        conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
+                        conv::conv_sample(p, x.dims, conv, dst, sc, sums)
+                    }
+                    (None, None) => conv::conv_sample(x.sample(s), x.dims, conv, dst, sc, sums),
                 }
-                None => conv::conv_sample(x.sample(s), x.dims, conv, dst, sums),
-            };
-            all.extend(r);
-        }
-        if let Some(p) = scratch {
+                each(s, dst, sc);
+            }
+        });
+        if let Some(p) = pad {
             self.buffers.give(p);
         }
-        all
     }
 }
 
@@ -247,7 +249,7 @@ impl Backend for CpuBackend {
             return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
         }
         let mut out = self.tensor(x.n, spec.cout, x.dims);
-        self.install(|| self.conv_into(x, conv, &mut out, false));
+        self.install(|| self.conv_each(x, self.winograd_for(x, conv), &conv.direct, &mut out, false, |_, _, _| {}));
         Ok(out)
     }
 
@@ -262,13 +264,12 @@ impl Backend for CpuBackend {
         if let Some(r) = residual {
             same_shape(&out, r, "instance norm residual")?;
         }
-        let (len, c, vox) = (out.sample_len(), out.c, numel(out.dims));
+        let (c, vox) = (out.c, numel(out.dims));
         self.install(|| {
-            let sums = self.conv_into(x, conv, &mut out, true);
-            for (s, sums) in sums.iter().enumerate() {
-                let stats = norm::stats_from_sums(sums, vox);
-                norm::apply(&mut out.data[s * len..][..len], c, &stats, residual.map(|r| r.sample(s)), relu);
-            }
+            self.conv_each(x, self.winograd_for(x, conv), &conv.direct, &mut out, true, |s, dst, sc| {
+                norm::params_from_sums(&sc.totals, vox, &mut sc.params);
+                norm::apply_params(dst, c, &sc.params, residual.map(|r| r.sample(s)), relu);
+            })
         });
         Ok(out)
     }
@@ -347,7 +348,7 @@ impl Backend for CpuBackend {
         let mut wide = self.tensor(x.n, ct.packed.spec.cout, x.dims);
         let mut out = self.tensor(x.n, cout, sd);
         self.install(|| {
-            self.direct_conv_into(x, &ct.packed, &mut wide, false);
+            self.conv_each(x, None, &ct.packed, &mut wide, false, |_, _, _| {});
             let wl = wide.sample_len();
             let ol = out.sample_len();
             for s in 0..x.n {

@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::scratch::{self, refill};
+
 pub const EPS: f64 = 1e-5;
 
 /// A channel's statistics: the mean as an unevaluated sum `hi + lo` of two floats (so that
@@ -29,31 +31,28 @@ pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
         }
     }
     shift.iter_mut().for_each(|s| *s /= probe as f64);
+    // Each chunk sums into a slot of its own; the slots are added in chunk order, so the
+    // statistics are the same to the bit whichever thread ran which chunk, and the number of
+    // allocations does not depend on how the work was split.
     const CHUNK_VOX: usize = 4096;
-    let (sum, sq) = x
-        .par_chunks(CHUNK_VOX * c)
-        .map(|chunk| {
-            let mut s = vec![0f64; c];
-            let mut q = vec![0f64; c];
-            for v in chunk.chunks_exact(c) {
-                for ch in 0..c {
-                    let d = v[ch] as f64 - shift[ch];
-                    s[ch] += d;
-                    q[ch] += d * d;
-                }
+    let mut slots = vec![0f64; x.len().div_ceil(CHUNK_VOX * c) * 2 * c];
+    x.par_chunks(CHUNK_VOX * c).zip(slots.par_chunks_mut(2 * c)).for_each(|(chunk, slot)| {
+        let (s, q) = slot.split_at_mut(c);
+        for v in chunk.chunks_exact(c) {
+            for ch in 0..c {
+                let d = v[ch] as f64 - shift[ch];
+                s[ch] += d;
+                q[ch] += d * d;
             }
-            (s, q)
-        })
-        .reduce(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut s1, mut q1), (s2, q2)| {
-                for ch in 0..c {
-                    s1[ch] += s2[ch];
-                    q1[ch] += q2[ch];
-                }
-                (s1, q1)
-            },
-        );
+        }
+    });
+    let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+    for slot in slots.chunks_exact(2 * c) {
+        for ch in 0..c {
+            sum[ch] += slot[ch];
+            sq[ch] += slot[c + ch];
+        }
+    }
     (0..c)
         .map(|ch| {
             let m = sum[ch] / vox as f64;
@@ -65,29 +64,42 @@ pub fn channel_stats(x: &[f32], c: usize) -> Vec<Stats> {
         .collect()
 }
 
-/// Statistics from per-channel sums over `count` voxels (see `conv::conv_sample`).
-pub fn stats_from_sums(sums: &[(f64, f64)], count: usize) -> Vec<Stats> {
-    sums.iter()
-        .map(|&(s, q)| {
-            let mean = s / count as f64;
-            let var = (q / count as f64 - mean * mean).max(0.0);
-            let mean_hi = mean as f32;
-            Stats { mean_hi, mean_lo: (mean - mean_hi as f64) as f32, rstd: (1.0 / (var + EPS).sqrt()) as f32 }
-        })
-        .collect()
+/// The normalisation's parameters `mean_hi | mean_lo | rstd` (`3 x channels`, into `params`)
+/// from per-channel `(sum, sum of squares)` over `count` voxels (see `conv::conv_sample`).
+pub fn params_from_sums(sums: &[(f64, f64)], count: usize, params: &mut Vec<f32>) {
+    let c = sums.len();
+    let p = refill(params, 3 * c, 0.0);
+    for (ch, &(s, q)) in sums.iter().enumerate() {
+        let mean = s / count as f64;
+        let var = (q / count as f64 - mean * mean).max(0.0);
+        let mean_hi = mean as f32;
+        p[ch] = mean_hi;
+        p[c + ch] = (mean - mean_hi as f64) as f32;
+        p[2 * c + ch] = (1.0 / (var + EPS).sqrt()) as f32;
+    }
 }
 
 /// In place: `x = relu?((x - mean) * rstd + residual)`.
 pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
-    let hi: Vec<f32> = stats.iter().map(|s| s.mean_hi).collect();
-    let lo: Vec<f32> = stats.iter().map(|s| s.mean_lo).collect();
-    let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
+    scratch::with(|s| {
+        let p = refill(&mut s.params, 3 * c, 0.0);
+        for (ch, st) in stats.iter().enumerate().take(c) {
+            (p[ch], p[c + ch], p[2 * c + ch]) = (st.mean_hi, st.mean_lo, st.rstd);
+        }
+        apply_params(x, c, p, residual, relu);
+    })
+}
+
+/// [`apply`] with the parameters as [`params_from_sums`] lays them out.
+pub fn apply_params(x: &mut [f32], c: usize, params: &[f32], residual: Option<&[f32]>, relu: bool) {
+    let (hi, rest) = params.split_at(c);
+    let (lo, rstd) = rest.split_at(c);
     const CHUNK_VOX: usize = 4096;
     x.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| {
         let res = residual.map(|r| &r[i * CHUNK_VOX * c..][..chunk.len()]);
         for (v, k) in chunk.chunks_exact_mut(c).enumerate() {
             let r = res.map(|r| &r[v * c..][..c]);
-            normalise_voxel(k, &hi, &lo, &rstd, r, relu);
+            normalise_voxel(k, hi, lo, rstd, r, relu);
         }
     });
 }

@@ -12,9 +12,8 @@
 //! within a few ulps of direct summation. Zero padding in-plane is applied while gathering: no
 //! padded copy is made.
 
-use rayon::prelude::*;
-
-use super::conv::{select_kernel, ChannelSums, Kernel, MR, NR};
+use super::conv::{par_chunks_with_sums, select_kernel, Kernel, MR, NR};
+use super::scratch::Scratch;
 use crate::backend::ConvSpec;
 use crate::tensor::Dims;
 
@@ -78,32 +77,25 @@ impl WinogradConv {
 
     /// Convolves one channels-last sample `x` of `dims` into `out`; with `sums`, also returns the
     /// output's per-channel `(sum, sum of squares)`.
-    pub fn conv_sample(&self, x: &[f32], dims: Dims, out: &mut [f32], sums: bool) -> Option<ChannelSums> {
-        let cout = self.spec.cout;
-        let plane_out = dims[1] * dims[2] * cout;
+    pub fn conv_sample(&self, x: &[f32], dims: Dims, out: &mut [f32], scratch: &mut Scratch, sums: bool) {
+        let plane_out = dims[1] * dims[2] * self.spec.cout;
         let kernel = select_kernel();
-        let zero = || vec![(0f64, 0f64); cout];
-        let rows = out.par_chunks_mut(2 * plane_out).enumerate().map(|(th, pair)| {
-            let mut acc = sums.then(zero);
-            self.tile_row(x, dims, th, pair, kernel, acc.as_deref_mut());
-            acc
+        let Scratch { slots, totals, .. } = scratch;
+        par_chunks_with_sums(out, 2 * plane_out, self.spec.cout, sums.then_some((slots, totals)), |th, pair, acc| {
+            TILE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut ws) => self.tile_row(&mut ws, x, dims, th, pair, kernel, acc),
+                // Only if a tile row ever ran inside another on this thread (it does not: the
+                // row is serial code), fall back to fresh buffers rather than fail.
+                Err(_) => self.tile_row(&mut TileScratch::default(), x, dims, th, pair, kernel, acc),
+            })
         });
-        if !sums {
-            rows.for_each(drop);
-            return None;
-        }
-        Some(rows.map(|a| a.unwrap_or_else(zero)).reduce(zero, |mut a, b| {
-            for (p, q) in a.iter_mut().zip(b) {
-                p.0 += q.0;
-                p.1 += q.1;
-            }
-            a
-        }))
     }
 
     /// One row of tiles: output rows `2*th` and `2*th + 1` (the second may not exist).
+    #[allow(clippy::too_many_arguments)]
     fn tile_row(
         &self,
+        ws: &mut TileScratch,
         x: &[f32],
         dims: Dims,
         th: usize,
@@ -119,16 +111,31 @@ impl WinogradConv {
         let tiles_w = dims[1].div_ceil(2);
         let tiles = (BLOCK_BYTES / (16 * dr * (cin + cout) * 4)).clamp(1, tiles_w);
         let out_rows = out.len() / (dims[1] * lout);
-        let zeros = vec![0f32; lin];
         // V rows per transform e: tiles * dr, plus kd - 1 rows of slack read by the last
         // tile's discarded rows.
         let vstride = (tiles * dr + kd - 1) * cin;
         let mstride = tiles * dr * cout;
-        let mut v = vec![0f32; 16 * vstride];
-        let mut scratch = vec![0f32; 16 * lin];
-        let mut ybuf: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; lout]);
-        let mut m = vec![0f32; 16 * mstride];
-        let offsets: Vec<usize> = (0..kd).map(|c| c * cin).collect();
+        let TileScratch { zeros, v, scratch, ybuf, m } = ws;
+        // `zeros` is never written. V's pad rows (a tile's first and last row when kd = 3) are
+        // never written by this call but may hold an earlier layer's values: they are cleared.
+        // Its slack rows past the last tile only feed output rows that are discarded. The rest
+        // is written before it is read.
+        let zeros = grown(zeros, lin);
+        let v = grown(v, 16 * vstride);
+        if pd > 0 {
+            for ve in v.chunks_exact_mut(vstride) {
+                for t in 0..tiles {
+                    ve[t * dr * cin..][..cin].fill(0.0);
+                    ve[(t * dr + dr - 1) * cin..][..cin].fill(0.0);
+                }
+            }
+        }
+        let scratch = grown(scratch, 16 * lin);
+        let m = grown(m, 16 * mstride);
+        let [y00, y01, y10, y11] = ybuf;
+        let (y00, y01, y10, y11) = (grown(y00, lout), grown(y01, lout), grown(y10, lout), grown(y11, lout));
+        let offsets = [0, cin, 2 * cin];
+        let offsets = &offsets[..kd];
         let mut acc = [[0f32; NR]; MR];
         let mut tw0 = 0;
         while tw0 < tiles_w {
@@ -140,13 +147,13 @@ impl WinogradConv {
                 let src = |i: usize, j: usize| -> &[f32] {
                     let (h, w) = ((2 * th + i) as isize - 1, (2 * tw + j) as isize - 1);
                     if h < 0 || w < 0 || h >= dims[0] as isize || w >= dims[1] as isize {
-                        &zeros
+                        &*zeros
                     } else {
                         &x[(h as usize * dims[1] + w as usize) * lin..][..lin]
                     }
                 };
                 let p: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| src(i, j)));
-                input_transform(&p, &mut v, (t * dr + pd) * cin, vstride, lin, &mut scratch);
+                input_transform(&p, v, (t * dr + pd) * cin, vstride, lin, scratch);
             }
             // 16 GEMMs: M[e] (rows = nt * dr) = sum over D taps of V[e] shifted by the tap (rows x
             // cin) * U[e][tap] (cin x cout).
@@ -163,7 +170,7 @@ impl WinogradConv {
                         // SAFETY: rows >= dr >= MR (checked by `suits`); a block reads V rows
                         // start .. start + MR + kd - 1 <= rows + kd - 1, all inside `ve`; `up`
                         // holds kd * cin * NR floats.
-                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, &offsets, up.as_ptr(), &mut acc) };
+                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, offsets, up.as_ptr(), &mut acc) };
                         for (r, a) in acc.iter().enumerate() {
                             me[(start + r) * cout + p * NR..][..cols].copy_from_slice(&a[..cols]);
                         }
@@ -175,8 +182,6 @@ impl WinogradConv {
             for t in 0..nt {
                 let tw = tw0 + t;
                 let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * mstride + t * dr * cout..][..lout]);
-                let [y00, y01, y10, y11] = &mut ybuf;
-                let (y00, y01, y10, y11) = (&mut y00[..lout], &mut y01[..lout], &mut y10[..lout], &mut y11[..lout]);
                 output_transform(&mt, y00, y01, y10, y11);
                 let w0 = 2 * tw;
                 let targets = [(0, 0, &*y00), (0, 1, &*y01), (1, 0, &*y10), (1, 1, &*y11)];
@@ -203,6 +208,29 @@ impl WinogradConv {
             tw0 += nt;
         }
     }
+}
+
+/// The buffers of one tile row, kept per thread between calls: after every layer size has run
+/// once, the convolution's hot loop allocates nothing.
+#[derive(Default)]
+struct TileScratch {
+    zeros: Vec<f32>,
+    v: Vec<f32>,
+    scratch: Vec<f32>,
+    ybuf: [Vec<f32>; 4],
+    m: Vec<f32>,
+}
+
+thread_local! {
+    static TILE_SCRATCH: std::cell::RefCell<TileScratch> = std::cell::RefCell::new(TileScratch::default());
+}
+
+/// The first `n` floats of `v`, grown (zero-filled) when shorter.
+fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
 }
 
 /// `V[e] = (B^T P B)[xi][nu]` with `B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]`,
