@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench cpu            # all
 //!     cargo bench --bench cpu -- forward # the whole network only
+//!     cargo bench --bench cpu -- latency # a 448x448x24 series, last slice in -> mask out,
+//!                                        # Rust API and C ABI (fmseg bench --latency gives p99)
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fmseg::backend::cpu::CpuBackend;
@@ -47,5 +49,27 @@ fn layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, layers);
+/// One series through each front door of the library, as `fmseg bench --latency` times it
+/// (bundled weights, the default 448 x 448 x 24 plan, engines warmed up first).
+fn latency(c: &mut Criterion) {
+    use fmseg::embed::latency::{c_call, rust_call, AbiEngine, PreparedSeries};
+    use fmseg::embed::{Segmenter, SegmenterOptions, SeriesPlan};
+    let weights = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/fmseg-unet25d.fmw");
+    let plan = SeriesPlan::default();
+    let mut o = SegmenterOptions::new(&weights);
+    o.device = fmseg::engine::Device::Cpu;
+    o.plan = plan;
+    let segmenter = Segmenter::new(&o).unwrap();
+    let abi = AbiEngine::create(&weights, 1, 0, &plan).unwrap();
+    let series = PreparedSeries::synthetic(&plan, 1).unwrap();
+    let mut mask = Vec::new();
+    let mut g = c.benchmark_group("latency");
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(150));
+    g.bench_function("rust_api_448x448x24", |b| b.iter(|| rust_call(&segmenter, &series).unwrap()));
+    g.bench_function("c_abi_448x448x24", |b| b.iter(|| c_call(&abi, &series, &mut mask).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, forward, layers, latency);
 criterion_main!(benches);

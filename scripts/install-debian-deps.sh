@@ -5,12 +5,13 @@
 #           CharLS is built with CMake, its bindings generated with bindgen/libclang) and
 #           `openjpeg-sys` (JPEG 2000) features.
 #   tests:  dcmtk (dcmconv, dcmcrle, dcmcjpeg, dcmcjpls: every transfer syntax from one series),
-#           libgdcm-tools (gdcmconv --j2k), dcm2niix (geometry reference), dicom3tools (dciodvfy).
+#           libgdcm-tools (gdcmconv --j2k), dcm2niix (geometry reference), dicom3tools (dciodvfy),
+#           valgrind (the C ABI programs under memcheck, tests/embed_c.rs).
 #
 # Idempotent: installs only what is missing. Works as root without sudo, or with sudo otherwise.
 set -eu
 
-PKGS="build-essential cmake libclang-dev dcmtk libgdcm-tools dcm2niix dicom3tools"
+PKGS="build-essential cmake libclang-dev dcmtk libgdcm-tools dcm2niix dicom3tools valgrind"
 
 missing=""
 for p in $PKGS; do

@@ -140,4 +140,16 @@ impl AnyEngine {
             AnyEngine::Cuda(e) => e.logits(x),
         }
     }
+
+    /// Runs `f` on the CPU engine's worker threads (on the GPU engine: here). Work that calls
+    /// the engine many times (a whole series) runs inside it, so that each op's parallel loop
+    /// starts on a worker directly instead of being queued on the pool from outside (rayon's
+    /// queue for outside work allocates a block every 63 jobs).
+    pub fn on_workers<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match self {
+            AnyEngine::Cpu(e) => e.backend().install(f),
+            #[cfg(feature = "cuda")]
+            AnyEngine::Cuda(_) => f(),
+        }
+    }
 }

@@ -19,6 +19,14 @@ static int fail(const char *what, FmsegStatus s) {
     return 1;
 }
 
+/* The message belongs to the failed call: print it before freeing the engine (the next
+ * fmseg call on this thread replaces it). */
+static int fail_and_free(const char *what, FmsegStatus s, FmsegEngine *engine) {
+    fail(what, s);
+    fmseg_engine_free(engine);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     FmsegOptions options;
     fmseg_options_init(&options);
@@ -55,10 +63,7 @@ int main(int argc, char **argv) {
     size_t dims[3];
     double affine[16];
     s = fmseg_segment_dicom(engine, pos[1], NULL, 0, dims, affine);
-    if (s != FMSEG_ERROR_BUFFER_TOO_SMALL) {
-        fmseg_engine_free(engine);
-        return fail("fmseg_segment_dicom (size query)", s);
-    }
+    if (s != FMSEG_ERROR_BUFFER_TOO_SMALL) return fail_and_free("fmseg_segment_dicom (size query)", s, engine);
     size_t n = dims[0] * dims[1] * dims[2];
     uint8_t *mask = malloc(n);
     if (!mask) {
@@ -69,8 +74,7 @@ int main(int argc, char **argv) {
     s = fmseg_segment_dicom(engine, pos[1], mask, n, dims, affine);
     if (s != FMSEG_OK) {
         free(mask);
-        fmseg_engine_free(engine);
-        return fail("fmseg_segment_dicom", s);
+        return fail_and_free("fmseg_segment_dicom", s, engine);
     }
 
     FmsegFindings f;

@@ -57,6 +57,13 @@ pub struct BenchArgs {
     pub study: bool,
     #[command(flatten)]
     pub study_args: super::bench_study::StudyArgs,
+    /// Time "last slice in -> mask out" for whole series instead, through the library's Rust
+    /// API and its C ABI in alternation: p50, p95, p99, max and the breakdown (weights: --weights,
+    /// else the bundled ones).
+    #[arg(long)]
+    pub latency: bool,
+    #[command(flatten)]
+    pub latency_args: super::bench_latency::LatencyArgs,
     /// CUDA: also time the forward pass replayed as a CUDA graph over the planned arena
     /// (eager vs graph on the device, graph end to end through pinned buffers, arena size).
     #[arg(long)]
@@ -70,6 +77,15 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dims: Dims = args.dims.as_slice().try_into().context("--dims takes three sizes H,W,D")?;
+    if args.latency {
+        return super::bench_latency::run(
+            &args.device,
+            args.threads,
+            args.weights.as_deref(),
+            &args.latency_args,
+            args.json,
+        );
+    }
     let sd = match &args.weights {
         Some(p) => crate::weights::load_canonical(p)?,
         None => random_state_dict(0),

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bench_latency;
 pub mod bench_study;
 pub mod convert;
 pub mod convert_weights;

@@ -66,7 +66,9 @@ impl Pool {
     }
 
     pub fn give(&self, v: Vec<f32>) {
-        if v.capacity() < 4096 {
+        // Small buffers are parked too (the deepest levels' maps are ~1k floats): a forward
+        // pass after warm-up then allocates none.
+        if v.capacity() == 0 {
             return;
         }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());

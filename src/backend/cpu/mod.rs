@@ -55,6 +55,9 @@ pub struct CpuConvT {
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     buffers: Arc<Pool>,
+    /// The ops' small vectors, reused from op to op (ops on one backend run one at a time; one
+    /// that finds it busy uses fresh vectors).
+    scratch: std::sync::Mutex<Scratch>,
     threads: usize,
     winograd: bool,
 }
@@ -70,7 +73,13 @@ impl CpuBackend {
             .thread_name(|i| format!("fmseg-cpu-{i}"))
             .build()
             .map_err(|e| Error::Device(format!("cannot start {threads} CPU worker threads: {e}")))?;
-        Ok(CpuBackend { pool, buffers: Arc::new(Pool::default()), threads, winograd: true })
+        Ok(CpuBackend {
+            pool,
+            buffers: Arc::new(Pool::default()),
+            scratch: Default::default(),
+            threads,
+            winograd: true,
+        })
     }
 
     /// Turns Winograd F(2x2,3x3) for in-plane 3x3 convolutions on or off (on by default; off,
@@ -139,7 +148,13 @@ impl CpuBackend {
         let spec = conv.spec;
         let needs_pad = wg.is_none() && spec.k.iter().any(|&k| k > 1);
         let mut pad = needs_pad.then(|| self.buffers.take(conv::padded_len(x.dims, x.c, spec.k)));
-        scratch::with(|sc| {
+        let mut busy = None;
+        let mut held = self.scratch.try_lock();
+        let sc: &mut Scratch = match held.as_deref_mut() {
+            Ok(sc) => sc,
+            Err(_) => busy.insert(Scratch::default()),
+        };
+        {
             for s in 0..x.n {
                 let dst = &mut out.data[s * out_len..][..out_len];
                 match (wg, pad.as_mut()) {
@@ -152,7 +167,7 @@ impl CpuBackend {
                 }
                 each(s, dst, sc);
             }
-        });
+        }
         if let Some(p) = pad {
             self.buffers.give(p);
         }
@@ -184,8 +199,8 @@ impl Backend for CpuBackend {
         let mut t = self.tensor(n, c, dims);
         self.install(|| {
             for s in 0..n {
-                let cl = layout::to_channels_last(&x.data[s * c * vox..][..c * vox], c, vox);
-                t.data[s * c * vox..][..c * vox].copy_from_slice(&cl);
+                let dst = &mut t.data[s * c * vox..][..c * vox];
+                layout::to_channels_last_into(&x.data[s * c * vox..][..c * vox], c, vox, dst);
             }
         });
         Ok(t)
@@ -193,10 +208,11 @@ impl Backend for CpuBackend {
 
     fn download(&self, x: &CpuTensor) -> Result<HostTensor> {
         let vox = numel(x.dims);
-        let mut data = Vec::with_capacity(x.n * x.c * vox);
+        // The one allocation of a forward pass after warm-up: the logits it returns.
+        let mut data = vec![0f32; x.n * x.c * vox];
         self.install(|| {
-            for s in 0..x.n {
-                data.extend_from_slice(&layout::to_channels_first(x.sample(s), x.c, vox));
+            for (s, dst) in data.chunks_exact_mut(x.c * vox).enumerate() {
+                layout::to_channels_first_into(x.sample(s), x.c, vox, dst);
             }
         });
         HostTensor::new(vec![x.n, x.c, x.dims[0], x.dims[1], x.dims[2]], data)

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::scratch::{self, refill};
+use super::scratch::refill;
 
 pub const EPS: f64 = 1e-5;
 
@@ -81,13 +81,11 @@ pub fn params_from_sums(sums: &[(f64, f64)], count: usize, params: &mut Vec<f32>
 
 /// In place: `x = relu?((x - mean) * rstd + residual)`.
 pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
-    scratch::with(|s| {
-        let p = refill(&mut s.params, 3 * c, 0.0);
-        for (ch, st) in stats.iter().enumerate().take(c) {
-            (p[ch], p[c + ch], p[2 * c + ch]) = (st.mean_hi, st.mean_lo, st.rstd);
-        }
-        apply_params(x, c, p, residual, relu);
-    })
+    let mut p = vec![0f32; 3 * c];
+    for (ch, st) in stats.iter().enumerate().take(c) {
+        (p[ch], p[c + ch], p[2 * c + ch]) = (st.mean_hi, st.mean_lo, st.rstd);
+    }
+    apply_params(x, c, &p, residual, relu);
 }
 
 /// [`apply`] with the parameters as [`params_from_sums`] lays them out.

@@ -1,9 +1,7 @@
 //! The small per-op vectors of the CPU engine (per-channel partial sums, their totals, the
-//! normalisation's parameters, tap offsets), kept per thread between ops. A forward pass runs
-//! hundreds of ops; with these reused, an op allocates nothing once every layer size has run
-//! (the embedding API's promise: no allocation on the hot path after warm-up).
-
-use std::cell::RefCell;
+//! normalisation's parameters, tap offsets), kept by the backend between ops. A forward pass
+//! runs hundreds of ops; with these reused, an op allocates nothing once every layer size has
+//! run (the embedding API's promise: no allocation on the hot path after warm-up).
 
 #[derive(Default)]
 pub struct Scratch {
@@ -15,19 +13,6 @@ pub struct Scratch {
     pub params: Vec<f32>,
     /// Tap offsets of a convolution, in floats.
     pub offsets: Vec<usize>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// Runs `f` with this thread's scratch. Ops do not nest, but should one ever run inside
-/// another on the same thread, it gets fresh vectors rather than a borrow error.
-pub fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut s) => f(&mut s),
-        Err(_) => f(&mut Scratch::default()),
-    })
 }
 
 /// `v` cleared and refilled with `n` copies of `x`, within its capacity once it has grown.
