@@ -226,6 +226,34 @@ fn every_bad_argument_gets_a_status_and_a_message() {
     assert!(!stdout.contains("WRONG") && cases >= 40, "{cases} cases answered right: {stdout}");
 }
 
+/// The Python ctypes example (`examples/python/segment.py`, shown whole in the README) gives
+/// the CLI's mask too.
+#[test]
+fn the_python_ctypes_example_segments_as_the_cli_does() {
+    let script = repo().join("examples/python/segment.py");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let code = std::fs::read_to_string(&script).unwrap();
+    assert!(readme.contains(code.trim()), "README.md must show examples/python/segment.py as it is");
+    if !have("python3") {
+        return;
+    }
+    let s = study();
+    let mask = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-ctypes-mask.raw");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(lib_dir().join("libfmseg.so"))
+        .arg(bundled_weights())
+        .arg(&s.dicom)
+        .arg(&mask)
+        .args(["--threads", "2", "--no-warm-up"])
+        .output()
+        .unwrap();
+    show("examples/python/segment.py", &o);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FM voxels"));
+    assert_same_mask(&std::fs::read(&mask).unwrap(), &abi_layout(&s.cli_mask), "examples/python/segment.py");
+}
+
 const VALGRIND: &[&str] = &[
     "--error-exitcode=99",
     "--leak-check=full",
