@@ -128,7 +128,9 @@ impl OutputDir {
         }
         let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
+            // A staged file, or the temporary sibling a writer makes of one while it writes
+            // (`io::write_atomic`: `..fmseg-partial-<pid>-<n>-name.tmp-<pid>-<m>`).
+            if entry.file_name().to_string_lossy().contains(PARTIAL_PREFIX) {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
@@ -255,8 +257,10 @@ mod tests {
             "rename\t.fmseg-partial-0-a.txt\ta.txt\nrename\t.fmseg-partial-1-b.txt\tb.txt\nremove\tp.txt\n",
         )
         .unwrap();
-        // and an older run killed before its journal
+        // and an older run killed before its journal, one of them inside a writer's own
+        // temporary file of a staged one (kill -9 while fm_mask.nii.gz was being written)
         std::fs::write(dir.join(".fmseg-partial-0-c.txt"), "orphan").unwrap();
+        std::fs::write(dir.join("..fmseg-partial-7-0-fm_mask.nii.gz.tmp-7-3"), "orphan").unwrap();
         drop(OutputDir::open(dir).unwrap());
         assert_eq!(names(dir), [LOCK_FILE, "a.txt", "b.txt"]);
         assert_eq!(std::fs::read_to_string(dir.join("b.txt")).unwrap(), "new b");
