@@ -83,6 +83,19 @@ pub fn run(device: &str, threads: usize, weights: Option<&Path>, a: &LatencyArgs
         bail!("--series must be at least 1");
     }
 
+    // The control: one fixed 192x192x16 forward pass on a CPU engine of the same weights, timed
+    // between series. Its spread is the machine's own (the work never changes), against which
+    // the series' spread can be read.
+    let control = if device_name.starts_with("cpu") {
+        let sd = crate::weights::load_canonical(&weights)?;
+        let e = crate::engine::AnyEngine::new(Device::Cpu, threads, &sd)?;
+        let x = crate::model::init::random_input(7, 1, [192, 192, 16]);
+        e.on_workers(|| e.logits(&x))?;
+        Some((e, x))
+    } else {
+        None
+    };
+    let mut control_ms = Vec::with_capacity(n);
     let mut samples: Vec<(Route, Vec<Sample>)> = routes.iter().map(|&r| (r, Vec::with_capacity(n))).collect();
     let mut mask = Vec::new();
     let bar = indicatif::ProgressBar::new((n * routes.len()) as u64);
@@ -103,15 +116,25 @@ pub fn run(device: &str, threads: usize, weights: Option<&Path>, a: &LatencyArgs
             out.push(s);
             bar.inc(1);
         }
+        if let Some((e, x)) = &control {
+            let t = std::time::Instant::now();
+            e.on_workers(|| e.logits(x))?;
+            control_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
     }
     bar.finish_and_clear();
     let summaries: Vec<Summary> = samples.iter().map(|(r, s)| Summary::of(*r, s)).collect();
+    let q = |p: f64| crate::embed::latency::quantile(&control_ms, p);
+    let control_json = (!control_ms.is_empty()).then(|| {
+        serde_json::json!({"what": "one fixed 192x192x16 forward pass, timed between series", "p50_ms": q(0.5),
+            "p99_ms": q(0.99), "max_ms": q(1.0), "each_ms": control_ms})
+    });
 
     if json {
         crate::outln!(
             "{}",
             serde_json::json!({"device": device_name, "threads": threads, "series_dims": dims,
-            "series_spacing_mm": spacing_mm, "weights": weights, "routes": summaries})
+            "series_spacing_mm": spacing_mm, "weights": weights, "routes": summaries, "control": control_json})
         );
         return Ok(());
     }
@@ -163,6 +186,15 @@ pub fn run(device: &str, threads: usize, weights: Option<&Path>, a: &LatencyArgs
     );
     for s in &summaries {
         crate::outln!("{}: p99 is {:+.1}% of p50", s.route, s.p99_over_p50 * 100.0);
+    }
+    if !control_ms.is_empty() {
+        crate::outln!(
+            "control (the machine's own spread): one fixed 192x192x16 forward pass between series: p50 {:.1} ms, p99 \
+             {:.1} ms ({:+.1}%)",
+            q(0.5),
+            q(0.99),
+            (q(0.99) / q(0.5) - 1.0) * 100.0
+        );
     }
     Ok(())
 }

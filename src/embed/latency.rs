@@ -216,6 +216,9 @@ pub struct Summary {
     pub overhead_share: f64,
     /// p99 / p50 - 1.
     pub p99_over_p50: f64,
+    /// Every call's latency and its network time, ms, in call order.
+    pub latencies_ms: Vec<f64>,
+    pub network_ms_each: Vec<f64>,
 }
 
 impl Summary {
@@ -239,6 +242,8 @@ impl Summary {
             report_ms: ms(&|s| s.stages.report),
             overhead_share: quantile(&overhead, 0.5),
             p99_over_p50: p99 / p50 - 1.0,
+            latencies_ms: lat.iter().map(|l| l * 1e3).collect(),
+            network_ms_each: samples.iter().map(|s| s.stages.network * 1e3).collect(),
         }
     }
 }
