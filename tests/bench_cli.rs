@@ -50,3 +50,41 @@ fn study_bench_refuses_bad_grids() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `bench --latency` on two small series: both routes timed on every series, quantiles in
+/// order, the breakdown and the control present; bad arguments refused.
+#[test]
+fn latency_bench_times_both_routes_and_the_control() {
+    let out = fmseg(&[
+        "bench",
+        "--latency",
+        "--json",
+        "--threads",
+        "2",
+        "--series",
+        "2",
+        "--series-dims",
+        "96,80,6",
+        "--series-spacing",
+        "2,2,7",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let routes = v["routes"].as_array().unwrap();
+    let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Rust API", "C ABI"]);
+    for r in routes {
+        assert_eq!(r["latencies_ms"].as_array().unwrap().len(), 2);
+        let q = |k: &str| r[k].as_f64().unwrap();
+        assert!(
+            0.0 < q("p50_ms") && q("p50_ms") <= q("p95_ms") && q("p95_ms") <= q("p99_ms") && q("p99_ms") <= q("max_ms")
+        );
+        assert!(q("network_ms") > 0.0 && q("network_ms") < q("max_ms"), "{r}");
+        assert!((0.0..1.0).contains(&q("overhead_share")), "{r}");
+    }
+    assert_eq!(v["control"]["each_ms"].as_array().unwrap().len(), 2);
+    let bad = fmseg(&["bench", "--latency", "--series-dims", "96,80", "--threads", "2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--series-dims"));
+}
