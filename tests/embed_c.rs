@@ -189,22 +189,15 @@ fn a_program_written_against_the_header_alone_segments_voxels_as_the_cli_does() 
     let image = fmseg::pipeline::segment::load_input(&s.dicom, None).unwrap().image;
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let stem = tmp.join("volume-abi-input");
-    let [ni, nj, nk] = image.dims;
-    let mut voxels = vec![0f32; ni * nj * nk];
-    for i in 0..ni {
-        for j in 0..nj {
-            for k in 0..nk {
-                voxels[(k * nj + j) * ni + i] = image.data[(i * nj + j) * nk + k];
-            }
-        }
-    }
+    let abi = fmseg::embed::latency::PreparedSeries::of(&image);
+    let [ni, nj, nk] = abi.dims;
     let mut txt = format!("{ni} {nj} {nk}\n");
-    for row in &image.affine {
+    for row in abi.abi_affine.chunks_exact(4) {
         txt += &row.iter().map(|v| format!("{v:.17e}")).collect::<Vec<_>>().join(" ");
         txt += "\n";
     }
     std::fs::write(stem.with_extension("txt"), txt).unwrap();
-    std::fs::write(stem.with_extension("f32"), bytemuck::cast_slice::<f32, u8>(&voxels)).unwrap();
+    std::fs::write(stem.with_extension("f32"), bytemuck::cast_slice::<f32, u8>(&abi.abi_voxels)).unwrap();
     let mask = tmp.join("volume-abi-mask.raw");
     let o = Command::new(&exe).arg("segment").arg(bundled_weights()).arg(&stem).arg(&mask).arg("2").output().unwrap();
     show("tests/c/volume_abi.c segment", &o);

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::capi::{self, FmsegEngine, FmsegOptions, FmsegStatus, FmsegTimings};
 use super::segmenter::{synthetic_series, Segmenter, SeriesPlan, Timings};
-use super::series_builder::{SeriesBuilder, SliceGeometry};
+use super::series_builder::{slice_of, SeriesBuilder, SliceGeometry};
 use crate::error::{Error, Result};
 use crate::volume::Volume;
 
@@ -53,29 +53,11 @@ impl PreparedSeries {
 
     /// A volume cut into the slices a scanner would send (each with its DICOM geometry).
     pub fn of(v: &Volume) -> Self {
-        let [ni, nj, nk] = v.dims;
-        let a = &v.affine;
-        let col = |c: usize| [a[0][c], a[1][c], a[2][c]];
-        let norm = |x: [f64; 3]| (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sqrt();
-        let (r, c) = (col(0), col(1));
-        let (sr, sc) = (norm(r), norm(c));
-        let orientation = [r[0] / sr, r[1] / sr, r[2] / sr, c[0] / sc, c[1] / sc, c[2] / sc];
-        let mut slices = Vec::with_capacity(nk);
-        let mut abi_voxels = vec![0f32; ni * nj * nk];
-        for k in 0..nk {
-            let position = [0, 1, 2].map(|d| a[d][2] * k as f64 + a[d][3]);
-            let mut px = vec![0f32; ni * nj];
-            for j in 0..nj {
-                for i in 0..ni {
-                    let x = v.data[(i * nj + j) * nk + k];
-                    px[j * ni + i] = x;
-                    abi_voxels[(k * nj + j) * ni + i] = x;
-                }
-            }
-            slices.push((SliceGeometry { position, orientation, pixel_spacing: [sc, sr] }, px));
-        }
+        let slices: Vec<(SliceGeometry, Vec<f32>)> = (0..v.dims[2]).map(|k| slice_of(v, k)).collect();
+        // The ABI's layout is the slices' row-major pixels one after the other.
+        let abi_voxels = slices.iter().flat_map(|(_, px)| px.iter().copied()).collect();
         let mut abi_affine = [0f64; 16];
-        for (d, row) in a.iter().enumerate() {
+        for (d, row) in v.affine.iter().enumerate() {
             abi_affine[d * 4..d * 4 + 4].copy_from_slice(row);
         }
         PreparedSeries { slices, abi_voxels, dims: v.dims, abi_affine }

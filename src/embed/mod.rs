@@ -31,4 +31,4 @@ mod segmenter;
 mod series_builder;
 
 pub use segmenter::{synthetic_series, Segmentation, Segmenter, SegmenterOptions, SeriesPlan, Timings};
-pub use series_builder::{SeriesBuilder, SliceGeometry};
+pub use series_builder::{slice_of, SeriesBuilder, SliceGeometry};

@@ -29,6 +29,31 @@ pub struct SliceGeometry {
     pub pixel_spacing: [f64; 2],
 }
 
+/// Slice `k` of a volume as a scanner sends it: its DICOM geometry (the affine's columns are
+/// row direction x spacing between columns and column direction x spacing between rows; the
+/// position is voxel `(0, 0, k)`) and its pixels row-major (`row * cols + col`; fmseg's voxel
+/// order is `i` = column, `j` = row).
+pub fn slice_of(v: &Volume, k: usize) -> (SliceGeometry, Vec<f32>) {
+    let a = &v.affine;
+    let col = |c: usize| [a[0][c], a[1][c], a[2][c]];
+    let len = |x: [f64; 3]| geometry::dot(x, x).sqrt();
+    let (r, c) = (col(0), col(1));
+    let (sr, sc) = (len(r), len(c));
+    let g = SliceGeometry {
+        position: [0, 1, 2].map(|d| a[d][2] * k as f64 + a[d][3]),
+        orientation: [r[0] / sr, r[1] / sr, r[2] / sr, c[0] / sc, c[1] / sc, c[2] / sc],
+        pixel_spacing: [sc, sr],
+    };
+    let [cols, rows, nk] = v.dims;
+    let mut px = vec![0f32; cols * rows];
+    for i in 0..cols {
+        for j in 0..rows {
+            px[j * cols + i] = v.data[(i * rows + j) * nk + k];
+        }
+    }
+    (g, px)
+}
+
 /// A series being received (see the module docs).
 pub struct SeriesBuilder {
     name: String,
@@ -182,26 +207,7 @@ impl SeriesBuilder {
                 ),
             ));
         }
-        // The one-slice volume's affine holds the DICOM geometry: columns row_dir * spacing
-        // between columns, col_dir * spacing between rows, and the position.
-        let a = &v.affine;
-        let col = |c: usize| [a[0][c], a[1][c], a[2][c]];
-        let len = |x: [f64; 3]| geometry::dot(x, x).sqrt();
-        let (r, c) = (col(0), col(1));
-        let (sr, sc) = (len(r), len(c));
-        let g = SliceGeometry {
-            position: [a[0][3], a[1][3], a[2][3]],
-            orientation: [r[0] / sr, r[1] / sr, r[2] / sr, c[0] / sc, c[1] / sc, c[2] / sc],
-            pixel_spacing: [sc, sr],
-        };
-        // fmseg's voxel order is (i = column, j = row); the builder takes rows of pixels.
-        let (cols, rows) = (v.dims[0], v.dims[1]);
-        let mut px = vec![0f32; cols * rows];
-        for i in 0..cols {
-            for j in 0..rows {
-                px[j * cols + i] = v.data[i * rows + j];
-            }
-        }
+        let (g, px) = slice_of(v, 0);
         self.push(g, &px, 1.0, 0.0).map_err(|e| Error::format(path, e.to_string()))
     }
 
