@@ -1,8 +1,11 @@
 //! `fmseg batch` over synthetic archives: the plan on a tree of 32 studies (51 series) with junk, non-MR,
 //! duplicated, truncated and incomplete series; a run over 30 such studies, killed with -9 at
-//! random moments and resumed, against an uninterrupted one; shards merged.
+//! random moments and resumed, against an uninterrupted one; shards merged. `node`: `fmseg serve`,
+//! the DICOM node that reuses this machinery, with DCMTK peers.
 
 mod dicom_support;
+#[path = "batch/node.rs"]
+mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

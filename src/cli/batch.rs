@@ -165,15 +165,7 @@ impl Entry {
     }
 }
 
-/// A path component from a UID: only `[0-9A-Za-z._-]` kept, never `.` or `..`.
-pub fn safe_component(uid: &str) -> String {
-    let s: String = uid.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-    if s.is_empty() || s.chars().all(|c| c == '.') {
-        format!("_{s}")
-    } else {
-        s
-    }
-}
+pub use crate::io::safe_component;
 
 /// The checksum of a series' file list (see [`Entry::input_checksum`]).
 fn input_checksum(root: &Path, files: &[&Path]) -> String {

@@ -11,6 +11,7 @@ pub mod init_weights;
 pub mod phantom;
 pub mod segment;
 pub mod series;
+pub mod serve;
 pub mod train;
 
 use std::io::Write;
@@ -101,6 +102,8 @@ pub enum Command {
     ConvertWeights(convert_weights::Args),
     /// Segment every matching series of a DICOM archive: masks, DICOM SEG, reports; resumable, shardable.
     Batch(batch::BatchArgs),
+    /// A DICOM node: receive series by C-STORE, segment each complete one, send its DICOM SEG on.
+    Serve(serve::ServeArgs),
     /// Train the network (k-fold, the reference's recipe), resumable, checkpoints PyTorch can load.
     Train(train::TrainArgs),
 }
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(a) => batch::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Series(a) => series::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
         Command::Forward(a) => forward::run(a),

@@ -36,6 +36,16 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
     result
 }
 
+/// A path component from a UID: only `[0-9A-Za-z._-]` kept, never `.` or `..`.
+pub fn safe_component(uid: &str) -> String {
+    let s: String = uid.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
 /// `dir/.name.tmp-<pid>-<n>`: hidden, in the same directory (so the rename stays on one file
 /// system), unique per process and call.
 fn temp_sibling(path: &Path) -> PathBuf {

@@ -21,6 +21,7 @@ pub mod header;
 pub mod info;
 mod lengths;
 pub mod load;
+pub mod net;
 pub mod pixels;
 pub mod scan;
 pub mod select;
