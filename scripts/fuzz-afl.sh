@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz-afl.sh [--seconds N] [--jobs J] [--dir DIR] [--ledger] [TARGET...]
 #
-# TARGETs are those of src/fuzz.rs (dicom dicom_series nifti npy weights rules; default: all), each
+# TARGETs are those of src/fuzz.rs (dicom dicom_series nifti npy weights rules dicom_net; default: all), each
 # fuzzed for N seconds (default 600) of AFL++ time, J at a time (default 1), niced so that it
 # runs beside other work. DIR (default target/fuzz-afl) keeps the seeds and AFL++'s queues, so
 # a second run resumes from the corpus the first one grew. --ledger appends one line per target
@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         *) targets+=("$1"); shift ;;
     esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(dicom dicom_series nifti npy weights rules)
+[ ${#targets[@]} -gt 0 ] || targets=(dicom dicom_series nifti npy weights rules dicom_net)
 
 if ! command -v cargo-afl >/dev/null 2>&1; then
     echo "fuzz-afl: installing cargo-afl 0.18.2 (builds AFL++ for this rustc)"

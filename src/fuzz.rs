@@ -28,6 +28,9 @@ pub enum Target {
     Weights,
     /// `fmseg batch --rules` JSON, then applied to sample series.
     Rules,
+    /// What a peer sends `fmseg serve`: PDUs (dicom-ul's reader) and the DIMSE command sets
+    /// in them (fmseg's decoder).
+    DicomNet,
 }
 
 /// Where a [`Target::DicomSeries`] input is cut into files.
@@ -36,8 +39,15 @@ pub const SLICE_SEPARATOR: &[u8] = b"\0FMSEG-NEXT-SLICE\0";
 const MAX_SERIES_FILES: usize = 8;
 
 impl Target {
-    pub const ALL: [Target; 6] =
-        [Target::Dicom, Target::DicomSeries, Target::Nifti, Target::Npy, Target::Weights, Target::Rules];
+    pub const ALL: [Target; 7] = [
+        Target::Dicom,
+        Target::DicomSeries,
+        Target::Nifti,
+        Target::Npy,
+        Target::Weights,
+        Target::Rules,
+        Target::DicomNet,
+    ];
 
     /// The lower-case name used for the harness binaries and the regression folders.
     pub fn name(self) -> &'static str {
@@ -48,6 +58,7 @@ impl Target {
             Target::Npy => "npy",
             Target::Weights => "weights",
             Target::Rules => "rules",
+            Target::DicomNet => "dicom_net",
         }
     }
 
@@ -63,6 +74,7 @@ impl Target {
             Target::Npy => "input.npy",
             Target::Weights => "input.weights",
             Target::Rules => "rules.json",
+            Target::DicomNet => "stream.bin",
         }
     }
 }
@@ -88,6 +100,9 @@ pub fn run(target: Target, data: &[u8], dir: &Path) -> Option<String> {
         Target::Rules => crate::pipeline::rules::Rules::read(&path).map(|r| {
             r.decide(&crate::pipeline::rules::sample_series());
         }),
+        Target::DicomNet => crate::io::dicom::net::dimse::read_stream(data, 65536)
+            .map(|_| ())
+            .map_err(|m| crate::error::Error::format(&path, m)),
     };
     r.err().map(|e| e.to_string())
 }
@@ -187,6 +202,7 @@ pub fn seeds(dir: &Path) -> Result<Vec<(Target, String, Vec<u8>)>> {
     ] {
         out.push((Target::Rules, name.to_string(), json.as_bytes().to_vec()));
     }
+    out.push((Target::DicomNet, "association.bin".into(), crate::io::dicom::net::dimse::sample_stream()));
     Ok(out)
 }
 

@@ -108,7 +108,7 @@ impl Drop for Node {
     }
 }
 
-/// DCMTK's storescp, every object under its own name (`-uf`: a SEG received twice is two files).
+/// DCMTK's storescp, every object under its own name (`+uf`: a SEG received twice is two files).
 struct Destination {
     child: Child,
     port: u16,
@@ -119,7 +119,7 @@ impl Destination {
     fn start(dir: &Path, port: u16) -> Destination {
         std::fs::create_dir_all(dir).unwrap();
         let child = Command::new("storescp")
-            .args(["-aet", "DEST", "-od", dir.to_str().unwrap(), "-uf", &port.to_string()])
+            .args(["-aet", "DEST", "-od", dir.to_str().unwrap(), "+uf", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -159,14 +159,20 @@ impl Destination {
         v
     }
 
-    fn wait_for_segs(&self, n: usize, secs: u64) -> Vec<(PathBuf, String, String)> {
+    /// Wait for `n` SEGs; the node's log in the failure message.
+    fn wait_for_segs(&self, n: usize, secs: u64, node: &Node) -> Vec<(PathBuf, String, String)> {
         let t = Instant::now();
         loop {
             let s = self.segs();
             if s.len() >= n {
                 return s;
             }
-            assert!(t.elapsed() < Duration::from_secs(secs), "waited {secs} s for {n} SEG(s), have {}", s.len());
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "waited {secs} s for {n} SEG(s), have {}; the node's log:\n{}",
+                s.len(),
+                node.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -226,7 +232,7 @@ fn a_series_comes_back_as_its_seg() {
     let series_dir = std::fs::read_dir(dir.join("incoming")).unwrap().next().unwrap().unwrap().path().join(&uid);
     assert_eq!(dicom_support::files(&series_dir).len(), files.len());
 
-    let segs = dest.wait_for_segs(1, 120);
+    let segs = dest.wait_for_segs(1, 120, &node);
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].2, uid, "the SEG references the series sent");
     let v = Command::new("dciodvfy").arg(&segs[0].0).output().unwrap();
@@ -274,6 +280,40 @@ fn a_series_comes_back_as_its_seg() {
     assert_eq!(j.iter().filter(|e| e["event"] == "done").count(), 1);
     assert_eq!(j.iter().filter(|e| e["event"] == "sent").count(), 1);
     assert!(j.iter().find(|e| e["event"] == "sent").unwrap()["latency_s"].as_f64().unwrap() >= 1.0);
+
+    // the same series again, losslessly compressed by DCMTK (JPEG-LS, RLE and deflate slices):
+    // stored as sent, decoded at segmentation, the same SEG again
+    let packed = tmp.path().join("packed");
+    std::fs::create_dir_all(&packed).unwrap();
+    // (tool, its option, storescu's option proposing that transfer syntax)
+    let codecs = [("dcmcjpls", None, "-xt"), ("dcmcrle", None, "-xr"), ("dcmconv", Some("+td"), "-xd")];
+    for (n, (tool, flag, propose)) in codecs.iter().enumerate() {
+        let group: Vec<PathBuf> = files
+            .iter()
+            .skip(n)
+            .step_by(codecs.len())
+            .map(|f| {
+                let to = packed.join(f.file_name().unwrap());
+                let mut c = Command::new(tool);
+                c.args(flag).arg(f).arg(&to);
+                dicom_support::run_ok(&mut c);
+                to
+            })
+            .collect();
+        let o = storescu(node.port, "SCANNER", &group, &[propose]);
+        assert!(o.status.success(), "{}", dicom_support::show(&o));
+    }
+    let stored_ts: std::collections::BTreeSet<String> = dicom_support::files(&series_dir)
+        .iter()
+        .map(|f| dicom_object::open_file(f).unwrap().meta().transfer_syntax().trim_end_matches('\0').to_string())
+        .collect();
+    assert_eq!(
+        stored_ts,
+        ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5"].map(String::from).into(),
+        "stored in the transfer syntax it was sent in"
+    );
+    let segs = dest.wait_for_segs(2, 120, &node);
+    assert_eq!(pixels(&segs[0].0), pixels(&segs[1].0), "lossless input, the same SEG");
 }
 
 /// Three scanners send at once, and a fourth aborts its association half-way and sends the
@@ -310,7 +350,7 @@ fn three_senders_at_once_and_one_that_aborts() {
         let o = storescu(port, "SCANNER3", &files[5..], &[]);
         assert!(o.status.success(), "{}", dicom_support::show(&o));
     });
-    let segs = dest.wait_for_segs(4, 240);
+    let segs = dest.wait_for_segs(4, 240, &node);
     node.wait_for("seg series=", 4, 30);
     std::thread::sleep(Duration::from_secs(3));
     let segs_after = dest.segs();
@@ -365,7 +405,7 @@ fn a_killed_node_delivers_each_seg_exactly_once() {
     assert_eq!(received.len(), 10, "every acknowledged instance is on disk: {received:?}");
     let node = Node::start(&dir, &["--send-to", &peer, "--series-timeout", "1"]);
     assert!(node.wait_for("resuming: 1 series to segment, 0 SEG(s) to send", 1, 10).len() > 0);
-    dest.wait_for_segs(1, 120);
+    dest.wait_for_segs(1, 120, &node);
     node.wait_for("seg series=", 1, 30);
     drop(node);
     let node = Node::start(&dir, &["--send-to", &peer, "--series-timeout", "1"]);
@@ -391,7 +431,7 @@ fn a_killed_node_delivers_each_seg_exactly_once() {
     let dest = Destination::start(&tmp.path().join("dest"), dest_port);
     let node = Node::start(&dir, &["--send-to", &peer, "--series-timeout", "1"]);
     node.wait_for("resuming: 0 series to segment, 1 SEG(s) to send", 1, 10);
-    let segs = dest.wait_for_segs(2, 60);
+    let segs = dest.wait_for_segs(2, 60, &node);
     std::thread::sleep(Duration::from_secs(2));
     let segs_after = dest.segs();
     assert_eq!(segs_after.len(), 2, "{segs:?}");

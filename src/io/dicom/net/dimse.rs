@@ -183,6 +183,67 @@ impl Command {
     }
 }
 
+/// What the node makes of a byte stream from a peer: each PDU in turn (at most `max_pdu` bytes
+/// each, as the node negotiates), each P-DATA command fragment run assembled and decoded. The
+/// first error ends it, as it ends an association. For the `dicom_net` fuzz target.
+pub fn read_stream(bytes: &[u8], max_pdu: u32) -> Result<Vec<Command>, String> {
+    use dicom_ul::pdu::{PDataValueType, Pdu};
+    let mut buf = bytes;
+    let mut commands = Vec::new();
+    let mut command: Vec<u8> = Vec::new();
+    loop {
+        let pdu = match dicom_ul::read_pdu(&mut buf, max_pdu, true) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(commands),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Pdu::PData { data } = pdu {
+            for v in data.into_iter().filter(|v| v.value_type == PDataValueType::Command) {
+                if command.len() + v.data.len() > MAX_COMMAND_BYTES {
+                    return Err("a command set over 64 KiB".into());
+                }
+                command.extend_from_slice(&v.data);
+                if v.is_last {
+                    commands.push(Command::decode(&command).map_err(|e| e.to_string())?);
+                    command.clear();
+                }
+            }
+        }
+    }
+}
+
+/// A peer's opening of an association as bytes: A-ASSOCIATE-RQ for verification and MR
+/// storage, a C-ECHO, a C-STORE with a few data bytes, A-RELEASE-RQ (the fuzz seed).
+pub fn sample_stream() -> Vec<u8> {
+    use dicom_ul::pdu::*;
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "SCANNER".into(),
+        called_ae_title: "FMSEG".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: super::MR_IMAGE_STORAGE.into(),
+            transfer_syntaxes: vec![super::EXPLICIT_VR_LITTLE_ENDIAN.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let pdata = |value_type: PDataValueType, data: Vec<u8>| Pdu::PData {
+        data: vec![PDataValue { presentation_context_id: 1, value_type, is_last: true, data }],
+    };
+    let mut out = Vec::new();
+    for p in [
+        rq,
+        pdata(PDataValueType::Command, Command::echo_rq(1).encode()),
+        pdata(PDataValueType::Command, Command::store_rq(2, super::MR_IMAGE_STORAGE, "1.2.3.4").encode()),
+        pdata(PDataValueType::Data, vec![0x08, 0x00, 0x16, 0x00, 0x02, 0x00, 0x00, 0x00, b'1', 0]),
+        Pdu::ReleaseRQ,
+    ] {
+        dicom_ul::write_pdu(&mut out, &p).expect("a valid PDU");
+    }
+    out
+}
+
 /// One implicit-VR element of group 0000, padded to even length with `pad`.
 fn put(out: &mut Vec<u8>, elem: u16, value: &[u8], pad: u8) {
     let len = value.len() + value.len() % 2;
@@ -223,6 +284,15 @@ mod tests {
         assert_eq!(rsp.error_comment, "disk full");
         assert!(!rsp.has_data_set());
         assert!(!status::stored(0xA700) && status::stored(0xB007) && status::stored(0));
+    }
+
+    #[test]
+    fn a_peer_stream_reads_back() {
+        let cmds = read_stream(&sample_stream(), 65536).unwrap();
+        assert_eq!(cmds.iter().map(|c| c.command_field).collect::<Vec<_>>(), [C_ECHO_RQ, C_STORE_RQ]);
+        let s = sample_stream();
+        assert!(read_stream(&s[..s.len() - 3], 65536).is_ok(), "a cut PDU is not an error yet, only incomplete");
+        assert!(read_stream(&[0x04, 0, 0xff, 0xff, 0xff, 0xff], 65536).is_err());
     }
 
     #[test]
