@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-3600}
-FMSEG_FUZZ_SECONDS=$seconds exec nice -n 10 cargo test --release --test io_formats readers_survive_mutated_inputs -- --nocapture
+FMSEG_FUZZ_SECONDS=$seconds exec nice -n 10 cargo test --release --test io io_formats::readers_survive_mutated_inputs -- --nocapture

@@ -6,7 +6,7 @@
 #           `openjpeg-sys` (JPEG 2000) features.
 #   tests:  dcmtk (dcmconv, dcmcrle, dcmcjpeg, dcmcjpls: every transfer syntax from one series),
 #           libgdcm-tools (gdcmconv --j2k), dcm2niix (geometry reference), dicom3tools (dciodvfy),
-#           valgrind (the C ABI programs under memcheck, tests/embed_c.rs).
+#           valgrind (the C ABI programs under memcheck, tests/cli/embed_c.rs).
 #
 # Idempotent: installs only what is missing. Works as root without sudo, or with sudo otherwise.
 set -eu

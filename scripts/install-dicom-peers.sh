@@ -6,7 +6,7 @@
 #     export FMSEG_DICOM_PYTHON="$(scripts/install-dicom-peers.sh)"
 #
 # The venv: $FMSEG_DICOM_PEERS_VENV, else ${XDG_CACHE_HOME:-~/.cache}/fmseg/dicom-peers (about
-# 15 s and 150 MB). tests/dicom_tools.rs runs scripts/check_seg.py with it.
+# 15 s and 150 MB). tests/io/dicom_tools.rs runs scripts/check_seg.py with it.
 set -euo pipefail
 
 venv="${FMSEG_DICOM_PEERS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fmseg/dicom-peers}"

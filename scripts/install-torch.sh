@@ -7,7 +7,7 @@
 #
 # The venv: $FMSEG_TORCH_VENV, else ${XDG_CACHE_HOME:-~/.cache}/fmseg/torch-2.9.1. The PyPI
 # wheel pulls PyTorch's CUDA libraries (about 3 GB to download, 6.8 GB installed; about 2.5 min
-# on the 2-core development machine). tests/torch_baseline.rs uses it on the CPU only.
+# on the 2-core development machine). tests/ops/torch_baseline.rs uses it on the CPU only.
 set -euo pipefail
 
 venv="${FMSEG_TORCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fmseg/torch-2.9.1}"

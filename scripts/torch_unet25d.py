@@ -2,7 +2,7 @@
 reference's checkpoint key names, so the same weights load here and in fmseg.
 
 Used for side-by-side benchmarks (scripts/bench_pytorch.py, scripts/gpu_bench_torch.py) and checked
-against the reference fixtures by scripts/torch_parity.py (tests/torch_baseline.rs).
+against the reference fixtures by scripts/torch_parity.py (tests/ops/torch_baseline.rs).
 """
 import torch
 import torch.nn as nn

@@ -87,6 +87,20 @@ pub enum Device {
     Auto,
 }
 
+impl Device {
+    /// `Auto` made concrete: CUDA when this build has the CUDA engine and a usable GPU is
+    /// present (it opens and closes a context to find out), else the CPU. `Cpu` and `Cuda`
+    /// stay as they are.
+    pub fn resolve(self) -> Device {
+        match self {
+            #[cfg(feature = "cuda")]
+            Device::Auto if crate::backend::cuda::CudaBackend::new().is_ok() => Device::Cuda,
+            Device::Auto => Device::Cpu,
+            d => d,
+        }
+    }
+}
+
 /// An engine on whichever device was chosen at run time.
 pub enum AnyEngine {
     Cpu(Engine<crate::backend::cpu::CpuBackend>),

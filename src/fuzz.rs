@@ -4,7 +4,7 @@
 //!
 //! The targets are plain functions so that any driver can call them: the coverage-guided AFL++
 //! harness in `fuzz/` (`scripts/fuzz-afl.sh`, one binary per target, seeded by [`seeds`]) and the
-//! bounded mutation run in `tests/io_formats.rs`, which also replays every regression case in
+//! bounded mutation run in `tests/io/io_formats.rs`, which also replays every regression case in
 //! `tests/data/fuzz/<target>/`. The readers take paths, so each call writes the bytes to a file
 //! in `dir` under the name the format expects.
 

@@ -7,7 +7,7 @@ use clap::Args;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::profile::{Ceilings, Clock, OpStat, Profiled};
 use crate::backend::Backend;
-use crate::engine::Engine;
+use crate::engine::{Device, Engine};
 use crate::model::init::{random_input, random_state_dict};
 use crate::tensor::Dims;
 
@@ -16,9 +16,10 @@ mod graph;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// cpu or cuda (the GPU engine: timed with the input resident and the logits left on the device).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// cpu, cuda (the GPU engine: timed with the input resident and the logits left on the
+    /// device) or auto (cuda when a GPU is usable).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
     /// Worker threads for the CPU engine (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -79,7 +80,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dims: Dims = args.dims.as_slice().try_into().context("--dims takes three sizes H,W,D")?;
     if args.latency {
         return super::bench_latency::run(
-            &args.device,
+            args.device,
             args.threads,
             args.weights.as_deref(),
             &args.latency_args,
@@ -91,26 +92,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => random_state_dict(0),
     };
     if args.train {
-        if args.device != "cpu" {
+        if args.device.resolve() != Device::Cpu {
             bail!("--train: training runs on the CPU engine only (--device cpu)");
         }
         return bench_train(&args, &sd, dims);
     }
     if args.study {
-        return super::bench_study::run(&args.device, args.threads, &sd, &args.study_args, args.json);
+        return super::bench_study::run(args.device, args.threads, &sd, &args.study_args, args.json);
     }
-    match args.device.as_str() {
+    match args.device.resolve() {
         #[cfg(feature = "cuda")]
-        "cuda" if args.graph => graph::bench_graph(&args, &sd, dims),
+        Device::Cuda if args.graph => graph::bench_graph(&args, &sd, dims),
         _ if args.graph => bail!("--graph: CUDA graphs need --device cuda and a build with the CUDA engine"),
-        "cpu" => {
+        Device::Cpu | Device::Auto => {
             let cpu = CpuBackend::new(args.threads)?.with_winograd(!args.no_winograd);
             let threads = Some(cpu.threads());
             let ceilings = |b: &CpuBackend| Ok((4, Ceilings::measure_cpu(b.threads())));
             bench(cpu, ceilings, |_, _| None, &args, &sd, dims, threads, false)
         }
         #[cfg(feature = "cuda")]
-        "cuda" => {
+        Device::Cuda => {
             let gpu = crate::backend::cuda::CudaBackend::new()?;
             // Timed on the device: the input is uploaded once and the logits stay there, so
             // the numbers are the engine's, not the PCIe bus's.
@@ -128,10 +129,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             };
             bench(gpu, ceilings, peak, &args, &sd, dims, None, true)
         }
-        d => bail!(
-            "--device {d}: expected cpu{}",
-            if cfg!(feature = "cuda") { " or cuda" } else { " (this build has no CUDA engine)" }
-        ),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => {
+            bail!("--device cuda: this build of fmseg has no CUDA engine (built without the `cuda` feature)")
+        }
     }
 }
 

@@ -27,19 +27,13 @@ pub struct LatencyArgs {
     pub routes: Vec<String>,
 }
 
-pub fn run(device: &str, threads: usize, weights: Option<&Path>, a: &LatencyArgs, json: bool) -> anyhow::Result<()> {
+pub fn run(device: Device, threads: usize, weights: Option<&Path>, a: &LatencyArgs, json: bool) -> anyhow::Result<()> {
     let dims: [usize; 3] = a.series_dims.as_slice().try_into().context("--series-dims takes three sizes")?;
     let spacing_mm: [f64; 3] = a.series_spacing.as_slice().try_into().context("--series-spacing takes three values")?;
     if dims.iter().any(|&d| d < 2) || spacing_mm.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
         bail!("--series-dims must be at least 2 per axis and --series-spacing positive: {dims:?} at {spacing_mm:?} mm");
     }
     let plan = SeriesPlan { dims, spacing_mm };
-    let device = match device {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda,
-        "auto" => Device::Auto,
-        d => bail!("--device {d}: expected cpu, cuda or auto"),
-    };
     let mut routes = Vec::new();
     for r in &a.routes {
         routes.push(match r.as_str() {

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::Backend;
-use crate::engine::Engine;
+use crate::engine::{Device, Engine};
 use crate::error::Result;
 use crate::pipeline::preprocess::{preprocess, PreprocessConfig};
 use crate::pipeline::study::{self, StudyPlan};
@@ -53,9 +53,9 @@ type Infer<'a> = dyn FnMut(&StudyPlan, &[f32], &mut dyn FnMut(Progress)) -> Resu
 /// Times the study on `device` (cpu: the host pipeline over the CPU engine; cuda: the study
 /// resident on the GPU). The fold ensemble runs the same weights `folds` times (time does not
 /// depend on the values).
-pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json: bool) -> anyhow::Result<()> {
-    match device {
-        "cpu" => {
+pub fn run(device: Device, threads: usize, sd: &StateDict, args: &StudyArgs, json: bool) -> anyhow::Result<()> {
+    match device.resolve() {
+        Device::Cpu | Device::Auto => {
             let engine = Engine::new(CpuBackend::new(threads)?, sd)?;
             let mut infer = |plan: &StudyPlan, img: &[f32], p: &mut dyn FnMut(Progress)| {
                 let predict = |x: &HostTensor| engine.logits(x);
@@ -67,7 +67,7 @@ pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json:
             report(&engine.backend().name(), Some(engine.backend().threads()), &mut infer, args, json)
         }
         #[cfg(feature = "cuda")]
-        "cuda" => {
+        Device::Cuda => {
             let engine = Engine::new(crate::backend::cuda::CudaBackend::new()?, sd)?;
             let be = engine.backend();
             let mut infer = |plan: &StudyPlan, img: &[f32], p: &mut dyn FnMut(Progress)| {
@@ -78,7 +78,10 @@ pub fn run(device: &str, threads: usize, sd: &StateDict, args: &StudyArgs, json:
             crate::outln!("GPU memory (pool peak): {:.0} MiB", peak as f64 / (1 << 20) as f64);
             Ok(())
         }
-        d => anyhow::bail!("--device {d}: expected cpu{}", if cfg!(feature = "cuda") { " or cuda" } else { "" }),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => {
+            anyhow::bail!("--device cuda: this build of fmseg has no CUDA engine (built without the `cuda` feature)")
+        }
     }
 }
 

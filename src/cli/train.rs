@@ -11,16 +11,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use crate::engine::Device;
 use crate::pipeline::preprocess::PreprocessConfig;
 use crate::train::data::{Dataset, Source};
 use crate::train::run_dir::{RunDir, RunSpec};
 use crate::train::trainer::{self, Event, Init, TrainConfig};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrainDevice {
-    Cpu,
-    Cuda,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
@@ -56,8 +51,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last finished epoch.
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, value_enum, default_value_t = TrainDevice::Cpu)]
-    pub device: TrainDevice,
+    /// cpu (auto also means the CPU: training on the GPU is not implemented yet).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: Device,
     /// Starting weights (.pth, .safetensors, .fmw); freshly initialised from --seed otherwise.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -95,7 +91,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    if a.device == TrainDevice::Cuda {
+    // the tape differentiates the CPU ops only: auto means the CPU here
+    if a.device == Device::Cuda {
         bail!("training on the GPU is not implemented yet: use --device cpu");
     }
     let source = Source::parse(&a.data).with_context(|| format!("--data {}", a.data))?;

@@ -1,7 +1,7 @@
 //! `fmseg series` through the real binary: the table, `--json`, `--series`, `--check`, and
 //! every bad input as a non-zero exit with nothing on stdout and the file named on stderr.
 
-mod dicom_support;
+use crate::dicom_support;
 
 use fmseg::io::dicom::{write_mr_series, Rescale};
 

@@ -2,7 +2,7 @@
 //! round trips through every format, and every kind of bad file, through the library and the
 //! real `fmseg convert-weights` binary.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

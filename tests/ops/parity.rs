@@ -3,7 +3,7 @@
 //! PyTorch checkpoint. Tolerance from the fixtures' README: relative L2 1e-4 for the logits,
 //! the attention maps and every probe (sampled values, channel means and population stds).
 
-mod common;
+use crate::common;
 
 use fmseg::backend::cpu::CpuBackend;
 use fmseg::engine::Engine;

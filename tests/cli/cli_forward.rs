@@ -1,7 +1,7 @@
 //! `fmseg forward` through the real binary: exact logits on the reference case, and clear
 //! errors with no output for bad inputs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The parameter catalog is exactly the reference checkpoint's key list.
 
-mod common;
+use crate::common;
 
 use fmseg::model::catalog;
 

@@ -2,8 +2,8 @@
 //! pipeline's wiring with mock models, the real command end to end on a NIfTI image, and bad
 //! inputs refused with a clear message and no output.
 
-mod common;
-mod dicom_support;
+use crate::common;
+use crate::dicom_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -956,7 +956,7 @@ fn bundled_weights_find_fm_on_a_fresh_study() {
     assert_eq!(r["weights"][0]["bundled"], true);
     let dice = r["truth"]["dice"].as_f64().unwrap();
     assert!(dice >= DICE_FLOOR, "Dice {dice} below the floor {DICE_FLOOR}: {}", r["truth"]);
-    // --seg: the DICOM SEG holds the mask's voxels on the source planes (tests/dicom_tools.rs
+    // --seg: the DICOM SEG holds the mask's voxels on the source planes (tests/io/dicom_tools.rs
     // checks the writer against dciodvfy, highdicom and dcmqi)
     assert!(r["outputs"].as_array().unwrap().iter().any(|o| o == "fm_seg.dcm"), "{}", r["outputs"]);
     let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();

@@ -2,7 +2,7 @@
 //! 8-bit, per-slice rescale, reversed slice order), series selection, and every bad input as a
 //! typed error that names the file.
 
-mod dicom_support;
+use crate::dicom_support;
 
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, VR};

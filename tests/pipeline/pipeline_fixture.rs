@@ -2,7 +2,7 @@
 //! The clinical pipeline against the reference's MONAI outputs for `pipeline_case1`
 //! (an oblique int16 volume, 320x320x20 at 0.75x0.75x4 mm, stored with a flipped axis).
 
-mod common;
+use crate::common;
 
 use fmseg::io::{nifti, npy};
 use fmseg::pipeline::postprocess::{self, Interp};

@@ -314,6 +314,18 @@ fn a_series_comes_back_as_its_seg() {
     );
     let segs = dest.wait_for_segs(2, 120, &node);
     assert_eq!(pixels(&segs[0].0), pixels(&segs[1].0), "lossless input, the same SEG");
+
+    // other SOP classes (here a SEG sent back): refused by default, stored (and skipped by
+    // the rules) with --accept-other (storescu -R: propose only the files' own SOP classes)
+    let o = storescu(node.port, "SCANNER", std::slice::from_ref(&segs[0].0), &["-R"]);
+    let text = dicom_support::show(&o);
+    assert!(text.contains("No presentation context") || !o.status.success(), "a SEG is not an MR image: {text}");
+    drop(node);
+    let other_dir = tmp.path().join("node-other");
+    let other = Node::start(&other_dir, &["--accept-other", "--series-timeout", "0.5"]);
+    let o = storescu(other.port, "PACS", std::slice::from_ref(&segs[0].0), &["-R"]);
+    assert!(o.status.success(), "{}", dicom_support::show(&o));
+    other.wait_for("status=skipped", 1, 30);
 }
 
 /// Three scanners send at once, and a fourth aborts its association half-way and sends the

@@ -3,8 +3,7 @@
 //! random moments and resumed, against an uninterrupted one; shards merged. `node`: `fmseg serve`,
 //! the DICOM node that reuses this machinery, with DCMTK peers.
 
-mod dicom_support;
-#[path = "batch/node.rs"]
+use crate::dicom_support;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet};

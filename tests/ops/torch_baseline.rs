@@ -8,7 +8,7 @@
 //! tests print SKIPPED and pass, unless `FMSEG_REQUIRE_TORCH=1` (`.ci/run` installs torch and
 //! sets both): then a missing interpreter or torch is a failure.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! sampled entries (relative L2 over the samples) 1e-3; the 57 mathematically zero gradients
 //! (conv biases right before an instance norm) below 1e-6.
 
-mod common;
+use crate::common;
 
 use fmseg::backend::cpu::CpuBackend;
 use fmseg::train::step;

@@ -1,6 +1,6 @@
 //! NIfTI and .npy readers on the reference fixtures (values checked against nibabel / NumPy).
 
-mod common;
+use crate::common;
 
 use fmseg::io::{nifti, npy};
 use fmseg::volume;

@@ -6,7 +6,7 @@
 //! (scripts/check_seg.py). Each test skips with a notice when its tool is absent (CI installs
 //! them with scripts/install-debian-deps.sh and scripts/install-dicom-peers.sh).
 
-mod dicom_support;
+use crate::dicom_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

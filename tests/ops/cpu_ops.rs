@@ -2,7 +2,7 @@
 //! inputs of odd sizes. Tolerance: relative L2 1e-5 (float32 accumulation over at most a few
 //! thousand terms) unless stated.
 
-mod common;
+use crate::common;
 
 use common::Rng;
 use fmseg::backend::cpu::{reference, CpuBackend};

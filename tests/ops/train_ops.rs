@@ -6,7 +6,7 @@
 //! by a naive float64 implementation of the op written here from its definition. Tolerance:
 //! relative L2 1e-4 per tensor (the analytic side is float32).
 
-mod common;
+use crate::common;
 
 use common::Rng;
 use fmseg::backend::cpu::reference::adaptive_window;

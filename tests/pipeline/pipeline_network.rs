@@ -3,7 +3,7 @@
 //! `weights_seed0.pth` -> logits against the reference's, and the mask back on the original
 //! grid against the reference's. Four 192x192x16 windows: the slowest test of this file set.
 
-mod common;
+use crate::common;
 
 use fmseg::backend::cpu::CpuBackend;
 use fmseg::engine::Engine;
