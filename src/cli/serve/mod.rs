@@ -261,7 +261,16 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
             }
             let active = active.clone();
             sc.spawn(move || {
-                associate(stream, &peer_addr, scp, inbox, node);
+                // a panic in one association drops it, never the node (nor its slot)
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    associate(stream, &peer_addr, scp, inbox, node)
+                }));
+                if let Err(p) = run {
+                    eprintln!(
+                        "fmseg serve: association peer={peer_addr} end=dropped: internal error: {}",
+                        panic_text(&p)
+                    );
+                }
                 active.fetch_sub(1, Ordering::SeqCst);
             });
         }
@@ -438,7 +447,19 @@ impl Worker<'_> {
         loop {
             let (series_uid, study_uid, last) = self.node.next_complete();
             let t = Instant::now();
-            let (event, delivery) = self.process(&series_uid, &study_uid, last);
+            // a panic in one series' segmentation fails that series, never the node
+            let run =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(&series_uid, &study_uid, last)));
+            let (event, delivery) = run.unwrap_or_else(|p| {
+                let e = Event {
+                    event: "failed".into(),
+                    series_uid: series_uid.clone(),
+                    study_uid: study_uid.clone(),
+                    reason: format!("internal error: {}", panic_text(&p)),
+                    ..Event::default()
+                };
+                (e, None)
+            });
             let line = format!(
                 "fmseg serve: series study={study_uid} series={series_uid} instances={} status={}{}{} seconds={:.2}",
                 event.instances,
@@ -565,7 +586,9 @@ fn deliver(
         let mut tries = 0;
         while tries < attempts {
             tries += 1;
-            match scu::store_file(&d.seg, peer, aet, timeout) {
+            let sent = std::panic::catch_unwind(|| scu::store_file(&d.seg, peer, aet, timeout))
+                .unwrap_or_else(|p| Err(scu::SendError::Transient(format!("internal error: {}", panic_text(&p)))));
+            match sent {
                 Ok(status) => {
                     outcome = Ok(status);
                     break;
@@ -611,6 +634,11 @@ fn deliver(
             t.elapsed().as_secs_f64()
         );
     }
+}
+
+/// A panic's message.
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default()
 }
 
 /// `--status DIR`.
