@@ -28,7 +28,7 @@
 //! `--merge`, missing or done twice), 1 the batch could not start.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -189,27 +189,10 @@ pub fn read_manifest(out: &Path) -> Vec<Entry> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-/// Append one line, in one write (O_APPEND: lines from several shards never interleave), and
-/// sync it.
+/// Append one manifest line, synced ([`crate::io::append_line`]).
 fn append(out: &Path, e: &Entry) -> anyhow::Result<()> {
     let path = out.join(MANIFEST_FILE);
-    let mut line = serde_json::to_string(e)?;
-    line.push('\n');
-    // a line cut short by a kill: end it, so that this one stays whole
-    let cut = std::fs::File::open(&path).is_ok_and(|mut f| {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut last = [b'\n'];
-        f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
-    });
-    if cut {
-        line.insert(0, '\n');
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| path.display().to_string())?;
-    f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).with_context(|| path.display().to_string())
+    crate::io::append_line(&path, &serde_json::to_string(e)?).with_context(|| path.display().to_string())
 }
 
 /// The record committed with a series' outputs, if it is there and whole.

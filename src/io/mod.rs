@@ -46,6 +46,21 @@ pub fn safe_component(uid: &str) -> String {
     }
 }
 
+/// Append one line (a newline is added) to a journal-like file in one write (O_APPEND: lines
+/// from several processes never interleave) and sync it. A line a kill cut short is ended
+/// first, so that this one stays whole; readers skip the cut one.
+pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let cut = File::open(path).is_ok_and(|mut f| {
+        let mut last = [b'\n'];
+        f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
+    });
+    let text = format!("{}{line}\n", if cut { "\n" } else { "" });
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data()
+}
+
 /// `dir/.name.tmp-<pid>-<n>`: hidden, in the same directory (so the rename stays on one file
 /// system), unique per process and call.
 fn temp_sibling(path: &Path) -> PathBuf {

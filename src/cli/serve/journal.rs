@@ -6,7 +6,6 @@
 //! whose SEG has no `sent` line after it is sent again. Nothing is kept only in memory.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -70,22 +69,7 @@ impl Journal {
             let (d, t) = crate::io::dicom::write::utc_now();
             e.at = format!("{d}T{t}");
         }
-        let mut line = serde_json::to_string(&e)?;
-        line.push('\n');
-        let cut = std::fs::File::open(&self.path).is_ok_and(|mut f| {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut last = [b'\n'];
-            f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
-        });
-        if cut {
-            line.insert(0, '\n');
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .with_context(|| self.path.display().to_string())?;
-        f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).with_context(|| self.path.display().to_string())
+        crate::io::append_line(&self.path, &serde_json::to_string(&e)?).with_context(|| self.path.display().to_string())
     }
 
     /// Every whole line (one a kill cut short is ignored).
@@ -141,6 +125,7 @@ pub fn fold(events: &[Event]) -> BTreeMap<String, SeriesRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn fold_keeps_the_last_outcome_and_its_delivery() {

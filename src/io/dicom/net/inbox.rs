@@ -136,8 +136,8 @@ impl Inbox {
         file.sync_all().map_err(|e| Refusal { status: status::OUT_OF_RESOURCES, reason: format!("sync: {e}") })?;
         drop(file);
         let cannot = |reason: String| Refusal { status: status::CANNOT_UNDERSTAND, reason };
-        let scan = crate::io::dicom::scan::scan(&incoming.tmp)
-            .map_err(|e| cannot(crate::io::hide_temporary(&e.to_string())))?;
+        let scan =
+            crate::io::dicom::scan::scan(&incoming.tmp).map_err(|e| cannot(hide(&e.to_string(), &incoming.tmp)))?;
         if let Some(e) = scan.unreadable.first() {
             return Err(cannot(hide(&e.to_string(), &incoming.tmp)));
         }
