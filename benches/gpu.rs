@@ -6,9 +6,10 @@
 //!     cargo bench --bench gpu -- layers     # the hottest layers only
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fmseg::backend::cuda::{CudaBackend, GraphedForward};
+use fmseg::backend::cuda::CudaBackend;
 use fmseg::backend::{Backend, ConvSpec};
 use fmseg::engine::Engine;
+use fmseg::engine::GraphedForward;
 use fmseg::model::catalog::PATCH;
 use fmseg::model::init::{random_input, random_state_dict};
 use fmseg::tensor::HostTensor;

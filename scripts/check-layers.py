@@ -2,12 +2,12 @@
 """Layers only look down: every `crate::...` path in src/ must name a module of the same
 layer or one below it (ARCHITECTURE.md lists the layers). Comments are ignored.
 
-    scripts/check-layers.py            # exit 1 and list each new upward import
-    scripts/check-layers.py --list     # print every module's layer and every known exception
+    scripts/check-layers.py            # exit 1 and list each upward import
+    scripts/check-layers.py --list     # print every layer's modules
 
-The known upward imports below are the debt the structure issue is paying off: each is
-allowed until it is removed, and the check fails when one disappears without being struck
-from the list (so the list only shrinks). Run by .ci/run.
+There are no exceptions: a module that needs something above it moves up (as the CUDA graph
+forward moved into `engine` and the device-resident study into `pipeline`), or what it needs
+moves down. Run by .ci/run.
 """
 
 import os
@@ -33,14 +33,6 @@ LAYERS = [
     ["cli", "outln", "out"],
 ]
 
-# (file, imported module): upward imports that exist today (see the module docstring)
-KNOWN = {
-    ("error.rs", "io"),  # Error::Dicom boxes io::dicom::DicomError
-    ("backend/cuda/graph.rs", "engine"),  # GraphedForward checks inputs with engine::check_input
-    ("backend/cuda/study.rs", "model"),  # the device study builds model::Unet25d
-    ("backend/cuda/study.rs", "pipeline"),  # ... and takes pipeline::study's plan
-    ("backend/shape.rs", "model"),  # the arena planner runs model::Unet25d on the shape backend
-}
 
 
 def layer_of(path):
@@ -66,7 +58,7 @@ def strip_comments(text):
 
 
 def main():
-    seen, bad = set(), []
+    bad = []
     for dirpath, _, files in os.walk(ROOT):
         for f in sorted(files):
             if not f.endswith(".rs"):
@@ -86,24 +78,17 @@ def main():
                 if there is None:
                     bad.append(f"{rel}: crate::{m.group(1)} is in no layer")
                 elif there > here:
-                    key = (rel, target[0])
-                    seen.add(key)
-                    if key not in KNOWN:
-                        bad.append(
-                            f"{rel} (layer {here}: {'::'.join(mine)}) imports crate::{m.group(1)} (layer {there}): "
-                            "a layer may only use what is below it"
-                        )
-    for key in sorted(KNOWN - seen):
-        bad.append(f"{key[0]} no longer imports crate::{key[1]}: strike it from KNOWN in scripts/check-layers.py")
+                    bad.append(
+                        f"{rel} (layer {here}: {'::'.join(mine)}) imports crate::{m.group(1)} (layer {there}): "
+                        "a layer may only use what is below it"
+                    )
     if "--list" in sys.argv:
         for i, mods in enumerate(LAYERS):
             print(f"layer {i}: {', '.join(mods)}")
-        for k in sorted(KNOWN):
-            print(f"known upward import: {k[0]} -> {k[1]}")
     if bad:
         print("\n".join(bad), file=sys.stderr)
         sys.exit(1)
-    print(f"check-layers: ok ({len(LAYERS)} layers, {len(KNOWN)} known upward imports left)")
+    print(f"check-layers: ok ({len(LAYERS)} layers, no upward import)")
 
 
 if __name__ == "__main__":

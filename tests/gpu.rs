@@ -732,7 +732,7 @@ fn gpu_bench() {
     let sd = random_state_dict(1);
     let engine = Engine::new(be, &sd).unwrap();
     let dims = [192, 192, 16];
-    let flops = fmseg::model::catalog::forward_flops(dims);
+    let flops = fmseg::model::cost::forward_flops(dims).unwrap();
     let be = engine.backend();
     let mut rows = Vec::new();
     for n in [1usize, 4, 8] {
@@ -788,7 +788,7 @@ fn gpu_bench() {
 }
 
 // ---------------------------------------------------------------------------------------
-// planned arena and CUDA graphs (backend::arena, backend::cuda::graph)
+// planned arena and CUDA graphs (backend::arena, engine::graphed)
 
 /// Bitwise equality of two tensors, reporting how many values differ.
 fn assert_bit_identical(what: &str, got: &HostTensor, want: &HostTensor) {
@@ -805,7 +805,7 @@ fn assert_bit_identical(what: &str, got: &HostTensor, want: &HostTensor) {
 /// replays gives that input's logits, and replays make no `Pool::alloc` call.
 #[test]
 fn arena_and_graph_passes_are_bit_identical_to_the_pool_pass() {
-    use fmseg::backend::cuda::GraphedForward;
+    use fmseg::engine::GraphedForward;
     let Some(be) = gpu() else { return };
     be.set_poison_outputs(false);
     let sd = random_state_dict(21);
@@ -821,7 +821,7 @@ fn arena_and_graph_passes_are_bit_identical_to_the_pool_pass() {
             assert_bit_identical(&format!("batch {n} {mode}: recorded pass"), &gf.run(&xs[0]).unwrap(), &want[0]);
             assert_eq!(gf.has_graph(n, dims), graphs);
             let plan = gf.plan(n, dims).unwrap();
-            let predicted = fmseg::backend::shape::planned_arena_bytes(dims, n).unwrap();
+            let predicted = fmseg::model::cost::planned_arena_bytes(dims, n).unwrap();
             eprintln!(
                 "batch {n} {mode}: arena {} bytes (shape-only prediction {predicted}), {} buffers",
                 plan.size,
@@ -848,14 +848,14 @@ fn arena_and_graph_passes_are_bit_identical_to_the_pool_pass() {
 /// the trace the CUDA pool records, event for event, so the predicted arena is the real one.
 #[test]
 fn arena_trace_of_the_shape_backend_matches_the_device() {
-    use fmseg::backend::cuda::GraphedForward;
+    use fmseg::engine::GraphedForward;
     let Some(be) = gpu() else { return };
     be.set_poison_outputs(false);
     let mut gf = GraphedForward::new(Engine::new(be, &random_state_dict(3)).unwrap()).with_graphs(false);
     for (n, dims) in [(2usize, [192usize, 192, 16]), (1, [200, 232, 18])] {
         gf.run(&random_input(9, n, dims)).unwrap();
         let device = gf.plan(n, dims).unwrap();
-        let predicted = fmseg::backend::shape::forward_plan(dims, n).unwrap();
+        let predicted = fmseg::model::cost::forward_plan(dims, n).unwrap();
         let first = device.events.iter().zip(&predicted.events).position(|(a, b)| a != b);
         assert!(
             first.is_none() && device.events.len() == predicted.events.len(),
@@ -879,7 +879,7 @@ fn arena_trace_of_the_shape_backend_matches_the_device() {
 /// the engine works again once the pass matches.
 #[test]
 fn arena_divergence_is_an_error_and_recoverable() {
-    use fmseg::backend::cuda::GraphedForward;
+    use fmseg::engine::GraphedForward;
     let Some(be) = gpu() else { return };
     be.set_poison_outputs(false);
     let sd = random_state_dict(4);

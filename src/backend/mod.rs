@@ -54,6 +54,14 @@ impl ConvTSpec {
     }
 }
 
+/// Which rate a `Dropout3d` of the reference uses: the network's `dropout` (encoders,
+/// decoders) or the 0.2 it hard-codes (context block, channel attention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropoutSite {
+    Network,
+    Fixed,
+}
+
 /// What the network needs from a device. Tensors are batches `(N, C, H, W, D)` in whatever
 /// layout the backend prefers; `upload`/`download` convert from/to PyTorch layout.
 /// Ops take inputs by value where the backend may reuse the buffer in place.
@@ -144,4 +152,10 @@ pub trait Backend: Send + Sync {
 
     /// Channel concatenation `[a, b]`.
     fn concat(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Training-mode `Dropout3d` at `site` (whole channels zeroed per sample, the rest scaled
+    /// by `1 / (1 - p)`). Identity at inference, which is every backend but the training tape.
+    fn dropout(&self, x: Self::Tensor, _site: DropoutSite) -> Result<Self::Tensor> {
+        Ok(x)
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::backend::{Backend, ConvSpec, ConvTSpec};
+use crate::backend::{Backend, ConvSpec, ConvTSpec, DropoutSite};
 use crate::error::Result;
 use crate::tensor::{numel, Dims, HostTensor};
 
@@ -265,6 +265,11 @@ impl<B: Backend> Backend for Profiled<B> {
     fn concat(&self, a: &B::Tensor, b: &B::Tensor) -> Result<B::Tensor> {
         let read = self.elems(a) + self.elems(b);
         self.op(|| "concat".into(), 0.0, read, || self.inner.concat(a, b))
+    }
+
+    /// Not timed: the identity at inference (the tape's, when training, is in its op times).
+    fn dropout(&self, x: B::Tensor, site: DropoutSite) -> Result<B::Tensor> {
+        self.inner.dropout(x, site)
     }
 }
 

@@ -1,9 +1,9 @@
 //! A backend that computes nothing and allocates nothing: its tensors carry a shape and a
 //! drop guard, and every buffer the CUDA backend would allocate for an op is logged to a
 //! [`Trace`] (allocation with the CUDA engine's byte count, free when the last holder drops).
-//! Running the real model graph (`crate::model`) on it gives the activation lifetimes of a
-//! forward pass without a GPU, which [`arena::plan`](super::arena::plan) turns into the arena
-//! the CUDA engine will use: [`planned_arena_bytes`] is that arena's size.
+//! Running the real model graph on it (`crate::model::cost`) gives the activation lifetimes of
+//! a forward pass without a GPU, which [`arena::plan`](super::arena::plan) turns into the arena
+//! the CUDA engine will use.
 //!
 //! It mirrors `backend::cuda` op by op (`ops.rs`, `conv.rs`, `mod.rs`): fp16 channels-last
 //! activations (`n * c * vox * 2` bytes); a conv followed by InstanceNorm keeps the raw output
@@ -15,8 +15,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::arena::{self, Plan, Trace, DEVICE_ALIGN};
-use super::{Backend, ConvSpec, ConvTSpec};
+use super::arena::{Trace, DEVICE_ALIGN};
+use super::{Backend, ConvSpec, ConvTSpec, DropoutSite};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Dims, HostTensor};
 
@@ -55,11 +55,18 @@ pub struct ShapeTensor {
 #[derive(Clone, Default)]
 pub struct ShapeBackend {
     trace: Arc<Mutex<Trace>>,
+    /// `Backend::dropout` calls per site (network rate, fixed rate): where the graph drops.
+    dropouts: Arc<Mutex<[usize; 2]>>,
 }
 
 impl ShapeBackend {
     pub fn new() -> Self {
         ShapeBackend::default()
+    }
+
+    /// How many times the graph asked for dropout at the network's rate and at the fixed one.
+    pub fn dropout_calls(&self) -> [usize; 2] {
+        self.dropouts.lock().map(|d| *d).unwrap_or_default()
     }
 
     /// The events logged so far.
@@ -252,111 +259,19 @@ impl Backend for ShapeBackend {
         }
         self.tensor(a.n, a.c + b.c, a.dims)
     }
-}
 
-/// The allocations and frees of one network forward pass over a batch of `batch` inputs of
-/// size `dims` on the CUDA engine: from the first buffer after the (separately held) input to
-/// the last free once the outputs are dropped. Everything allocated is freed.
-pub fn forward_trace(dims: Dims, batch: usize) -> Result<Trace> {
-    if batch == 0 {
-        return Err(Error::Shape("empty batch".into()));
+    /// The identity, as on the CUDA engine; counted.
+    fn dropout(&self, x: ShapeTensor, site: DropoutSite) -> Result<ShapeTensor> {
+        if let Ok(mut d) = self.dropouts.lock() {
+            d[site as usize] += 1;
+        }
+        Ok(x)
     }
-    let be = ShapeBackend::new();
-    let mut sd = crate::weights::StateDict::new();
-    for (key, shape) in crate::model::catalog::tensor_keys() {
-        sd.insert(key, HostTensor::zeros(shape));
-    }
-    let model = crate::model::Unet25d::new(&be, &sd)?;
-    let x = be.untracked(batch, 1, dims);
-    let out = model.forward(&be, &x)?;
-    drop(out);
-    let trace = be.trace();
-    if trace.live_at_end() != 0 {
-        return Err(Error::Other(format!(
-            "internal: {} buffers of the shape-only forward pass were never freed",
-            trace.live_at_end()
-        )));
-    }
-    Ok(trace)
-}
-
-/// The arena plan of one forward pass (see [`forward_trace`]).
-pub fn forward_plan(dims: Dims, batch: usize) -> Result<Plan> {
-    arena::plan(&forward_trace(dims, batch)?)
-}
-
-/// Bytes of the activation arena the CUDA engine plans for a batch of `batch` inputs of size
-/// `dims` (the input and the f32 logits buffers, and the weights, come on top).
-pub fn planned_arena_bytes(dims: Dims, batch: usize) -> Result<usize> {
-    Ok(forward_plan(dims, batch)?.size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::catalog::PATCH;
-
-    const MIB: f64 = 1024.0 * 1024.0;
-
-    #[test]
-    fn network_arena_has_no_overlaps_and_is_near_the_lower_bound() {
-        for batch in [1usize, 8, 16] {
-            let trace = forward_trace(PATCH, batch).unwrap();
-            let plan = arena::plan(&trace).unwrap();
-            // `plan` verifies; check again independently of it, brute force.
-            for (i, a) in plan.blocks.iter().enumerate() {
-                for b in &plan.blocks[i + 1..] {
-                    if a.start < b.end && b.start < a.end {
-                        assert!(
-                            a.offset + a.footprint() <= b.offset || b.offset + b.footprint() <= a.offset,
-                            "batch {batch}: blocks {} and {} overlap",
-                            a.id,
-                            b.id
-                        );
-                    }
-                }
-            }
-            let total: usize = plan.blocks.iter().map(|b| b.footprint()).sum();
-            eprintln!(
-                "192x192x16 batch {batch:>2}: {} allocations, arena {:.1} MiB, max-live {:.1} MiB ({:.3}x), \
-                 {:.1} MiB allocated in all",
-                plan.blocks.len(),
-                plan.size as f64 / MIB,
-                plan.max_live as f64 / MIB,
-                plan.overhead(),
-                total as f64 / MIB
-            );
-            assert!(plan.overhead() <= 1.10, "batch {batch}: arena {:.3}x the lower bound", plan.overhead());
-            assert!(plan.size * 2 < total, "batch {batch}: the arena reuses memory");
-        }
-    }
-
-    #[test]
-    fn arena_scales_with_the_batch_and_meets_the_memory_target() {
-        let one = planned_arena_bytes(PATCH, 1).unwrap();
-        let eight = planned_arena_bytes(PATCH, 8).unwrap();
-        // Every buffer scales with the batch; only alignment rounding does not.
-        let ratio = eight as f64 / one as f64;
-        assert!((7.9..=8.05).contains(&ratio), "arena batch 8 / batch 1 = {ratio:.3}");
-        // The issue's target: GPU memory at batch 8 under 2 GB. On top of the arena: the
-        // weights (at most 4 bytes per parameter: fp16 for the tensor-core convs, f32 for the
-        // rest and the biases), the fp16 input and the f32 logits buffers.
-        let weights = crate::model::catalog::parameter_count() * 4;
-        let io = 8 * numel(PATCH) * (2 + 2 * 4);
-        let total = eight + weights + io;
-        eprintln!(
-            "batch 8: arena {:.1} MiB + weights <= {:.1} MiB + input/logits {:.1} MiB = {:.1} MiB",
-            eight as f64 / MIB,
-            weights as f64 / MIB,
-            io as f64 / MIB,
-            total as f64 / MIB
-        );
-        assert!(total < 2_000_000_000, "predicted GPU memory at batch 8: {total} bytes");
-        // 4 full-resolution 32-channel tensors per sample at the peak (the last decoder: the
-        // lazy first conv, the shortcut, the raw second conv and the residual sum) plus the maps.
-        let per_sample_peak = 4 * 32 * numel(PATCH) * 2;
-        assert!(one >= per_sample_peak && one < per_sample_peak + per_sample_peak / 8, "batch 1 arena {one}");
-    }
 
     #[test]
     fn trace_mirrors_the_cuda_engine_op_by_op() {
@@ -368,7 +283,7 @@ mod tests {
         let spec = ConvSpec { cin: 32, cout: 16, k: [3, 3, 1], bias: true };
         let y = be.conv_norm(&x, &spec, Some(&r), true).unwrap();
         drop((r, y));
-        use arena::Event::*;
+        use crate::backend::arena::Event::*;
         let t = 2 * 16 * 256 * 2;
         let tiles = 256usize.div_ceil(STATS_TILE_ROWS);
         assert_eq!(
@@ -404,7 +319,5 @@ mod tests {
         let be = ShapeBackend::new();
         let t = be.tensor(1, 1, [2, 2, 2]).unwrap();
         assert!(be.download(&t).is_err());
-        assert!(forward_trace(PATCH, 0).is_err());
-        assert!(forward_trace([100, 100, 8], 1).is_err(), "below the network's minimum input");
     }
 }

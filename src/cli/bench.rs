@@ -149,7 +149,7 @@ fn bench<B: Backend + 'static>(
     threads: Option<usize>,
     device_resident: bool,
 ) -> anyhow::Result<()> {
-    let flops = crate::model::catalog::forward_flops(dims);
+    let flops = crate::model::cost::forward_flops(dims)?;
     let mut rows = Vec::new();
     let clock = if args.cpu_time { Clock::ProcessCpu } else { Clock::Wall };
     if args.layers {
@@ -194,7 +194,7 @@ fn bench<B: Backend + 'static>(
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         // The activations the planned arena would hold (fp16 channels-last, as the CUDA engine).
-        let arena = if device_resident { crate::backend::shape::planned_arena_bytes(dims, n).ok() } else { None };
+        let arena = if device_resident { crate::model::cost::planned_arena_bytes(dims, n).ok() } else { None };
         rows.push((n, median, times[0], device_peak(be, false), arena));
     }
     let peak = peak_rss_bytes();

@@ -1,33 +1,31 @@
-//! The reference's building blocks over any [`Backend`]: encoders, decoder, the two attention
-//! modules, the context block and the decoder's upsampling stage.
+//! The reference's building blocks over any [`Backend`], each built from its spec in
+//! [`crate::model::catalog`] (which names and shapes every layer): encoders, decoder, the two
+//! attention modules, the context block and the decoder's upsampling stage.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DropoutSite};
 use crate::error::{Error, Result};
-use crate::model::catalog::{Layer, LayerKind};
+use crate::model::catalog::{
+    AttentionSpec, ChannelAttentionSpec, ContextSpec, DecoderSpec, EncoderSpec, Layer, LayerKind, SpatialAttentionSpec,
+    UpSpec,
+};
 use crate::tensor::Dims;
 use crate::weights::StateDict;
 
-/// Builds prepared layers from a state dict, checking each layer against the catalog.
+/// Prepares layers on a backend from a state dict, checking each tensor's shape against the
+/// layer's spec.
 pub struct Loader<'a, B: Backend> {
     pub backend: &'a B,
     pub sd: &'a StateDict,
-    pub layers: &'a [Layer],
 }
 
 impl<'a, B: Backend> Loader<'a, B> {
-    fn layer(&self, prefix: &str) -> Result<&'a Layer> {
-        self.layers
-            .iter()
-            .find(|l| l.prefix == prefix)
-            .ok_or_else(|| Error::Other(format!("internal: no layer {prefix} in the catalog")))
-    }
-
     fn tensor(&self, key: &str) -> Result<&'a crate::tensor::HostTensor> {
         self.sd.get(key).ok_or_else(|| Error::Shape(format!("missing tensor {key}")))
     }
 
-    pub fn conv(&self, prefix: &str) -> Result<B::Conv> {
-        let LayerKind::Conv(spec) = self.layer(prefix)?.kind else {
+    pub fn conv(&self, layer: &Layer) -> Result<B::Conv> {
+        let prefix = &layer.prefix;
+        let LayerKind::Conv(spec) = layer.kind else {
             return Err(Error::Other(format!("internal: {prefix} is not a convolution")));
         };
         let w = self.tensor(&format!("{prefix}.weight"))?;
@@ -36,14 +34,20 @@ impl<'a, B: Backend> Loader<'a, B> {
         self.backend.prepare_conv(prefix, spec, w, b)
     }
 
-    pub fn conv_t(&self, prefix: &str) -> Result<B::ConvT> {
-        let LayerKind::ConvT(spec) = self.layer(prefix)?.kind else {
+    pub fn conv_t(&self, layer: &Layer) -> Result<B::ConvT> {
+        let prefix = &layer.prefix;
+        let LayerKind::ConvT(spec) = layer.kind else {
             return Err(Error::Other(format!("internal: {prefix} is not a transposed convolution")));
         };
         let w = self.tensor(&format!("{prefix}.weight"))?;
         let b = self.tensor(&format!("{prefix}.bias"))?;
         check_shape(prefix, "weight", &w.shape, &spec.weight_shape())?;
         self.backend.prepare_conv_t(prefix, spec, w, b)
+    }
+
+    fn convs<const N: usize>(&self, layers: &[Layer; N]) -> Result<[B::Conv; N]> {
+        let v = layers.iter().map(|l| self.conv(l)).collect::<Result<Vec<_>>>()?;
+        v.try_into().map_err(|_| Error::Other("internal: layer count".into()))
     }
 }
 
@@ -64,22 +68,17 @@ pub struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
-    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        Ok(Encoder {
-            c1a: l.conv(&format!("{p}.conv1.0.block.0"))?,
-            c1b: l.conv(&format!("{p}.conv1.1.block.0"))?,
-            c2a: l.conv(&format!("{p}.conv2.0.block.0"))?,
-            c2b: l.conv(&format!("{p}.conv2.1.block.0"))?,
-            shortcut: l.conv(&format!("{p}.conv3"))?,
-        })
+    pub fn load(l: &Loader<B>, spec: &EncoderSpec) -> Result<Self> {
+        let [c1a, c1b, c2a, c2b, shortcut] = l.convs(&spec.layers())?;
+        Ok(Encoder { c1a, c1b, c2a, c2b, shortcut })
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let a = be.conv_norm(x, &self.c1a, None, true)?;
+        let a = be.dropout(be.conv_norm(x, &self.c1a, None, true)?, DropoutSite::Network)?;
         let s = be.conv(x, &self.shortcut)?;
         let x1 = be.conv_norm(&a, &self.c1b, Some(&s), true)?;
         drop((a, s));
-        let b = be.conv_norm(&x1, &self.c2a, None, true)?;
+        let b = be.dropout(be.conv_norm(&x1, &self.c2a, None, true)?, DropoutSite::Network)?;
         be.conv_norm(&b, &self.c2b, Some(&x1), true)
     }
 }
@@ -92,17 +91,14 @@ pub struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
-    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        Ok(Decoder {
-            c1: l.conv(&format!("{p}.conv1.0.block.0"))?,
-            c2: l.conv(&format!("{p}.conv1.1.block.0"))?,
-            shortcut: l.conv(&format!("{p}.conv2"))?,
-        })
+    pub fn load(l: &Loader<B>, spec: &DecoderSpec) -> Result<Self> {
+        let [c1, c2, shortcut] = l.convs(&spec.layers())?;
+        Ok(Decoder { c1, c2, shortcut })
     }
 
     /// Takes `x` by value to free it once both of its readers have run.
     pub fn forward(&self, be: &B, x: B::Tensor) -> Result<B::Tensor> {
-        let a = be.conv_norm(&x, &self.c1, None, true)?;
+        let a = be.dropout(be.conv_norm(&x, &self.c1, None, true)?, DropoutSite::Network)?;
         let s = be.conv(&x, &self.shortcut)?;
         drop(x);
         be.conv_norm(&a, &self.c2, Some(&s), true)
@@ -119,13 +115,9 @@ pub struct SpatialAttention<B: Backend> {
 }
 
 impl<B: Backend> SpatialAttention<B> {
-    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        Ok(SpatialAttention {
-            b1a: l.conv(&format!("{p}.conv1.0"))?,
-            b1b: l.conv(&format!("{p}.conv1.3"))?,
-            b2a: l.conv(&format!("{p}.conv2.0"))?,
-            b2b: l.conv(&format!("{p}.conv2.3"))?,
-        })
+    pub fn load(l: &Loader<B>, spec: &SpatialAttentionSpec) -> Result<Self> {
+        let [b1a, b1b, b2a, b2b] = l.convs(&spec.layers())?;
+        Ok(SpatialAttention { b1a, b1b, b2a, b2b })
     }
 
     pub fn forward(&self, be: &B, x: B::Tensor) -> Result<(B::Tensor, B::Tensor)> {
@@ -148,17 +140,15 @@ pub struct ChannelAttention<B: Backend> {
 }
 
 impl<B: Backend> ChannelAttention<B> {
-    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        Ok(ChannelAttention {
-            c0: l.conv(&format!("{p}.conv.0.block.0"))?,
-            c1: l.conv(&format!("{p}.conv.1.block.0"))?,
-        })
+    pub fn load(l: &Loader<B>, spec: &ChannelAttentionSpec) -> Result<Self> {
+        let [c0, c1] = l.convs(&spec.layers())?;
+        Ok(ChannelAttention { c0, c1 })
     }
 
     pub fn forward(&self, be: &B, x: B::Tensor) -> Result<B::Tensor> {
         let (_, _, d) = be.shape(&x);
         let p = be.adaptive_avg_pool(&x, [d[0] / 2, d[1] / 2, d[2] / 2])?;
-        let f = be.conv_norm(&p, &self.c0, None, true)?;
+        let f = be.dropout(be.conv_norm(&p, &self.c0, None, true)?, DropoutSite::Fixed)?;
         let f = be.conv_norm(&f, &self.c1, None, false)?;
         let w = be.resize_trilinear(&f, d)?;
         be.attend(x, &w)
@@ -172,7 +162,7 @@ pub struct ContextBlock<B: Backend> {
     c1_1: B::Conv,
     c1_2: B::Conv,
     /// `conv2_0` .. `conv2_7`.
-    c2: Vec<B::Conv>,
+    c2: [B::Conv; 8],
     c3: B::Conv,
     score0: B::Conv,
     score1: B::Conv,
@@ -182,23 +172,25 @@ pub struct ContextBlock<B: Backend> {
 pub const CONTEXT_POOLS: [Dims; 3] = [[12, 1, 1], [1, 12, 1], [1, 1, 8]];
 
 impl<B: Backend> ContextBlock<B> {
-    pub fn load(l: &Loader<B>, p: &str) -> Result<Self> {
-        let c2 = (0..8).map(|n| l.conv(&format!("{p}.conv2_{n}.block.0"))).collect::<Result<Vec<_>>>()?;
+    pub fn load(l: &Loader<B>, spec: &ContextSpec) -> Result<Self> {
+        let c = spec.layers();
         Ok(ContextBlock {
-            trans: l.conv(&format!("{p}.trans_layer.block.0"))?,
-            c1_1: l.conv(&format!("{p}.conv1_1.block.0"))?,
-            c1_2: l.conv(&format!("{p}.conv1_2.block.0"))?,
-            c2,
-            c3: l.conv(&format!("{p}.conv3.block.0"))?,
-            score0: l.conv(&format!("{p}.score_layer.0.block.0"))?,
-            score1: l.conv(&format!("{p}.score_layer.1"))?,
+            trans: l.conv(&c.trans)?,
+            c1_1: l.conv(&c.c1_1)?,
+            c1_2: l.conv(&c.c1_2)?,
+            c2: l.convs(&c.c2)?,
+            c3: l.conv(&c.c3)?,
+            score0: l.conv(&c.score0)?,
+            score1: l.conv(&c.score1)?,
         })
     }
 
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
         let (_, _, size) = be.shape(x);
-        let x0 = be.conv_norm(x, &self.trans, None, true)?;
-        let x1 = be.conv_norm(&x0, &self.c1_1, None, true)?;
+        // The reference's hard-coded Dropout3d follows every conv-IN-ReLU of the block.
+        let dropout = |t| be.dropout(t, DropoutSite::Fixed);
+        let x0 = dropout(be.conv_norm(x, &self.trans, None, true)?)?;
+        let x1 = dropout(be.conv_norm(&x0, &self.c1_1, None, true)?)?;
         // Branch 1: full resolution and max pools by 2 and 4.
         let a0 = be.conv_norm(&x1, &self.c2[0], None, false)?;
         let a1 = {
@@ -214,9 +206,9 @@ impl<B: Backend> ContextBlock<B> {
         drop(x1);
         let s = be.sum(&[&a0, &a1, &a2], true)?;
         drop((a0, a1, a2));
-        let o1 = be.conv_norm(&s, &self.c2[6], None, true)?;
+        let o1 = dropout(be.conv_norm(&s, &self.c2[6], None, true)?)?;
         // Branch 2: whole-axis anisotropic pools.
-        let x2 = be.conv_norm(&x0, &self.c1_2, None, true)?;
+        let x2 = dropout(be.conv_norm(&x0, &self.c1_2, None, true)?)?;
         let mut bs = Vec::with_capacity(3);
         for (k, conv) in CONTEXT_POOLS.iter().zip(&self.c2[3..6]) {
             let p = be.max_pool(&x2, *k)?;
@@ -226,12 +218,12 @@ impl<B: Backend> ContextBlock<B> {
         drop(x2);
         let s = be.sum(&[&bs[0], &bs[1], &bs[2]], true)?;
         drop(bs);
-        let o2 = be.conv_norm(&s, &self.c2[7], None, true)?;
+        let o2 = dropout(be.conv_norm(&s, &self.c2[7], None, true)?)?;
         let cat = be.concat(&o1, &o2)?;
         drop((o1, o2));
         let o = be.conv_norm(&cat, &self.c3, Some(&x0), true)?;
         drop((cat, x0));
-        let s = be.conv_norm(&o, &self.score0, None, true)?;
+        let s = dropout(be.conv_norm(&o, &self.score0, None, true)?)?;
         be.conv(&s, &self.score1)
     }
 }
@@ -250,8 +242,13 @@ pub struct Up<B: Backend> {
 }
 
 impl<B: Backend> Up<B> {
-    pub fn load(l: &Loader<B>, p: &str, attention: StageAttention<B>) -> Result<Self> {
-        Ok(Up { up: l.conv_t(&format!("{p}.up"))?, attention, convs: Decoder::load(l, &format!("{p}.convs"))? })
+    /// The stage with its attention, loaded under the shared module's own name.
+    pub fn load(l: &Loader<B>, spec: &UpSpec) -> Result<Self> {
+        let attention = match &spec.attention {
+            AttentionSpec::Channel(a) => StageAttention::Channel(ChannelAttention::load(l, a)?),
+            AttentionSpec::Spatial(a) => StageAttention::Spatial(SpatialAttention::load(l, a)?),
+        };
+        Ok(Up { up: l.conv_t(&spec.up())?, attention, convs: Decoder::load(l, &spec.decoder)? })
     }
 
     /// Returns the stage output and, for spatial attention, its map. Takes the input and the

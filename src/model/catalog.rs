@@ -1,6 +1,16 @@
-//! Every parameter of the 2.5D-AttentionUNet, named and shaped exactly as the reference's
-//! `state_dict()` writes them, in file order. Loaders check a checkpoint against this list;
-//! savers write in this order so PyTorch's `load_state_dict(strict=True)` accepts the file.
+//! The 2.5D-AttentionUNet described once, as data: every module with its name, widths and
+//! kernels ([`Unet25dSpec`]). Everything else follows from this description:
+//! - the parameter catalog ([`layers`], [`tensor_keys`]): named and shaped exactly as the
+//!   reference's `state_dict()` writes them, in file order. Loaders check a checkpoint against
+//!   it; savers write in this order so PyTorch's `load_state_dict(strict=True)` accepts the file;
+//! - the graph (`model::blocks`, `model::unet25d`): each block is built from its spec's layers,
+//!   so no layer name is spelled twice;
+//! - FLOP and byte counts (`model::cost`): the real graph run on the shape-only backend;
+//! - training-only behaviour: the blocks call `Backend::dropout` where the reference has a
+//!   `Dropout3d` (identity on every backend but the training tape).
+//!
+//! A second network adds its own description beside this one (specs of its blocks, a
+//! `layers()` in its checkpoint's order) and its graph against `Backend`.
 
 use crate::backend::{ConvSpec, ConvTSpec};
 use crate::tensor::Dims;
@@ -28,6 +38,14 @@ pub struct Layer {
 }
 
 impl Layer {
+    fn conv(prefix: String, cin: usize, cout: usize, k: Dims, bias: bool) -> Layer {
+        Layer { prefix, kind: LayerKind::Conv(ConvSpec { cin, cout, k, bias }), alias_of: None }
+    }
+
+    fn conv_t(prefix: String, cin: usize, cout: usize, k: Dims) -> Layer {
+        Layer { prefix, kind: LayerKind::ConvT(ConvTSpec { cin, cout, k }), alias_of: None }
+    }
+
     /// `(key, shape)` of each of its tensors.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
         match self.kind {
@@ -44,6 +62,16 @@ impl Layer {
             ],
         }
     }
+
+    /// This layer as stored a second time under the module `as_module` that shares `of`'s
+    /// storage (the layer's prefix starts with `of`).
+    fn alias(&self, of: &str, as_module: &str) -> Layer {
+        Layer {
+            prefix: format!("{as_module}{}", &self.prefix[of.len()..]),
+            kind: self.kind,
+            alias_of: Some(self.prefix.clone()),
+        }
+    }
 }
 
 const K331: Dims = [3, 3, 1];
@@ -51,99 +79,266 @@ const K113: Dims = [1, 1, 3];
 const K333: Dims = [3, 3, 3];
 const K111: Dims = [1, 1, 1];
 
-fn conv(out: &mut Vec<Layer>, prefix: String, cin: usize, cout: usize, k: Dims, bias: bool) {
-    out.push(Layer { prefix, kind: LayerKind::Conv(ConvSpec { cin, cout, k, bias }), alias_of: None });
+/// `EncoderA`/`EncoderB`: two residual pairs of conv-IN(-ReLU), the first with a 1x1 shortcut.
+#[derive(Clone, Debug)]
+pub struct EncoderSpec {
+    pub prefix: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub k: Dims,
 }
 
-fn encoder(out: &mut Vec<Layer>, p: &str, cin: usize, cout: usize, k: Dims) {
-    conv(out, format!("{p}.conv1.0.block.0"), cin, cout, k, true);
-    conv(out, format!("{p}.conv1.1.block.0"), cout, cout, k, true);
-    conv(out, format!("{p}.conv2.0.block.0"), cout, cout, k, true);
-    conv(out, format!("{p}.conv2.1.block.0"), cout, cout, k, true);
-    conv(out, format!("{p}.conv3"), cin, cout, K111, true);
-}
-
-fn spatial_attention(out: &mut Vec<Layer>, p: &str, c: usize) {
-    conv(out, format!("{p}.conv1.0"), c, c / 2, [3, 1, 1], true);
-    conv(out, format!("{p}.conv1.3"), c / 2, 1, [1, 3, 1], true);
-    conv(out, format!("{p}.conv2.0"), c, c / 2, [1, 3, 1], true);
-    conv(out, format!("{p}.conv2.3"), c / 2, 1, [3, 1, 1], true);
-}
-
-fn channel_attention(out: &mut Vec<Layer>, p: &str, c: usize) {
-    conv(out, format!("{p}.conv.0.block.0"), c, c / 4, K333, true);
-    conv(out, format!("{p}.conv.1.block.0"), c / 4, c, K333, true);
-}
-
-fn decoder(out: &mut Vec<Layer>, p: &str, c: usize) {
-    conv(out, format!("{p}.conv1.0.block.0"), c, c, K331, true);
-    conv(out, format!("{p}.conv1.1.block.0"), c, c, K113, true);
-    conv(out, format!("{p}.conv2"), c, c, K111, true);
-}
-
-fn context_block(out: &mut Vec<Layer>, p: &str, c: usize) {
-    let i = c / 4;
-    conv(out, format!("{p}.trans_layer.block.0"), c, i, K111, true);
-    conv(out, format!("{p}.conv1_1.block.0"), i, i, K111, true);
-    conv(out, format!("{p}.conv1_2.block.0"), i, i, K111, true);
-    for n in 0..3 {
-        conv(out, format!("{p}.conv2_{n}.block.0"), i, i, K333, true);
+impl EncoderSpec {
+    /// `[conv1.0, conv1.1, conv2.0, conv2.1, shortcut]`.
+    pub fn layers(&self) -> [Layer; 5] {
+        let (p, i, o, k) = (&self.prefix, self.cin, self.cout, self.k);
+        [
+            Layer::conv(format!("{p}.conv1.0.block.0"), i, o, k, true),
+            Layer::conv(format!("{p}.conv1.1.block.0"), o, o, k, true),
+            Layer::conv(format!("{p}.conv2.0.block.0"), o, o, k, true),
+            Layer::conv(format!("{p}.conv2.1.block.0"), o, o, k, true),
+            Layer::conv(format!("{p}.conv3"), i, o, K111, true),
+        ]
     }
-    conv(out, format!("{p}.conv2_3.block.0"), i, i, [1, 3, 3], true);
-    conv(out, format!("{p}.conv2_4.block.0"), i, i, [3, 1, 3], true);
-    conv(out, format!("{p}.conv2_5.block.0"), i, i, K331, true);
-    conv(out, format!("{p}.conv2_6.block.0"), i, i, K333, true);
-    conv(out, format!("{p}.conv2_7.block.0"), i, i, K333, true);
-    conv(out, format!("{p}.conv3.block.0"), 2 * i, i, K111, true);
-    conv(out, format!("{p}.score_layer.0.block.0"), i, i, K333, true);
-    conv(out, format!("{p}.score_layer.1"), i, c, K111, false);
 }
 
-fn conv_t(out: &mut Vec<Layer>, prefix: String, cin: usize, cout: usize, k: Dims) {
-    out.push(Layer { prefix, kind: LayerKind::ConvT(ConvTSpec { cin, cout, k }), alias_of: None });
+/// `Decoder(c, c)`: (3,3,1) conv-IN-ReLU, (1,1,3) conv-IN, a 1x1 shortcut.
+#[derive(Clone, Debug)]
+pub struct DecoderSpec {
+    pub prefix: String,
+    pub c: usize,
 }
 
-/// Copies of the layers under `of`, renamed to `as_prefix` and marked as aliases.
-fn alias(out: &mut Vec<Layer>, of: &str, as_prefix: &str) {
-    let copies: Vec<Layer> = out
-        .iter()
-        .filter(|l| l.alias_of.is_none() && l.prefix.starts_with(&format!("{of}.")))
-        .map(|l| Layer {
-            prefix: format!("{as_prefix}{}", &l.prefix[of.len()..]),
-            kind: l.kind,
-            alias_of: Some(l.prefix.clone()),
-        })
-        .collect();
-    out.extend(copies);
+impl DecoderSpec {
+    /// `[conv1.0, conv1.1, shortcut]`.
+    pub fn layers(&self) -> [Layer; 3] {
+        let (p, c) = (&self.prefix, self.c);
+        [
+            Layer::conv(format!("{p}.conv1.0.block.0"), c, c, K331, true),
+            Layer::conv(format!("{p}.conv1.1.block.0"), c, c, K113, true),
+            Layer::conv(format!("{p}.conv2"), c, c, K111, true),
+        ]
+    }
 }
 
-/// The whole network's layers in the reference's `state_dict()` order, aliases included.
+/// Spatial attention: two factorised branches, (3,1,1) then (1,3,1) and the reverse.
+#[derive(Clone, Debug)]
+pub struct SpatialAttentionSpec {
+    pub prefix: String,
+    pub c: usize,
+}
+
+impl SpatialAttentionSpec {
+    /// `[branch 1 first, branch 1 second, branch 2 first, branch 2 second]`.
+    pub fn layers(&self) -> [Layer; 4] {
+        let (p, c) = (&self.prefix, self.c);
+        [
+            Layer::conv(format!("{p}.conv1.0"), c, c / 2, [3, 1, 1], true),
+            Layer::conv(format!("{p}.conv1.3"), c / 2, 1, [1, 3, 1], true),
+            Layer::conv(format!("{p}.conv2.0"), c, c / 2, [1, 3, 1], true),
+            Layer::conv(format!("{p}.conv2.3"), c / 2, 1, [3, 1, 1], true),
+        ]
+    }
+}
+
+/// Channel attention: two 3x3x3 conv-IN at half resolution.
+#[derive(Clone, Debug)]
+pub struct ChannelAttentionSpec {
+    pub prefix: String,
+    pub c: usize,
+}
+
+impl ChannelAttentionSpec {
+    pub fn layers(&self) -> [Layer; 2] {
+        let (p, c) = (&self.prefix, self.c);
+        [
+            Layer::conv(format!("{p}.conv.0.block.0"), c, c / 4, K333, true),
+            Layer::conv(format!("{p}.conv.1.block.0"), c / 4, c, K333, true),
+        ]
+    }
+}
+
+/// The bottleneck's context block over `c` channels (inner width `c / 4`).
+#[derive(Clone, Debug)]
+pub struct ContextSpec {
+    pub prefix: String,
+    pub c: usize,
+}
+
+/// The context block's layers by role.
+pub struct ContextLayers {
+    pub trans: Layer,
+    pub c1_1: Layer,
+    pub c1_2: Layer,
+    /// `conv2_0` .. `conv2_7`.
+    pub c2: [Layer; 8],
+    pub c3: Layer,
+    pub score0: Layer,
+    pub score1: Layer,
+}
+
+impl ContextSpec {
+    pub fn layers(&self) -> ContextLayers {
+        let (p, c, i) = (&self.prefix, self.c, self.c / 4);
+        let k2: [Dims; 8] = [K333, K333, K333, [1, 3, 3], [3, 1, 3], K331, K333, K333];
+        ContextLayers {
+            trans: Layer::conv(format!("{p}.trans_layer.block.0"), c, i, K111, true),
+            c1_1: Layer::conv(format!("{p}.conv1_1.block.0"), i, i, K111, true),
+            c1_2: Layer::conv(format!("{p}.conv1_2.block.0"), i, i, K111, true),
+            c2: std::array::from_fn(|n| Layer::conv(format!("{p}.conv2_{n}.block.0"), i, i, k2[n], true)),
+            c3: Layer::conv(format!("{p}.conv3.block.0"), 2 * i, i, K111, true),
+            score0: Layer::conv(format!("{p}.score_layer.0.block.0"), i, i, K333, true),
+            score1: Layer::conv(format!("{p}.score_layer.1"), i, c, K111, false),
+        }
+    }
+}
+
+impl ContextLayers {
+    /// In the reference's registration order.
+    fn all(self) -> Vec<Layer> {
+        let mut v = vec![self.trans, self.c1_1, self.c1_2];
+        v.extend(self.c2);
+        v.extend([self.c3, self.score0, self.score1]);
+        v
+    }
+}
+
+/// The attention module a decoder stage applies: one of the encoder side's, shared.
+#[derive(Clone, Debug)]
+pub enum AttentionSpec {
+    Channel(ChannelAttentionSpec),
+    Spatial(SpatialAttentionSpec),
+}
+
+impl AttentionSpec {
+    pub fn prefix(&self) -> &str {
+        match self {
+            AttentionSpec::Channel(s) => &s.prefix,
+            AttentionSpec::Spatial(s) => &s.prefix,
+        }
+    }
+
+    pub fn layers(&self) -> Vec<Layer> {
+        match self {
+            AttentionSpec::Channel(s) => s.layers().to_vec(),
+            AttentionSpec::Spatial(s) => s.layers().to_vec(),
+        }
+    }
+}
+
+/// `Up`: transposed conv (kernel = stride `k`) from `cin` to `cup` channels, replicate pad and
+/// sum with the skip, the shared `attention`, the decoder.
+#[derive(Clone, Debug)]
+pub struct UpSpec {
+    pub prefix: String,
+    pub cin: usize,
+    pub cup: usize,
+    pub k: Dims,
+    /// Registered under its own name on the encoder side; stored again as `{prefix}.attention`.
+    pub attention: AttentionSpec,
+    pub decoder: DecoderSpec,
+    /// The reference's `up_4` registers its decoder before its attention, the others after.
+    pub decoder_first: bool,
+}
+
+impl UpSpec {
+    pub fn up(&self) -> Layer {
+        Layer::conv_t(format!("{}.up", self.prefix), self.cin, self.cup, self.k)
+    }
+
+    /// The stage's layers in registration order, the attention as aliases.
+    fn layers(&self) -> Vec<Layer> {
+        let of = self.attention.prefix();
+        let as_module = format!("{}.attention", self.prefix);
+        let alias: Vec<Layer> = self.attention.layers().iter().map(|l| l.alias(of, &as_module)).collect();
+        let decoder = self.decoder.layers().to_vec();
+        let mut v = vec![self.up()];
+        if self.decoder_first {
+            v.extend(decoder.into_iter().chain(alias));
+        } else {
+            v.extend(alias.into_iter().chain(decoder));
+        }
+        v
+    }
+}
+
+/// The whole network: the reference `Unet_seg.Unet` with its published widths.
+#[derive(Clone, Debug)]
+pub struct Unet25dSpec {
+    pub conv_0: EncoderSpec,
+    /// `down_1` .. `down_4` (their encoders).
+    pub down: [EncoderSpec; 4],
+    pub context: ContextSpec,
+    pub attention_4: ChannelAttentionSpec,
+    /// `up_4`, `up_3`, `up_2`, `up_1`, in the order the decoder runs them; each owns the
+    /// encoder-side attention it shares (`attention_3` .. `attention_0`).
+    pub up: [UpSpec; 4],
+    pub final_conv: Layer,
+}
+
+impl Unet25dSpec {
+    /// The published network (widths [`FEATURES`]).
+    pub fn published() -> Self {
+        let f = FEATURES;
+        let enc = |prefix: &str, cin, cout, k| EncoderSpec { prefix: prefix.into(), cin, cout, k };
+        let spatial =
+            |i: usize, c| AttentionSpec::Spatial(SpatialAttentionSpec { prefix: format!("attention_{i}"), c });
+        let up = |stage: usize, cin, cup, k, attention, cout| UpSpec {
+            prefix: format!("up_{stage}"),
+            cin,
+            cup,
+            k,
+            attention,
+            decoder: DecoderSpec { prefix: format!("up_{stage}.convs"), c: cout },
+            decoder_first: stage == 4,
+        };
+        let channel_3 = AttentionSpec::Channel(ChannelAttentionSpec { prefix: "attention_3".into(), c: f[3] });
+        Unet25dSpec {
+            conv_0: enc("conv_0", 1, f[0], K331),
+            down: [
+                enc("down_1.down.1", f[0], f[1], K331),
+                enc("down_2.down.1", f[1], f[2], K331),
+                enc("down_3.down.1", f[2], f[3], K333),
+                enc("down_4.down.1", f[3], f[4], K333),
+            ],
+            context: ContextSpec { prefix: "context_block_1".into(), c: f[4] },
+            attention_4: ChannelAttentionSpec { prefix: "attention_4".into(), c: f[4] },
+            up: [
+                up(4, f[4], f[4] / 2, [2, 2, 2], channel_3, f[3]),
+                up(3, f[3], f[3] / 2, [2, 2, 1], spatial(2, f[2]), f[2]),
+                up(2, f[2], f[2] / 2, [2, 2, 1], spatial(1, f[1]), f[1]),
+                up(1, f[1], f[1], [2, 2, 1], spatial(0, f[0]), f[5]),
+            ],
+            final_conv: Layer::conv("final_conv".into(), f[5], 2, K111, true),
+        }
+    }
+
+    /// Every layer in the reference's `state_dict()` order, aliases included: each encoder
+    /// followed by the attention registered after it, the bottleneck, the decoder stages.
+    pub fn layers(&self) -> Vec<Layer> {
+        // The encoder-side attention registered after encoder i (up[3 - i] owns it).
+        let shared = |i: usize| self.up[3 - i].attention.layers();
+        let mut v: Vec<Layer> = self.conv_0.layers().to_vec();
+        v.extend(shared(0));
+        for (i, enc) in self.down.iter().enumerate() {
+            v.extend(enc.layers());
+            if i < 3 {
+                v.extend(shared(i + 1));
+            }
+        }
+        v.extend(self.context.layers().all());
+        v.extend(self.attention_4.layers());
+        for up in &self.up {
+            v.extend(up.layers());
+        }
+        v.push(self.final_conv.clone());
+        v
+    }
+}
+
+/// The published network's layers in the reference's `state_dict()` order, aliases included.
 pub fn layers() -> Vec<Layer> {
-    let f = FEATURES;
-    let mut v = Vec::new();
-    encoder(&mut v, "conv_0", 1, f[0], K331);
-    spatial_attention(&mut v, "attention_0", f[0]);
-    encoder(&mut v, "down_1.down.1", f[0], f[1], K331);
-    spatial_attention(&mut v, "attention_1", f[1]);
-    encoder(&mut v, "down_2.down.1", f[1], f[2], K331);
-    spatial_attention(&mut v, "attention_2", f[2]);
-    encoder(&mut v, "down_3.down.1", f[2], f[3], K333);
-    channel_attention(&mut v, "attention_3", f[3]);
-    encoder(&mut v, "down_4.down.1", f[3], f[4], K333);
-    context_block(&mut v, "context_block_1", f[4]);
-    channel_attention(&mut v, "attention_4", f[4]);
-    // up_4 registers its decoder before its attention; the other Up stages the other way round.
-    conv_t(&mut v, "up_4.up".into(), f[4], f[4] / 2, [2, 2, 2]);
-    decoder(&mut v, "up_4.convs", f[3]);
-    alias(&mut v, "attention_3", "up_4.attention");
-    for (stage, cin, cout, att) in [(3, f[3], f[2], 2), (2, f[2], f[1], 1), (1, f[1], f[5], 0)] {
-        let cup = if stage == 1 { cin } else { cin / 2 };
-        conv_t(&mut v, format!("up_{stage}.up"), cin, cup, [2, 2, 1]);
-        alias(&mut v, &format!("attention_{att}"), &format!("up_{stage}.attention"));
-        decoder(&mut v, &format!("up_{stage}.convs"), cout);
-    }
-    conv(&mut v, "final_conv".into(), f[5], 2, K111, true);
-    v
+    Unet25dSpec::published().layers()
 }
 
 /// Every `(key, shape)` in file order, aliases included.
@@ -159,59 +354,4 @@ pub fn parameter_count() -> usize {
         .flat_map(|l| l.tensors())
         .map(|(_, s)| s.iter().product::<usize>())
         .sum()
-}
-
-/// Spatial sizes at each encoder level for an input of `dims` (floor pooling).
-pub fn level_dims(dims: Dims) -> [Dims; 5] {
-    let l0 = dims;
-    let l1 = [l0[0] / 2, l0[1] / 2, l0[2]];
-    let l2 = [l1[0] / 2, l1[1] / 2, l1[2]];
-    let l3 = [l2[0] / 2, l2[1] / 2, l2[2]];
-    let l4 = [l3[0] / 2, l3[1] / 2, l3[2] / 2];
-    [l0, l1, l2, l3, l4]
-}
-
-/// Floating-point operations (2 per multiply-add) of one forward pass over an input of `dims`,
-/// counting convolutions and transposed convolutions (everything else is memory-bound).
-pub fn forward_flops(dims: Dims) -> f64 {
-    let l = level_dims(dims);
-    let half = |d: Dims| [d[0] / 2, d[1] / 2, d[2] / 2];
-    let quarter = |d: Dims| [d[0] / 4, d[1] / 4, d[2] / 4];
-    let vox = |d: Dims| (d[0] * d[1] * d[2]) as f64;
-    let mut total = 0.0;
-    for layer in layers().iter().filter(|l| l.alias_of.is_none()) {
-        let p = layer.prefix.as_str();
-        let level = |name: &str| -> usize {
-            match name {
-                "conv_0" | "attention_0" | "final_conv" | "up_1" => 0,
-                "down_1" | "attention_1" | "up_2" => 1,
-                "down_2" | "attention_2" | "up_3" => 2,
-                "down_3" | "attention_3" | "up_4" => 3,
-                _ => 4,
-            }
-        };
-        let top = p.split('.').next().unwrap_or(p);
-        let at = match top {
-            "attention_3" | "attention_4" => half(l[level(top)]),
-            "context_block_1" => {
-                let b = l[4];
-                match p.split('.').nth(1).unwrap_or("") {
-                    "conv2_1" => half(b),
-                    "conv2_2" => quarter(b),
-                    "conv2_3" => [b[0] / 12, b[1], b[2]],
-                    "conv2_4" => [b[0], b[1] / 12, b[2]],
-                    "conv2_5" => [b[0], b[1], b[2] / 8],
-                    _ => b,
-                }
-            }
-            // A transposed conv is counted per input voxel: its input is one level down.
-            _ if p.ends_with(".up") => l[level(top) + 1],
-            _ => l[level(top)],
-        };
-        total += match layer.kind {
-            LayerKind::Conv(s) => 2.0 * vox(at) * (s.cin * s.cout * s.taps()) as f64,
-            LayerKind::ConvT(s) => 2.0 * vox(at) * (s.cin * s.cout * s.k.iter().product::<usize>()) as f64,
-        };
-    }
-    total
 }

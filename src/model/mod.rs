@@ -1,7 +1,8 @@
-//! The 2.5D-AttentionUNet: its parameter catalog, blocks and graph.
+//! The 2.5D-AttentionUNet: its description (`catalog`), blocks and graph, and what a pass costs.
 
 pub mod blocks;
 pub mod catalog;
+pub mod cost;
 pub mod init;
 pub mod unet25d;
 

@@ -2,8 +2,8 @@
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::blocks::{ChannelAttention, ContextBlock, Encoder, Loader, SpatialAttention, StageAttention, Up};
-use crate::model::catalog::{self, MIN_INPUT};
+use crate::model::blocks::{ChannelAttention, ContextBlock, Encoder, Loader, Up};
+use crate::model::catalog::{Unet25dSpec, MIN_INPUT};
 use crate::weights::StateDict;
 
 /// The network's outputs: 2-channel logits and the three spatial attention maps
@@ -48,23 +48,20 @@ impl<B: Backend> Unet25d<B> {
     /// Prepares every layer on `backend`. The state dict must hold every key of the reference
     /// (check it first with `weights::load_canonical` for messages that name the file).
     pub fn new(backend: &B, sd: &StateDict) -> Result<Self> {
-        let layers = catalog::layers();
-        let l = Loader { backend, sd, layers: &layers };
+        let spec = Unet25dSpec::published();
+        let l = Loader { backend, sd };
+        let [d1, d2, d3, d4] = &spec.down;
+        let [u4, u3, u2, u1] = &spec.up;
         Ok(Unet25d {
-            conv_0: Encoder::load(&l, "conv_0")?,
-            down: [
-                Encoder::load(&l, "down_1.down.1")?,
-                Encoder::load(&l, "down_2.down.1")?,
-                Encoder::load(&l, "down_3.down.1")?,
-                Encoder::load(&l, "down_4.down.1")?,
-            ],
-            context: ContextBlock::load(&l, "context_block_1")?,
-            attention_4: ChannelAttention::load(&l, "attention_4")?,
-            up_4: Up::load(&l, "up_4", StageAttention::Channel(ChannelAttention::load(&l, "attention_3")?))?,
-            up_3: Up::load(&l, "up_3", StageAttention::Spatial(SpatialAttention::load(&l, "attention_2")?))?,
-            up_2: Up::load(&l, "up_2", StageAttention::Spatial(SpatialAttention::load(&l, "attention_1")?))?,
-            up_1: Up::load(&l, "up_1", StageAttention::Spatial(SpatialAttention::load(&l, "attention_0")?))?,
-            final_conv: l.conv("final_conv")?,
+            conv_0: Encoder::load(&l, &spec.conv_0)?,
+            down: [Encoder::load(&l, d1)?, Encoder::load(&l, d2)?, Encoder::load(&l, d3)?, Encoder::load(&l, d4)?],
+            context: ContextBlock::load(&l, &spec.context)?,
+            attention_4: ChannelAttention::load(&l, &spec.attention_4)?,
+            up_4: Up::load(&l, u4)?,
+            up_3: Up::load(&l, u3)?,
+            up_2: Up::load(&l, u2)?,
+            up_1: Up::load(&l, u1)?,
+            final_conv: l.conv(&spec.final_conv)?,
         })
     }
 

@@ -7,6 +7,8 @@
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
 //! chooses the series of an archive to segment (`fmseg batch`).
 
+#[cfg(feature = "cuda")]
+pub mod device_study;
 pub mod geometry;
 pub mod metrics;
 pub mod overlay;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::cpu::conv::{pad_input, padded_len};
 use crate::backend::cpu::{norm, CpuBackend, CpuConv, CpuConvT, CpuTensor};
-use crate::backend::{Backend, ConvSpec, ConvTSpec};
+use crate::backend::{Backend, ConvSpec, ConvTSpec, DropoutSite};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Dims, HostTensor};
 use crate::train::grad_ops::{self, NormSaved};
@@ -101,11 +101,11 @@ struct Node {
     backward: Option<BackwardFn>,
 }
 
-/// Training-mode `Dropout3d` as the reference applies it: in every conv -> instance norm ->
-/// ReLU block (`_ConvINReLU3D`), whole channels zeroed with probability `p` per sample and the
-/// rest scaled by `1 / (1 - p)`. The reference builds the encoders and decoders with the
-/// network's `dropout` (0.2 in its training) but hard-codes 0.2 in the context block and the
-/// channel attention; the spatial attention has none.
+/// Training-mode `Dropout3d` as the reference applies it, after every conv -> instance norm ->
+/// ReLU block (`_ConvINReLU3D`; the model calls [`Backend::dropout`] there): whole channels
+/// zeroed with probability `p` per sample and the rest scaled by `1 / (1 - p)`. The reference
+/// builds the encoders and decoders with the network's `dropout` (0.2 in its training) but
+/// hard-codes 0.2 in the context block and the channel attention; the spatial attention has none.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Dropout {
     /// Encoder and decoder blocks.
@@ -117,14 +117,10 @@ pub struct Dropout {
 }
 
 impl Dropout {
-    /// The rate for the block whose conv is `name` (0 where the reference has no dropout).
-    pub fn rate(&self, conv_name: &str) -> f32 {
-        if !conv_name.ends_with(".block.0") {
-            0.0
-        } else if conv_name.starts_with("context_block") || conv_name.starts_with("attention_") {
-            self.fixed
-        } else {
-            self.p
+    pub fn rate(&self, site: DropoutSite) -> f32 {
+        match site {
+            DropoutSite::Network => self.p,
+            DropoutSite::Fixed => self.fixed,
         }
     }
 }
@@ -134,8 +130,6 @@ pub struct TapeBackend {
     cpu: CpuBackend,
     nodes: Mutex<Vec<Node>>,
     dropout: Mutex<Option<Dropout>>,
-    /// The conv layer that produced each tensor (to find a block's dropout rate).
-    producers: Mutex<HashMap<usize, Arc<ConvRecord>>>,
 }
 
 /// Freed buffers the tape's CPU backend keeps for the next step: above a batch-2 tape (about
@@ -145,12 +139,7 @@ pub const TAPE_BUFFER_LIMIT_BYTES: usize = 6 << 30;
 impl TapeBackend {
     pub fn new(cpu: CpuBackend) -> Self {
         cpu.set_buffer_limit(TAPE_BUFFER_LIMIT_BYTES);
-        TapeBackend {
-            cpu,
-            nodes: Mutex::new(Vec::new()),
-            dropout: Mutex::new(None),
-            producers: Mutex::new(HashMap::new()),
-        }
+        TapeBackend { cpu, nodes: Mutex::new(Vec::new()), dropout: Mutex::new(None) }
     }
 
     /// Training-mode dropout for the next forward passes (`None`: off, as at inference).
@@ -159,10 +148,9 @@ impl TapeBackend {
     }
 
     /// Per (sample, channel): 0 or `1 / (1 - p)`, drawn from the seed and the op's tape position.
-    fn dropout_masks(&self, x_id: usize, n: usize, c: usize) -> Option<Vec<f32>> {
+    fn dropout_masks(&self, x_id: usize, site: DropoutSite, n: usize, c: usize) -> Option<Vec<f32>> {
         let d = (*self.dropout.lock().unwrap_or_else(|e| e.into_inner()))?;
-        let name = self.producers.lock().unwrap_or_else(|e| e.into_inner()).get(&x_id).map(|l| l.name.clone())?;
-        let p = d.rate(&name);
+        let p = d.rate(site);
         if p <= 0.0 {
             return None;
         }
@@ -178,7 +166,6 @@ impl TapeBackend {
     /// Forgets everything recorded (a forward pass that will not be differentiated).
     pub fn clear(&self) {
         self.lock().clear();
-        self.producers.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Node>> {
@@ -330,9 +317,7 @@ impl Backend for TapeBackend {
     fn conv(&self, x: &Var, conv: &TapeConv) -> Result<Var> {
         let y = self.cpu.conv(&x.t, &conv.inner)?;
         let (xid, xt, layer) = (x.id, x.t.clone(), conv.layer.clone());
-        let out = self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy))));
-        self.producers.lock().unwrap_or_else(|e| e.into_inner()).insert(out.id, conv.layer.clone());
-        Ok(out)
+        Ok(self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &xt, dy)))))
     }
 
     fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
@@ -341,8 +326,7 @@ impl Backend for TapeBackend {
             check_like(&r.t, &t, "instance norm residual")?;
         }
         let c = t.c;
-        let masks = if relu && residual.is_none() { self.dropout_masks(x.id, t.n, c) } else { None };
-        // xhat in place, then y = relu?(xhat + r) (or relu(dropout(xhat))).
+        // xhat in place, then y = relu?(xhat + r).
         let stats: Vec<Vec<norm::Stats>> = self.cpu.install(|| {
             (0..t.n)
                 .map(|s| {
@@ -356,9 +340,6 @@ impl Backend for TapeBackend {
         let res = residual.map(|r| (r.id, r.t.clone()));
         let (y, saved_xhat) = if relu {
             let mut y = copy(&self.cpu, &t);
-            if let Some(m) = &masks {
-                self.cpu.install(|| grad_ops::scale_channels(&mut y.data, c, m));
-            }
             let r = res.as_ref().map(|(_, r)| &r.data[..]);
             self.cpu.install(|| grad_ops::add_relu(&mut y.data, r));
             (y, Some(Arc::new(t)))
@@ -369,28 +350,28 @@ impl Backend for TapeBackend {
             (t, None)
         };
         let xid = x.id;
-        // The backward reads the output: record first, then patch in a handle on it.
         let out = self.record(y, "instance_norm", None);
-        let y_out = out.t.clone();
+        // The backward reads the output (its ReLU mask, or xhat from it and the residual),
+        // except after a ReLU without a residual: there xhat > 0 is the mask, and leaving the
+        // output alone lets a dropout after it scale it in place.
+        let mask_of = match &saved_xhat {
+            Some(xh) if res.is_none() => xh.clone(),
+            _ => out.t.clone(),
+        };
         self.attach(
             &out,
             Box::new(move |ctx, mut dy| {
-                if let Some(m) = &masks {
-                    // d relu(m xhat) / d xhat = m where the output is positive (the ReLU mask
-                    // below); scaling dy first is the same.
-                    ctx.cpu.install(|| grad_ops::scale_channels(&mut dy.data, c, m));
-                }
                 let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
                 for s in 0..dy.n {
                     let saved = match &saved_xhat {
                         Some(xh) => NormSaved::Xhat(xh.sample(s)),
                         None => NormSaved::FromOutput {
-                            y: y_out.sample(s),
+                            y: mask_of.sample(s),
                             residual: res.as_ref().map(|(_, r)| r.sample(s)),
                         },
                     };
                     let dys = sample_mut(&mut dy, s);
-                    grad_ops::norm_backward(dys, y_out.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
+                    grad_ops::norm_backward(dys, mask_of.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
                 }
                 let mut grads = vec![(xid, dx)];
                 if let Some((rid, _)) = res {
@@ -533,6 +514,23 @@ impl Backend for TapeBackend {
                     db.data[v * cb..][..cb].copy_from_slice(&g[ca..]);
                 }
                 Ok(vec![(aid, da), (bid, db)])
+            })),
+        ))
+    }
+
+    fn dropout(&self, x: Var, site: DropoutSite) -> Result<Var> {
+        let (xid, n, c) = (x.id, x.t.n, x.t.c);
+        let Some(masks) = self.dropout_masks(xid, site, n, c) else {
+            return Ok(x);
+        };
+        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| copy(&self.cpu, &shared));
+        self.cpu.install(|| grad_ops::scale_channels(&mut t.data, c, &masks));
+        Ok(self.record(
+            t,
+            "dropout",
+            Some(Box::new(move |ctx, mut dy| {
+                ctx.cpu.install(|| grad_ops::scale_channels(&mut dy.data, c, &masks));
+                Ok(vec![(xid, dy)])
             })),
         ))
     }

@@ -10,18 +10,18 @@
 //!
 //! Modules: `device` (driver, context, stream, module table, launches), `memory` (caching
 //! pool), `tensor` (the lazy tensor), `conv` (weights and conv launches), `ops` (the other
-//! ops), `window` (sliding-window blending and post-processing for the pipeline), `study` (a
-//! whole study's windows, passes and models on the device),
-//! `params` (kernel parameter blocks), `kernels` (the generated module table).
+//! ops), `window` (sliding-window blending and post-processing for the pipeline), `pinned`
+//! (page-locked staging), `params` (kernel parameter blocks), `kernels` (the generated module
+//! table). What runs the network or a study over these (`engine::graphed`,
+//! `pipeline::device_study`) lives in the layers above.
 
 mod conv;
 mod device;
-mod graph;
 mod kernels;
 mod memory;
 mod ops;
 mod params;
-mod study;
+pub mod pinned;
 mod tensor;
 mod window;
 
@@ -29,9 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use conv::{ConvKernel, CudaConv, CudaConvT};
 pub use device::Device;
-pub use graph::{GraphedForward, PinnedBuffer};
+pub(crate) use device::Graph;
 pub use kernels::{Module, KERNELS_BUILT, RESOURCES as KERNEL_RESOURCES};
 pub use memory::{Arena, DeviceBuffer, Pool};
+pub use pinned::PinnedBuffer;
 pub use tensor::CudaTensor;
 pub use window::{Blend, DeviceVolume};
 

@@ -7,10 +7,11 @@
 use anyhow::Context;
 
 use super::BenchArgs;
-use crate::backend::cuda::{CudaBackend, GraphedForward};
-use crate::backend::shape::planned_arena_bytes;
+use crate::backend::cuda::CudaBackend;
 use crate::backend::Backend;
 use crate::engine::Engine;
+use crate::engine::GraphedForward;
+use crate::model::cost::planned_arena_bytes;
 use crate::model::init::random_input;
 use crate::tensor::Dims;
 

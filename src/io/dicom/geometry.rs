@@ -16,8 +16,8 @@
 
 use std::path::PathBuf;
 
-use super::error::{DResult, DicomError};
 use super::header::FrameHeader;
+use crate::error::dicom::{DResult, DicomError};
 use crate::volume::Affine;
 
 /// Two cosines that differ by more than this (per component) are different orientations.

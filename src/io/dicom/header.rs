@@ -10,7 +10,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 
-use super::error::{DResult, DicomError};
+use crate::error::dicom::{DResult, DicomError};
 
 /// SOP Class UID of Enhanced MR Image Storage.
 pub const ENHANCED_MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4.1";

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use super::error::{DResult, DicomError};
+use crate::error::dicom::{DResult, DicomError};
 
 const PREAMBLE: usize = 132;
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";

@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::error::DicomError;
 use super::geometry;
 use super::header::FileHeader;
 use super::info::{slice_refs, summarize, SeriesInfo};
 use super::pixels::{check_pixel_format, decode_frames};
 use super::scan::scan;
 use super::select::{choose, Selection};
+use crate::error::dicom::DicomError;
 use crate::error::Result;
 use crate::volume::Volume;
 

@@ -14,7 +14,6 @@
 //! Layout: `scan` (finding files; `lengths` checks declared lengths before dicom-rs reads) -> `header` (attributes) -> `info` + `weighting` (summaries)
 //! -> `select` (choosing) -> `geometry` (stacking) + `pixels` (decoding) -> `load`; `write/`.
 
-pub mod error;
 pub mod geometry;
 mod guard;
 pub mod header;
@@ -28,7 +27,8 @@ pub mod select;
 pub mod weighting;
 pub mod write;
 
-pub use error::DicomError;
+/// Lives with the crate's error type (layer 0), which boxes it.
+pub use crate::error::dicom::DicomError;
 pub use header::Rescale;
 pub use info::SeriesInfo;
 pub use load::{list_series, load_series, load_volume, scan_series, Index, LoadedSeries, SeriesList, SliceSource};

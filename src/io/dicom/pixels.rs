@@ -10,10 +10,10 @@ use dicom_dictionary_std::tags;
 use dicom_object::{open_file, DefaultDicomObject};
 use dicom_pixeldata::PixelDecoder;
 
-use super::error::{DResult, DicomError};
 use super::guard::contain;
 use super::header::{FileHeader, Rescale};
 use super::scan::error_chain;
+use crate::error::dicom::{DResult, DicomError};
 
 /// Refuse what fmseg cannot turn into one real value per voxel, before decoding anything.
 pub fn check_pixel_format(h: &FileHeader) -> DResult<()> {

@@ -12,9 +12,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
 use rayon::prelude::*;
 
-use super::error::{DResult, DicomError};
 use super::guard::contain;
 use super::header::{is_image, read_header, FileHeader};
+use crate::error::dicom::{DResult, DicomError};
 
 /// The outcome of scanning a path.
 #[derive(Debug, Default)]

@@ -14,8 +14,8 @@
 
 use std::path::Path;
 
-use super::error::{DResult, DicomError};
 use super::info::SeriesInfo;
+use crate::error::dicom::{DResult, DicomError};
 
 /// Largest angle (degrees) between slice normal and S-I for a series to count as axial-ish.
 pub const AXIAL_MAX_TILT_DEG: f64 = 45.0;

@@ -10,8 +10,8 @@ use super::elements::Builder;
 use super::{
     ensure_dir, modules, plane_geometry, with_file_meta, write_all, MrSeriesMeta, StoredSamples, StoredVolume,
 };
+use crate::error::dicom::DicomError;
 use crate::error::Result;
-use crate::io::dicom::error::DicomError;
 use crate::io::dicom::header::MR_IMAGE_STORAGE;
 
 /// Pixel Data of one frame: OW (16-bit bit patterns) or OB (8-bit, padded to even length).

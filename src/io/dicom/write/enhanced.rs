@@ -16,8 +16,8 @@ use super::elements::{deterministic_uid, Builder};
 use super::{
     ensure_dir, modules, plane_geometry, with_file_meta, write_all, MrSeriesMeta, StoredSamples, StoredVolume,
 };
+use crate::error::dicom::DicomError;
 use crate::error::Result;
-use crate::io::dicom::error::DicomError;
 use crate::io::dicom::header::ENHANCED_MR_IMAGE_STORAGE;
 
 fn code(b: &mut Builder, value: &str, scheme: &str, meaning: &str) {

@@ -25,8 +25,8 @@ pub use elements::{deterministic_uid, ds};
 pub use enhanced::write_enhanced_mr;
 pub use seg::{encode_seg, seg_object, utc_now, SegDescription, SEGMENTATION_STORAGE, SEGMENT_LABEL};
 
-use super::error::{DResult, DicomError};
 use super::header::Rescale;
+use crate::error::dicom::{DResult, DicomError};
 use crate::tensor::{numel, Dims};
 use crate::volume::{Affine, Volume};
 

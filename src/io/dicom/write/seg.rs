@@ -21,7 +21,7 @@ use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
 
 use super::elements::{deterministic_uid, Builder};
 use super::{plane_geometry, with_file_meta};
-use crate::io::dicom::error::{DResult, DicomError};
+use crate::error::dicom::{DResult, DicomError};
 use crate::io::dicom::load::SliceSource;
 use crate::volume::Volume;
 

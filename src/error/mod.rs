@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+pub mod dicom;
+
+pub use dicom::DicomError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The OS error is part of the message (not a `source`), so an error chain prints it once.
@@ -23,9 +27,9 @@ pub enum Error {
     /// A backend cannot run (no GPU, too little memory, unsupported device).
     #[error("device: {0}")]
     Device(String),
-    /// A DICOM input/output problem; typed so callers can tell cases apart (`io::dicom::DicomError`).
+    /// A DICOM input/output problem; typed so callers can tell cases apart ([`DicomError`]).
     #[error(transparent)]
-    Dicom(Box<crate::io::dicom::DicomError>),
+    Dicom(Box<DicomError>),
     #[error("{0}")]
     Other(String),
 }

@@ -2,6 +2,12 @@
 //! PyTorch layout, logits and attention maps out. The pipeline, the benches, the CLI and an
 //! embedding application all go through it.
 
+#[cfg(feature = "cuda")]
+pub mod graphed;
+
+#[cfg(feature = "cuda")]
+pub use graphed::GraphedForward;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{unet25d, Output, Unet25d};

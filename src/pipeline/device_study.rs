@@ -4,8 +4,7 @@
 //! in-window index flips, and the logits are blended on the device, one accumulator per frame
 //! kind as the host pipeline does. Only the three blended volumes come back.
 
-use super::window::{Blend, DeviceVolume};
-use super::CudaBackend;
+use crate::backend::cuda::{Blend, CudaBackend, DeviceVolume};
 use crate::error::{Error, Result};
 use crate::model::Unet25d;
 use crate::pipeline::study::{Flip, StudyPlan};
