@@ -61,9 +61,9 @@ for line in sys.stdin:
         print(m["executable"])')"
     [[ -x "$testbin" ]] || die "could not find the GPU test binary in cargo's output"
 
-    echo "== checking that the kernels are embedded"
-    FMSEG_REQUIRE_KERNELS=1 "$testbin" kernels_are_embedded --exact --quiet >/dev/null \
-        || die "the test binary has no kernels (was nvcc found by build.rs?)"
+    echo "== checking that the kernels are embedded and the kernel table matches their PTX"
+    FMSEG_REQUIRE_KERNELS=1 "$testbin" kernels_are_embedded kernel_table_matches_the_ptx --exact --quiet >/dev/null \
+        || die "the test binary has no kernels (was nvcc found by build.rs?), or backend::cuda::KERNELS names a kernel its PTX lacks"
 
     rm -rf "$DEV"
     mkdir -p "$DEV/bin" "$DEV/fixtures"

@@ -2,7 +2,9 @@
 //! engine and the reference fixtures.
 //!
 //! Without a usable GPU every test prints "SKIPPED: no CUDA device (...)" and passes; with
-//! `FMSEG_REQUIRE_GPU=1` (scripts/gpu-check.sh --run) a missing GPU is a failure.
+//! `FMSEG_REQUIRE_GPU=1` (scripts/gpu-check.sh --run) a missing GPU is a failure. The kernel
+//! table and module tests need no GPU (`FMSEG_REQUIRE_KERNELS=1`: a build without kernels fails
+//! them instead of skipping).
 //!
 //! Every op runs the op-test matrix (`common::op_cases`, the same case tables and test names
 //! `op_<op>` as the CPU engine's `tests/ops/op_matrix.rs`) on fresh random inputs of odd sizes
@@ -72,16 +74,24 @@ fn check(what: &str, got: &HostTensor, want: &HostTensor, rel_l2: f64, max_abs: 
 }
 
 // ---------------------------------------------------------------------------------------
-// device
+// device and kernel table
 
-/// Needs no GPU: with FMSEG_REQUIRE_KERNELS=1 (scripts/gpu-check.sh packing), a build whose
-/// kernels were not compiled fails here instead of skipping every GPU test on the GPU machine.
-#[test]
-fn kernels_are_embedded() {
+/// Whether this build has kernels; without them a notice, or with FMSEG_REQUIRE_KERNELS=1
+/// (scripts/gpu-check.sh packing, .ci/run after installing the toolchain) a failure.
+fn kernels_built() -> bool {
     let required = std::env::var("FMSEG_REQUIRE_KERNELS").is_ok_and(|v| v == "1");
     if !fmseg::backend::cuda::KERNELS_BUILT {
         assert!(!required, "this build has no CUDA kernels (nvcc was not found by build.rs)");
         eprintln!("SKIPPED: this build has no CUDA kernels");
+    }
+    fmseg::backend::cuda::KERNELS_BUILT
+}
+
+/// Needs no GPU: with FMSEG_REQUIRE_KERNELS=1, a build whose kernels were not compiled fails
+/// here instead of skipping every GPU test on the GPU machine.
+#[test]
+fn kernels_are_embedded() {
+    if !kernels_built() {
         return;
     }
     for m in fmseg::backend::cuda::Module::ALL {
@@ -89,6 +99,54 @@ fn kernels_are_embedded() {
         assert!(m.ptx().contains(".target sm_80"), "module {}: PTX target", m.name());
     }
     eprintln!("{}", fmseg::backend::cuda::KERNEL_RESOURCES);
+}
+
+/// The `.entry` names of a PTX module.
+fn ptx_entries(ptx: &str) -> Vec<&str> {
+    ptx.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(".entry ")? + ".entry ".len()..];
+            Some(rest.split(|c: char| c == '(' || c.is_whitespace()).next().unwrap_or(rest))
+        })
+        .collect()
+}
+
+/// Needs no GPU: every kernel the backend launches by name (`backend::cuda::KERNELS`, the one
+/// table every launch goes through) is an `.entry` of its module's PTX, once in the table, and
+/// every entry of every module is in the table (no kernel compiled that nothing launches).
+#[test]
+fn kernel_table_matches_the_ptx() {
+    use fmseg::backend::cuda::{Module, KERNELS};
+    if !kernels_built() {
+        return;
+    }
+    for (i, k) in KERNELS.iter().enumerate() {
+        assert!(
+            !KERNELS[..i].iter().any(|o| o.name == k.name),
+            "kernel {} is in the table twice (the device caches functions by name)",
+            k.name
+        );
+        let entries = ptx_entries(k.module.ptx());
+        assert!(
+            entries.contains(&k.name),
+            "kernel {} is not an entry of module {} (kernels/{}.cu); its entries: {entries:?}",
+            k.name,
+            k.module.name(),
+            k.module.name()
+        );
+    }
+    for m in Module::ALL {
+        let entries = ptx_entries(m.ptx());
+        assert!(!entries.is_empty(), "module {} has no entries", m.name());
+        for e in entries {
+            assert!(
+                KERNELS.iter().any(|k| k.module == *m && k.name == e),
+                "kernels/{}.cu defines {e}, which is not in backend::cuda::KERNELS",
+                m.name()
+            );
+        }
+    }
+    eprintln!("{} kernels in {} modules, every one an entry of its PTX", KERNELS.len(), Module::ALL.len());
 }
 
 #[test]
