@@ -61,9 +61,9 @@ for line in sys.stdin:
         print(m["executable"])')"
     [[ -x "$testbin" ]] || die "could not find the GPU test binary in cargo's output"
 
-    echo "== checking that the kernels are embedded"
-    FMSEG_REQUIRE_KERNELS=1 "$testbin" kernels_are_embedded --exact --quiet >/dev/null \
-        || die "the test binary has no kernels (was nvcc found by build.rs?)"
+    echo "== checking that the kernels are embedded and the kernel table matches their PTX"
+    FMSEG_REQUIRE_KERNELS=1 "$testbin" kernels_are_embedded kernel_table_matches_the_ptx --exact --quiet >/dev/null \
+        || die "the test binary has no kernels (was nvcc found by build.rs?), or backend::cuda::KERNELS names a kernel its PTX lacks"
 
     rm -rf "$DEV"
     mkdir -p "$DEV/bin" "$DEV/fixtures"
@@ -228,10 +228,10 @@ run() {
     want memcheck && sanitizer_step "memcheck network" memcheck 90 "$OUT/memcheck.log" network_sanitizer_pass --exact --ignored
     # racecheck serialises every shared-memory access: the op tests (every conv tile width, the
     # direct and transposed variants, the norm merge) are its practical scope; the whole network
-    # under racecheck runs for many minutes.
+    # under racecheck runs for many minutes. `op_conv` also selects `op_conv_norm`.
     want racecheck && sanitizer_step "racecheck convs" racecheck 150 "$OUT/racecheck.log" \
-        conv_every_kernel_shape conv_many_tiles conv_norm_chains instance_norm --test-threads 1
-    want racecheck && sanitizer_step "racecheck up_add" racecheck 120 "$OUT/racecheck-up.log" up_add --test-threads 1
+        op_conv op_instance_norm --test-threads 1
+    want racecheck && sanitizer_step "racecheck up_add" racecheck 120 "$OUT/racecheck-up.log" op_up_add --test-threads 1
     want e2e && run_step "bench e2e" 60 "$OUT/bench.log" env FMSEG_REQUIRE_GPU=1 FMSEG_CUDA_SYNC=0 "$BIN" gpu_bench --exact --ignored --nocapture
     want racecheck-network && sanitizer_step "racecheck network" racecheck 240 "$OUT/racecheck-net.log" network_sanitizer_pass --exact --ignored
 

@@ -1,5 +1,8 @@
-//! Shared test helpers: where the reference fixtures live, and a skip notice when they don't.
+//! Shared test helpers: where the reference fixtures live, and a skip notice when they don't;
+//! the op-test matrix every backend runs (`op_cases`).
 #![allow(dead_code)]
+
+pub mod op_cases;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::kernels::Module;
+use super::kernels::{self as k, Kernel};
 use super::memory::DeviceBuffer;
 use super::params::{ConvParams, Src, TILE_ROWS};
 use super::tensor::{check_shape, CudaTensor};
@@ -184,13 +184,13 @@ impl CudaBackend {
         match conv.kernel {
             ConvKernel::Mma { bn } => {
                 let smem = mma_smem(bn, spec.cin);
-                let name = match bn {
-                    16 => "conv_mma_f16_bn16",
-                    32 => "conv_mma_f16_bn32",
-                    _ => "conv_mma_f16_bn64",
+                let kernel = match bn {
+                    16 => k::CONV_MMA_F16_BN16,
+                    32 => k::CONV_MMA_F16_BN32,
+                    _ => k::CONV_MMA_F16_BN64,
                 };
                 let grid = (tiles as u32, (spec.cout / bn) as u32, n as u32);
-                self.dev.launch(Module::ConvMma, name, grid, (MMA_BM as u32, 1, 1), smem, &p)?;
+                self.dev.launch(kernel, grid, (MMA_BM as u32, 1, 1), smem, &p)?;
             }
             ConvKernel::Direct { cob } => {
                 let wbytes = cob * spec.taps() * spec.cin * 4;
@@ -201,14 +201,14 @@ impl CudaBackend {
                 } else {
                     0
                 };
-                let name = match cob {
-                    1 => "conv_direct_f16_co1",
-                    2 => "conv_direct_f16_co2",
-                    8 => "conv_direct_f16_co8",
-                    _ => "conv_direct_f16_co32",
+                let kernel = match cob {
+                    1 => k::CONV_DIRECT_F16_CO1,
+                    2 => k::CONV_DIRECT_F16_CO2,
+                    8 => k::CONV_DIRECT_F16_CO8,
+                    _ => k::CONV_DIRECT_F16_CO32,
                 };
                 let grid = (tiles as u32, spec.cout.div_ceil(cob) as u32, n as u32);
-                self.dev.launch(Module::ConvDirect, name, grid, (TILE_ROWS as u32, 1, 1), smem, &p)?;
+                self.dev.launch(kernel, grid, (TILE_ROWS as u32, 1, 1), smem, &p)?;
             }
         }
         Ok((y, partial))
@@ -251,13 +251,13 @@ impl CudaBackend {
             ds: sdims[2] as i32,
             ..Default::default()
         };
-        let name = match ct.bn {
-            16 => "convt_add_mma_f16_bn16",
-            32 => "convt_add_mma_f16_bn32",
-            _ => "convt_add_mma_f16_bn64",
+        let kernel: Kernel = match ct.bn {
+            16 => k::CONVT_ADD_MMA_F16_BN16,
+            32 => k::CONVT_ADD_MMA_F16_BN32,
+            _ => k::CONVT_ADD_MMA_F16_BN64,
         };
         let grid = (tiles as u32, (spec.cout / ct.bn) as u32, (n * offs) as u32);
-        self.dev.launch(Module::ConvMma, name, grid, (MMA_BM as u32, 1, 1), mma_smem(ct.bn, spec.cin), &p)?;
+        self.dev.launch(kernel, grid, (MMA_BM as u32, 1, 1), mma_smem(ct.bn, spec.cin), &p)?;
         Ok(y)
     }
 }

@@ -13,7 +13,7 @@ use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys;
 use cudarc::driver::{CudaContext, CudaGraph, CudaStream};
 
-use super::kernels::{Module, KERNELS_BUILT};
+use super::kernels::{Kernel, Module, KERNELS_BUILT};
 use crate::error::{Error, Result};
 
 /// Turns a driver error into a device error naming what was being done.
@@ -171,9 +171,10 @@ impl Device {
         Ok(raw)
     }
 
-    /// The kernel `name` of `module`, loaded and cached on first use. Its dynamic shared-memory
-    /// limit is raised to the device maximum so launches may ask for more than 48 KB.
-    pub(crate) fn function(&self, module: Module, name: &'static str) -> Result<Func> {
+    /// The kernel, loaded and cached on first use. Its dynamic shared-memory limit is raised to
+    /// the device maximum so launches may ask for more than 48 KB.
+    pub(crate) fn function(&self, kernel: Kernel) -> Result<Func> {
+        let Kernel { module, name } = kernel;
         if let Some(f) = self.functions.lock().map_err(|_| Error::Device("function table poisoned".into()))?.get(name) {
             return Ok(*f);
         }
@@ -203,11 +204,10 @@ impl Device {
         self.max_smem_optin.max(0) as usize
     }
 
-    /// Launches `name` with its parameter block `params` (passed by value).
+    /// Launches `kernel` with its parameter block `params` (passed by value).
     pub(crate) fn launch<P: Copy>(
         &self,
-        module: Module,
-        name: &'static str,
+        kernel: Kernel,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         smem: usize,
@@ -216,6 +216,7 @@ impl Device {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
         }
+        let name = kernel.name;
         if grid.1 > 65535 || grid.2 > 65535 {
             return Err(Error::Device(format!("kernel {name}: grid {grid:?} exceeds the device limits")));
         }
@@ -227,7 +228,7 @@ impl Device {
             )));
         }
         self.bind()?;
-        let f = self.function(module, name)?;
+        let f = self.function(kernel)?;
         let mut p = *params;
         let mut args = [&mut p as *mut P as *mut c_void];
         unsafe { cu::launch_kernel(f.0, grid, block, smem as u32, self.stream.cu_stream(), &mut args) }.map_err(

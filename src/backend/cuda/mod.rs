@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use conv::{ConvKernel, CudaConv, CudaConvT};
 pub use device::Device;
 pub(crate) use device::Graph;
-pub use kernels::{Module, KERNELS_BUILT, RESOURCES as KERNEL_RESOURCES};
+pub use kernels::{Kernel, Module, KERNELS, KERNELS_BUILT, RESOURCES as KERNEL_RESOURCES};
 pub use memory::{Arena, DeviceBuffer, Pool};
 pub use pinned::PinnedBuffer;
 pub use tensor::CudaTensor;

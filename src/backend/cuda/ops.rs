@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::kernels::Module;
+use super::kernels::{self as k, Kernel};
 use super::memory::DeviceBuffer;
 use super::params::{EwParams, PoolParams, Src, StatsParams, TILE_ROWS};
 use super::tensor::{check_shape, CudaTensor, PendingNorm};
@@ -33,7 +33,7 @@ impl CudaBackend {
             eps: IN_EPS,
             ..Default::default()
         };
-        self.dev.launch(Module::Norm, "stats_finalize_f32", (c.div_ceil(32) as u32, n as u32, 1), (32, 8, 1), 0, &p)?;
+        self.dev.launch(k::STATS_FINALIZE_F32, (c.div_ceil(32) as u32, n as u32, 1), (32, 8, 1), 0, &p)?;
         Ok(stats)
     }
 
@@ -53,14 +53,7 @@ impl CudaBackend {
             eps: IN_EPS,
             ..Default::default()
         };
-        self.dev.launch(
-            Module::Norm,
-            "stats_partial_f16",
-            (tiles as u32, c.div_ceil(32) as u32, n as u32),
-            (32, 8, 1),
-            0,
-            &p,
-        )?;
+        self.dev.launch(k::STATS_PARTIAL_F16, (tiles as u32, c.div_ceil(32) as u32, n as u32), (32, 8, 1), 0, &p)?;
         self.finalize_stats(&partial, n, c, vox)
     }
 
@@ -94,7 +87,7 @@ impl CudaBackend {
         }
         p.count = xs.len() as i32;
         p.relu = relu as i32;
-        self.launch_ew(if c % 8 == 0 { "sum_f16_v8" } else { "sum_f16_v1" }, &y, c % 8 == 0, &p)?;
+        self.launch_ew(if c % 8 == 0 { k::SUM_F16_V8 } else { k::SUM_F16_V1 }, &y, c % 8 == 0, &p)?;
         Ok(y)
     }
 
@@ -150,7 +143,7 @@ impl CudaBackend {
         if od.contains(&0) {
             return Err(Error::Shape(format!("max_pool: kernel {k:?} is larger than the input {d:?}")));
         }
-        self.pool_like(x, od, k, if c % 8 == 0 { "max_pool_f16_v8" } else { "max_pool_f16_v1" }, Module::Pool, n, c)
+        self.pool_like(x, od, k, if c % 8 == 0 { k::MAX_POOL_F16_V8 } else { k::MAX_POOL_F16_V1 }, n, c)
     }
 
     pub(crate) fn run_adaptive_avg_pool(&self, x: &CudaTensor, out: Dims) -> Result<CudaTensor> {
@@ -158,8 +151,8 @@ impl CudaBackend {
         if out.contains(&0) {
             return Err(Error::Shape(format!("adaptive_avg_pool: output size {out:?} has a zero")));
         }
-        let name = if c % 8 == 0 { "avg_pool_adaptive_f16_v8" } else { "avg_pool_adaptive_f16_v1" };
-        self.pool_like(x, out, [1, 1, 1], name, Module::Pool, n, c)
+        let kernel = if c % 8 == 0 { k::AVG_POOL_ADAPTIVE_F16_V8 } else { k::AVG_POOL_ADAPTIVE_F16_V1 };
+        self.pool_like(x, out, [1, 1, 1], kernel, n, c)
     }
 
     pub(crate) fn run_resize(&self, x: &CudaTensor, out: Dims) -> Result<CudaTensor> {
@@ -167,21 +160,11 @@ impl CudaBackend {
         if out.contains(&0) {
             return Err(Error::Shape(format!("resize_trilinear: output size {out:?} has a zero")));
         }
-        let name = if c % 8 == 0 { "resize_trilinear_f16_v8" } else { "resize_trilinear_f16_v1" };
-        self.pool_like(x, out, [1, 1, 1], name, Module::Resize, n, c)
+        let kernel = if c % 8 == 0 { k::RESIZE_TRILINEAR_F16_V8 } else { k::RESIZE_TRILINEAR_F16_V1 };
+        self.pool_like(x, out, [1, 1, 1], kernel, n, c)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn pool_like(
-        &self,
-        x: &CudaTensor,
-        od: Dims,
-        k: Dims,
-        name: &'static str,
-        module: Module,
-        n: usize,
-        c: usize,
-    ) -> Result<CudaTensor> {
+    fn pool_like(&self, x: &CudaTensor, od: Dims, k: Dims, kernel: Kernel, n: usize, c: usize) -> Result<CudaTensor> {
         let d = x.dims;
         let y = self.new_tensor(n, c, od)?;
         let p = PoolParams {
@@ -201,7 +184,7 @@ impl CudaBackend {
             pad_: 0,
         };
         let items = n * numel(od) * if c % 8 == 0 { c / 8 } else { c };
-        self.dev.launch(module, name, (self.dev.grid_for(items, EW_BLOCK), 1, 1), (EW_BLOCK, 1, 1), 0, &p)?;
+        self.dev.launch(kernel, (self.dev.grid_for(items, EW_BLOCK), 1, 1), (EW_BLOCK, 1, 1), 0, &p)?;
         Ok(y)
     }
 
@@ -214,7 +197,7 @@ impl CudaBackend {
         let mut p = self.ew_params(&y);
         p.inputs[0] = a.src();
         p.inputs[1] = b.src();
-        self.launch_ew("sigmoid_sum_f16", &y, false, &p)?;
+        self.launch_ew(k::SIGMOID_SUM_F16, &y, false, &p)?;
         Ok(y)
     }
 
@@ -235,7 +218,7 @@ impl CudaBackend {
         let mut p = self.ew_params(&y);
         p.inputs[0] = x.src();
         p.inputs[1] = w.src();
-        self.launch_ew(if c % 8 == 0 { "attend_f16_v8" } else { "attend_f16_v1" }, &y, c % 8 == 0, &p)?;
+        self.launch_ew(if c % 8 == 0 { k::ATTEND_F16_V8 } else { k::ATTEND_F16_V1 }, &y, c % 8 == 0, &p)?;
         Ok(y)
     }
 
@@ -251,7 +234,7 @@ impl CudaBackend {
         p.inputs[0] = a.src();
         p.inputs[1] = b.src();
         let vec = ca % 8 == 0 && cb % 8 == 0;
-        self.launch_ew(if vec { "concat_f16_v8" } else { "concat_f16_v1" }, &y, vec, &p)?;
+        self.launch_ew(if vec { k::CONCAT_F16_V8 } else { k::CONCAT_F16_V1 }, &y, vec, &p)?;
         Ok(y)
     }
 
@@ -262,7 +245,7 @@ impl CudaBackend {
         let mut p = self.ew_params(&y);
         p.inputs[0] = x.src();
         p.flip = flip_bits(axes);
-        self.launch_ew(if c % 8 == 0 { "flip_f16_v8" } else { "flip_f16_v1" }, &y, c % 8 == 0, &p)?;
+        self.launch_ew(if c % 8 == 0 { k::FLIP_F16_V8 } else { k::FLIP_F16_V1 }, &y, c % 8 == 0, &p)?;
         Ok(y)
     }
 
@@ -294,14 +277,7 @@ impl CudaBackend {
             ..Default::default()
         };
         let items = x.numel();
-        self.dev.launch(
-            Module::Elementwise,
-            "to_ncdhw_f32",
-            (self.dev.grid_for(items, EW_BLOCK), 1, 1),
-            (EW_BLOCK, 1, 1),
-            0,
-            &p,
-        )
+        self.dev.launch(k::TO_NCDHW_F32, (self.dev.grid_for(items, EW_BLOCK), 1, 1), (EW_BLOCK, 1, 1), 0, &p)
     }
 
     fn ew_params(&self, y: &CudaTensor) -> EwParams {
@@ -317,10 +293,10 @@ impl CudaBackend {
         }
     }
 
-    fn launch_ew(&self, name: &'static str, y: &CudaTensor, vec8: bool, p: &EwParams) -> Result<()> {
-        check_shape(name, y.n, y.c, y.dims)?;
+    fn launch_ew(&self, kernel: Kernel, y: &CudaTensor, vec8: bool, p: &EwParams) -> Result<()> {
+        check_shape(kernel.name, y.n, y.c, y.dims)?;
         let items = if vec8 { y.numel() / 8 } else { y.numel() };
-        self.dev.launch(Module::Elementwise, name, (self.dev.grid_for(items, EW_BLOCK), 1, 1), (EW_BLOCK, 1, 1), 0, p)
+        self.dev.launch(kernel, (self.dev.grid_for(items, EW_BLOCK), 1, 1), (EW_BLOCK, 1, 1), 0, p)
     }
 }
 

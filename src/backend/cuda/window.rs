@@ -4,7 +4,7 @@
 //! sums, normalised, then turned into probabilities or a label mask. Only the final volume
 //! crosses the bus.
 
-use super::kernels::Module;
+use super::kernels as k;
 use super::memory::DeviceBuffer;
 use super::ops::flip_bits;
 use super::params::{Src, WindowParams};
@@ -83,14 +83,7 @@ impl CudaBackend {
             p.acc = vol.buf.ptr();
             p.out = batch.buf.ptr();
             let items = numel(roi) * vol.c;
-            self.dev.launch(
-                Module::Window,
-                "window_extract_f16",
-                (self.dev.grid_for(items, BLOCK), 1, 1),
-                (BLOCK, 1, 1),
-                0,
-                &p,
-            )?;
+            self.dev.launch(k::WINDOW_EXTRACT_F16, (self.dev.grid_for(items, BLOCK), 1, 1), (BLOCK, 1, 1), 0, &p)?;
         }
         Ok(())
     }
@@ -167,14 +160,7 @@ impl CudaBackend {
         p.weight = importance.buf.ptr();
         p.acc = blend.acc.buf.ptr();
         p.wsum = blend.wsum.ptr();
-        self.dev.launch(
-            Module::Window,
-            "window_accumulate_f32",
-            (self.dev.grid_for(numel(roi), BLOCK), 1, 1),
-            (BLOCK, 1, 1),
-            0,
-            &p,
-        )
+        self.dev.launch(k::WINDOW_ACCUMULATE_F32, (self.dev.grid_for(numel(roi), BLOCK), 1, 1), (BLOCK, 1, 1), 0, &p)
     }
 
     /// The blended logits: weighted sums divided by the summed weights.
@@ -184,14 +170,7 @@ impl CudaBackend {
         p.acc = acc.buf.ptr();
         p.wsum = wsum.ptr();
         let items = acc.c * numel(acc.dims);
-        self.dev.launch(
-            Module::Window,
-            "window_normalise_f32",
-            (self.dev.grid_for(items, BLOCK), 1, 1),
-            (BLOCK, 1, 1),
-            0,
-            &p,
-        )?;
+        self.dev.launch(k::WINDOW_NORMALISE_F32, (self.dev.grid_for(items, BLOCK), 1, 1), (BLOCK, 1, 1), 0, &p)?;
         Ok(acc)
     }
 
@@ -199,14 +178,7 @@ impl CudaBackend {
     pub fn softmax_volume(&self, v: &mut DeviceVolume) -> Result<()> {
         let mut p = window_params(v.dims, v.dims, [0; 3], [false; 3], v.c, 0);
         p.acc = v.buf.ptr();
-        self.dev.launch(
-            Module::Window,
-            "softmax_f32",
-            (self.dev.grid_for(numel(v.dims), BLOCK), 1, 1),
-            (BLOCK, 1, 1),
-            0,
-            &p,
-        )
+        self.dev.launch(k::SOFTMAX_F32, (self.dev.grid_for(numel(v.dims), BLOCK), 1, 1), (BLOCK, 1, 1), 0, &p)
     }
 
     /// Label of the largest channel per voxel, `(H, W, D)` row-major.
@@ -215,14 +187,7 @@ impl CudaBackend {
         let mut p = window_params(v.dims, v.dims, [0; 3], [false; 3], v.c, 0);
         p.acc = v.buf.ptr();
         p.mask = mask.ptr();
-        self.dev.launch(
-            Module::Window,
-            "argmax_u8",
-            (self.dev.grid_for(numel(v.dims), BLOCK), 1, 1),
-            (BLOCK, 1, 1),
-            0,
-            &p,
-        )?;
+        self.dev.launch(k::ARGMAX_U8, (self.dev.grid_for(numel(v.dims), BLOCK), 1, 1), (BLOCK, 1, 1), 0, &p)?;
         let mut out = vec![0u8; numel(v.dims)];
         mask.download(&mut out)?;
         Ok(out)
