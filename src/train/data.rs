@@ -144,8 +144,7 @@ impl Source {
     /// configuration; anything else is a directory for [`Source::detect`].
     pub fn parse(spec: &str) -> Result<Source> {
         if let Some(rest) = spec.strip_prefix("phantom:") {
-            let bad =
-                || Error::Value(format!("--data {spec}: expected phantom:N or phantom:A..B with whole numbers, A < B"));
+            let bad = || Error::Value("expected phantom:N or phantom:A..B with whole numbers, A < B".into());
             let (a, b) = match rest.split_once("..") {
                 Some((a, b)) => (a.parse::<u64>().map_err(|_| bad())?, b.parse::<u64>().map_err(|_| bad())?),
                 None => (0, rest.parse::<u64>().map_err(|_| bad())?),
