@@ -1,5 +1,8 @@
-//! Shared test helpers: where the reference fixtures live, and a skip notice when they don't.
+//! Shared test helpers: where the reference fixtures live, and a skip notice when they don't;
+//! running the `fmseg` binary ([`cli`]).
 #![allow(dead_code)]
+
+pub mod cli;
 
 use std::path::PathBuf;
 
