@@ -3,22 +3,16 @@
 //! random moments and resumed, against an uninterrupted one; shards merged. `node`: `fmseg serve`,
 //! the DICOM node that reuses this machinery, with DCMTK peers.
 
+use crate::common::cli::{Fmseg, SOME_FAILED};
 use crate::dicom_support;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use fmseg::io::dicom::{write_mr_series, MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
 use serde_json::Value;
-
-fn fmseg(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).env_remove("FMSEG_WEIGHTS").output().unwrap();
-    eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 /// Randomly initialised weights, marked untrained (the masks mean nothing; the mechanics do).
 fn weights() -> &'static str {
@@ -153,10 +147,8 @@ fn latest(out: &Path) -> BTreeMap<String, Value> {
 fn plan_lists_every_series_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let a = archive(&dir.path().join("archive"), 32, true);
-    let o = fmseg(&["batch", a.root.to_str().unwrap(), "--plan"]);
-    assert!(o.status.success());
-    let plan = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let o = Fmseg::new().args(["batch", a.root.to_str().unwrap(), "--plan"]).run().success();
+    let (plan, stderr) = (o.stdout(), o.stderr());
     let lines: Vec<&str> = plan.lines().collect();
     assert_eq!(lines.len(), 32 + 11 + 7 + 1, "{plan}");
     let selected: Vec<&&str> = lines.iter().filter(|l| l.starts_with("SELECT")).collect();
@@ -177,8 +169,8 @@ fn plan_lists_every_series_with_its_reason() {
         r#"{"selections": [{"name": "STIR", "conditions": {"Modality": "MR", "SeriesDescription": "stir", "min_slices": 10}}]}"#,
     )
     .unwrap();
-    let o = fmseg(&["batch", a.root.to_str().unwrap(), "--plan", "--rules", rules.to_str().unwrap()]);
-    let plan = String::from_utf8_lossy(&o.stdout);
+    let o = Fmseg::new().args(["batch", a.root.to_str().unwrap(), "--plan", "--rules", rules.to_str().unwrap()]).run();
+    let plan = o.success().stdout();
     assert_eq!(plan.lines().filter(|l| l.starts_with("SELECT")).count(), 11, "{plan}");
     assert!(plan.contains("selection \"STIR\""));
     assert!(plan.contains("\"STIR\": SeriesDescription is not /stir/"));
@@ -187,25 +179,24 @@ fn plan_lists_every_series_with_its_reason() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("notes.txt"), "x").unwrap();
-    let o = fmseg(&["batch", empty.to_str().unwrap(), "--out", dir.path().join("o-empty").to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(e.contains("no DICOM image found") && e.contains("1 non-DICOM"), "{e}");
+    Fmseg::new()
+        .args(["batch", empty.to_str().unwrap(), "--out", dir.path().join("o-empty").to_str().unwrap()])
+        .run()
+        .fails_naming(&["no DICOM image found", "1 non-DICOM"]);
     assert!(!dir.path().join("o-empty").exists());
     let inside = a.root.join("results");
-    let o = fmseg(&["batch", a.root.to_str().unwrap(), "--out", inside.to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(e.contains("inside the archive"), "{e}");
+    Fmseg::new()
+        .args(["batch", a.root.to_str().unwrap(), "--out", inside.to_str().unwrap()])
+        .run()
+        .fails_naming(&["inside the archive"]);
     assert!(!inside.exists());
 
     std::fs::write(&rules, r#"{"selections": [{"conditions": {"PatientsName": "x"}}]}"#).unwrap();
     let out = dir.path().join("out");
-    let o =
-        fmseg(&["batch", a.root.to_str().unwrap(), "--out", out.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(e.contains("rules.json") && e.contains("PatientsName") && e.contains("supported"), "{e}");
+    Fmseg::new()
+        .args(["batch", a.root.to_str().unwrap(), "--out", out.to_str().unwrap(), "--rules", rules.to_str().unwrap()])
+        .run()
+        .fails_naming(&["rules.json", "PatientsName", "supported"]);
     assert!(!out.exists());
 }
 
@@ -241,16 +232,14 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
     let a = archive(&dir.path().join("archive"), 30, true);
     let root = a.root.to_str().unwrap();
-    let args = |out: &Path| -> Vec<String> {
-        ["batch", root, "--out", out.to_str().unwrap(), "--weights", weights(), "--threads", "2"]
-            .map(String::from)
-            .to_vec()
+    let batch = |out: &Path| {
+        Fmseg::new().args(["batch", root, "--out", out.to_str().unwrap(), "--weights", weights(), "--threads", "2"])
     };
     let whole = dir.path().join("whole");
     let t = std::time::Instant::now();
-    let o = fmseg(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = batch(&whole).run();
     let full_run = t.elapsed().as_secs_f64();
-    assert_eq!(o.status.code(), Some(3), "some series failed");
+    o.exit_code(SOME_FAILED); // some series failed
     let want = latest(&whole);
     for uid in &a.good {
         assert_eq!(want[uid]["status"], "done", "{uid}");
@@ -270,19 +259,13 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let after = 0.2 + (rng % 1000) as f64 / 1000.0 * full_run * 0.9;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fmseg"))
-            .args(args(&killed))
-            .env_remove("FMSEG_WEIGHTS")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = batch(&killed).stderr(std::process::Stdio::null()).spawn();
         std::thread::sleep(std::time::Duration::from_secs_f64(after));
         let _ = child.kill();
         let _ = child.wait();
         eprintln!("kill {n}: after {after:.2} s");
     }
-    let o = fmseg(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(o.status.code(), Some(3));
+    batch(&killed).run().exit_code(SOME_FAILED);
     let got = latest(&killed);
     let text = std::fs::read_to_string(killed.join("manifest.jsonl")).unwrap();
     for uid in &a.good {
@@ -310,9 +293,7 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
         assert!(allowed.contains(&base.as_ref()), "left behind: {n}");
     }
     // a rerun has nothing left to do but the failed ones
-    let o = fmseg(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains(&format!("{} done earlier", a.good.len())), "{e}");
+    batch(&killed).run().exit_code(SOME_FAILED).stderr_has(&[&format!("{} done earlier", a.good.len())]);
 }
 
 /// Three shards, one after the other into one output directory (as three cluster jobs with a
@@ -327,53 +308,41 @@ fn shards_split_the_archive_and_merge() {
     let mut per_shard = Vec::new();
     for k in 0..3 {
         let shard = format!("{k}/3");
-        let o = fmseg(&[
-            "batch",
-            root,
-            "--out",
-            shared.to_str().unwrap(),
-            "--shard",
-            &shard,
-            "--weights",
-            weights(),
-            "--threads",
-            "2",
-        ]);
-        assert!(o.status.success());
-        per_shard.push(String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.contains("] ")).count());
+        let o = Fmseg::new()
+            .args(["batch", root, "--out", shared.to_str().unwrap(), "--shard", &shard])
+            .args(["--weights", weights(), "--threads", "2"])
+            .run()
+            .success();
+        per_shard.push(o.stderr().lines().filter(|l| l.contains("] ")).count());
     }
     assert_eq!(per_shard.iter().sum::<usize>(), a.good.len(), "{per_shard:?}");
-    let o = fmseg(&["batch", root, "--merge", shared.to_str().unwrap()]);
-    let report = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{report}");
-    assert!(report.contains(&format!("{n} of {n} selected series done exactly once", n = a.good.len())), "{report}");
+    Fmseg::new()
+        .args(["batch", root, "--merge", shared.to_str().unwrap()])
+        .run()
+        .success()
+        .stdout_has(&[&format!("{n} of {n} selected series done exactly once", n = a.good.len())]);
     let done = latest(&shared).values().filter(|e| e["status"] == "done").count();
     assert_eq!(done, a.good.len());
 
     // separate directories: 0/2 and 1/2; one alone is incomplete
     let (d0, d1) = (dir.path().join("s0"), dir.path().join("s1"));
     for (k, d) in [(0, &d0), (1, &d1)] {
-        let o = fmseg(&[
-            "batch",
-            root,
-            "--out",
-            d.to_str().unwrap(),
-            "--shard",
-            &format!("{k}/2"),
-            "--weights",
-            weights(),
-            "--threads",
-            "2",
-        ]);
-        assert!(o.status.success());
+        Fmseg::new()
+            .args(["batch", root, "--out", d.to_str().unwrap(), "--shard", &format!("{k}/2")])
+            .args(["--weights", weights(), "--threads", "2"])
+            .run()
+            .success();
     }
-    let o = fmseg(&["batch", root, "--merge", d0.to_str().unwrap(), d1.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let o = fmseg(&["batch", root, "--merge", d0.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("not done"));
+    Fmseg::new().args(["batch", root, "--merge", d0.to_str().unwrap(), d1.to_str().unwrap()]).run().success();
+    Fmseg::new()
+        .args(["batch", root, "--merge", d0.to_str().unwrap()])
+        .run()
+        .exit_code(SOME_FAILED)
+        .stdout_has(&["not done"]);
     // both again: the shared directory and the split ones hold every series: done twice
-    let o = fmseg(&["batch", root, "--merge", d0.to_str().unwrap(), d1.to_str().unwrap(), shared.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("done 2 times"));
+    Fmseg::new()
+        .args(["batch", root, "--merge", d0.to_str().unwrap(), d1.to_str().unwrap(), shared.to_str().unwrap()])
+        .run()
+        .exit_code(SOME_FAILED)
+        .stdout_has(&["done 2 times"]);
 }

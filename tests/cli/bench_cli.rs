@@ -1,34 +1,32 @@
 //! `fmseg bench` on the CPU: the study benchmark's plan and report, and its input checks.
 
-use std::process::Command;
-
-fn fmseg(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).output().expect("run fmseg")
-}
+use crate::common::cli::Fmseg;
 
 /// A one-window study (192x192x16 voxels of 1x1x7 mm is exactly the network's patch):
 /// 1 window without TTA, then 1 fold x (1 + 3 x 1) passes = 4 windows in batches of 3.
 #[test]
 fn study_bench_reports_the_plan_it_timed() {
-    let out = fmseg(&[
-        "bench",
-        "--study",
-        "--json",
-        "--threads",
-        "2",
-        "--study-dims",
-        "192,192,16",
-        "--study-spacing",
-        "1,1,7",
-        "--folds",
-        "1",
-        "--tta-rounds",
-        "1",
-        "--sw-batch",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let out = Fmseg::new()
+        .args([
+            "bench",
+            "--study",
+            "--json",
+            "--threads",
+            "2",
+            "--study-dims",
+            "192,192,16",
+            "--study-spacing",
+            "1,1,7",
+            "--folds",
+            "1",
+            "--tta-rounds",
+            "1",
+            "--sw-batch",
+            "3",
+        ])
+        .run()
+        .success();
+    let line = out.stdout().lines().last().unwrap_or_default().to_string();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let s = &v["study"];
     assert_eq!(s["preprocessed_dims"], serde_json::json!([192, 192, 16]));
@@ -43,11 +41,7 @@ fn study_bench_reports_the_plan_it_timed() {
 #[test]
 fn study_bench_refuses_bad_grids() {
     for bad in [["--study-dims", "0,10,10"], ["--study-dims", "10,10"], ["--study-spacing", "1,nan,1"]] {
-        let out = fmseg(&["bench", "--study", bad[0], bad[1]]);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("--study-"), "{err}");
-        assert!(!err.contains("panicked"), "{err}");
+        Fmseg::new().args(["bench", "--study", bad[0], bad[1]]).run().fails_naming(&["--study-"]);
     }
 }
 
@@ -55,21 +49,23 @@ fn study_bench_refuses_bad_grids() {
 /// order, the breakdown and the control present; bad arguments refused.
 #[test]
 fn latency_bench_times_both_routes_and_the_control() {
-    let out = fmseg(&[
-        "bench",
-        "--latency",
-        "--json",
-        "--threads",
-        "2",
-        "--series",
-        "2",
-        "--series-dims",
-        "96,80,6",
-        "--series-spacing",
-        "2,2,7",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    let out = Fmseg::new()
+        .args([
+            "bench",
+            "--latency",
+            "--json",
+            "--threads",
+            "2",
+            "--series",
+            "2",
+            "--series-dims",
+            "96,80,6",
+            "--series-spacing",
+            "2,2,7",
+        ])
+        .run()
+        .success();
+    let line = out.stdout().lines().last().unwrap_or_default().to_string();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let routes = v["routes"].as_array().unwrap();
     let names: Vec<&str> = routes.iter().map(|r| r["route"].as_str().unwrap()).collect();
@@ -84,7 +80,8 @@ fn latency_bench_times_both_routes_and_the_control() {
         assert!((0.0..1.0).contains(&q("overhead_share")), "{r}");
     }
     assert_eq!(v["control"]["each_ms"].as_array().unwrap().len(), 2);
-    let bad = fmseg(&["bench", "--latency", "--series-dims", "96,80", "--threads", "2"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--series-dims"));
+    Fmseg::new()
+        .args(["bench", "--latency", "--series-dims", "96,80", "--threads", "2"])
+        .run()
+        .fails_naming(&["--series-dims"]);
 }

@@ -1,6 +1,7 @@
 //! `fmseg series` through the real binary: the table, `--json`, `--series`, `--check`, and
 //! every bad input as a non-zero exit with nothing on stdout and the file named on stderr.
 
+use crate::common::cli::Fmseg;
 use crate::dicom_support;
 
 use fmseg::io::dicom::{write_mr_series, Rescale};
@@ -21,9 +22,8 @@ fn two_series(dir: &std::path::Path) -> (String, String) {
 fn table_marks_the_chosen_series() {
     let dir = tempfile::tempdir().unwrap();
     let (t1, t2) = two_series(dir.path());
-    let out = fmseg(&["series", dir.path().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = Fmseg::new().args(["series", dir.path().to_str().unwrap()]).run().success();
+    let text = out.stdout();
     let line = |uid: &str| {
         text.lines().find(|l| l.contains(uid)).unwrap_or_else(|| panic!("{uid} not listed:\n{text}")).to_string()
     };
@@ -34,16 +34,18 @@ fn table_marks_the_chosen_series() {
     }
     assert!(l2.contains(" 10 ") && l2.contains(" no"), "{l2}");
     assert!(text.contains(&format!("chosen: {t1}")), "{text}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 non-DICOM file"), "{}", show(&out));
+    out.stderr_has(&["skipped 1 non-DICOM file"]);
 }
 
 #[test]
 fn json_with_series_and_check() {
     let dir = tempfile::tempdir().unwrap();
     let (t1, t2) = two_series(dir.path());
-    let out = fmseg(&["series", dir.path().to_str().unwrap(), "--json", "--series", &t2, "--check"]);
-    assert!(out.status.success(), "{}", show(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+    let out = Fmseg::new()
+        .args(["series", dir.path().to_str().unwrap(), "--json", "--series", &t2, "--check"])
+        .run()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.output().stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["chosen"], t2.as_str());
     let series = v["series"].as_array().unwrap();
     assert_eq!(series.len(), 2);
@@ -59,15 +61,9 @@ fn json_with_series_and_check() {
     assert!((sp[2].as_f64().unwrap() - 4.0).abs() < 1e-9);
 }
 
-/// The failure contract: non-zero exit, empty stdout, the problem (and file) on stderr.
+/// The failure contract: exit status 1, empty stdout, the problem (and file) on stderr.
 fn fails(args: &[&str], needles: &[&str]) {
-    let out = fmseg(args);
-    assert!(!out.status.success(), "expected failure: {}", show(&out));
-    assert!(out.stdout.is_empty(), "stdout must be empty on error: {}", show(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {}", show(&out));
-    }
+    Fmseg::new().args(args).run().fails_naming(needles);
 }
 
 #[test]
@@ -87,8 +83,7 @@ fn bad_inputs_fail_cleanly() {
     std::fs::remove_file(&p[2]).unwrap();
     fails(&["series", &s(&d), "--check"], &["slice missing between", &fname(&p[1]), &fname(&p[3])]);
     // Without --check the listing still works and shows the problem.
-    let out = fmseg(&["series", &s(&d)]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("problem: "), "{}", show(&out));
+    Fmseg::new().args(["series", &s(&d)]).run().success().stdout_has(&["problem: "]);
 
     let (d, p) = mk("duplicate");
     std::fs::copy(&p[2], d.join("zz.dcm")).unwrap();
@@ -126,26 +121,14 @@ fn closed_stdout_is_not_an_error() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     for args in [vec!["series"], vec!["series", "--json"]] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg"))
-            .args(&args)
-            .arg(dir.path())
-            .stdout(writer.try_clone().unwrap())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{args:?}: {stderr}");
+        let out = Fmseg::new().args(&args).arg(dir.path()).stdout(writer.try_clone().unwrap()).run().success();
+        let stderr = out.stderr();
+        assert!(!stderr.contains("panicked") && !stderr.contains("error"), "{out}");
     }
     // usage errors are 2, failures 1 (documented in --help)
-    let usage = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg")).args(["series", "--bogus"]).output().unwrap();
-    assert_eq!(usage.status.code(), Some(2));
-    let failure = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg"))
-        .args(["series", dir.path().join("missing").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(failure.status.code(), Some(1));
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_fmseg")).args(["segment", "--help"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status: 0 success"));
+    Fmseg::new().args(["series", "--bogus"]).run().usage_error(&["--bogus"]);
+    Fmseg::new().args(["series", dir.path().join("missing").to_str().unwrap()]).run().fails_naming(&["missing"]);
+    Fmseg::new().args(["segment", "--help"]).run().success().stdout_has(&["Exit status: 0 success"]);
 }
 
 /// `fmseg convert` takes what dcm2niix takes: a single-slice file (a one-slice volume, with a
@@ -161,20 +144,19 @@ fn convert_accepts_single_slices_constant_images_and_missing_series_uids() {
 
     let files = write_mr_series(&v, &meta("single", 1, "T1"), &dir.path().join("single")).unwrap();
     let out = dir.path().join("one.nii.gz");
-    let o = fmseg(&["convert", &s(&files[2]), &s(&out)]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("single slice"), "{}", show(&o));
+    Fmseg::new().args(["convert", &s(&files[2]), &s(&out)]).run().success().stderr_has(&["single slice"]);
     let one = fmseg::io::nifti::read(&out).unwrap();
     assert_eq!(one.dims, [12, 10, 1]);
-    let seg = fmseg(&["segment", &s(&files[2]), "--out", &s(&dir.path().join("o1"))]);
-    assert!(!seg.status.success() && String::from_utf8_lossy(&seg.stderr).contains("a single DICOM slice"));
+    Fmseg::new()
+        .args(["segment", &s(&files[2]), "--out", &s(&dir.path().join("o1"))])
+        .run()
+        .fails_naming(&["a single DICOM slice"]);
 
     let mut flat = v.clone();
     flat.samples = fmseg::io::dicom::StoredSamples::I16(vec![7; 12 * 10 * 6]);
     write_mr_series(&flat, &meta("flat", 1, "T1"), &dir.path().join("flat")).unwrap();
     let out = dir.path().join("flat.nii.gz");
-    let o = fmseg(&["convert", &s(&dir.path().join("flat")), &s(&out)]);
-    assert!(o.status.success(), "{}", show(&o));
+    Fmseg::new().args(["convert", &s(&dir.path().join("flat")), &s(&out)]).run().success();
     assert!(fmseg::io::nifti::read(&out).unwrap().data.iter().all(|&x| x == 7.0));
 
     let d = dir.path().join("nouid");
@@ -185,9 +167,7 @@ fn convert_accepts_single_slices_constant_images_and_missing_series_uids() {
         });
     }
     let out = dir.path().join("nouid.nii.gz");
-    let o = fmseg(&["convert", &s(&d), &s(&out)]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no SeriesInstanceUID"), "{}", show(&o));
+    Fmseg::new().args(["convert", &s(&d), &s(&out)]).run().success().stderr_has(&["no SeriesInstanceUID"]);
     assert_eq!(fmseg::io::nifti::read(&out).unwrap().data, v.real_volume().data);
     // the grouping is deterministic: the same key every time
     let a = fmseg::io::dicom::list_series(&d).unwrap();

@@ -14,8 +14,10 @@
 //! tests print a notice and pass as skipped, unless `FMSEG_REQUIRE_DICOM_TOOLS` is set (CI).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
+
+use crate::common::cli::{Fmseg, Run};
 
 use fmseg::io::nifti;
 use fmseg::volume::Volume;
@@ -37,8 +39,7 @@ fn lib_dir() -> PathBuf {
         if profile_dir.ends_with("release") {
             c.arg("--release");
         }
-        let o = c.output().expect("run cargo build --lib");
-        assert!(o.status.success(), "cargo build --lib failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        Run::of(&mut c).success();
         assert!(
             profile_dir.join("libfmseg.so").is_file(),
             "cargo build --lib made no {}",
@@ -62,33 +63,23 @@ fn have(tool: &str) -> bool {
     found
 }
 
-fn show(what: &str, o: &Output) {
-    eprintln!(
-        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 /// `cc` a C program with warnings as errors against the header and the library only.
 fn build_c(source: &Path, name: &str) -> PathBuf {
     let lib = lib_dir();
     let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let o = Command::new("cc")
-        .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(source)
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg("-L")
-        .arg(&lib)
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .args(["-lfmseg", "-lm"])
-        .output()
-        .expect("run cc");
-    show(&format!("cc {}", source.display()), &o);
-    assert!(o.status.success(), "{} does not build against include/fmseg.h", source.display());
+    let o = Run::of(
+        Command::new("cc")
+            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(source)
+            .arg("-I")
+            .arg(repo().join("include"))
+            .arg("-L")
+            .arg(&lib)
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .args(["-lfmseg", "-lm"]),
+    );
+    assert_eq!(o.code(), Some(0), "{} does not build against include/fmseg.h:\n{o}", source.display());
     exe
 }
 
@@ -110,24 +101,19 @@ fn study() -> &'static Study {
     S.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let set = dir.path().join("set");
-        let fmseg = |args: &[&std::ffi::OsStr]| {
-            let o = Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).env_remove("FMSEG_WEIGHTS").output().unwrap();
-            show("fmseg", &o);
-            assert!(o.status.success());
-        };
-        fmseg(&["phantom".as_ref(), "--out".as_ref(), set.as_os_str(), "--seed".as_ref(), "2".as_ref()]);
+        Fmseg::new().arg("phantom").arg("--out").arg(&set).args(["--seed", "2"]).run().success();
         let dicom = set.join("case_000/dicom");
         let out = dir.path().join("cli");
-        fmseg(&[
-            "segment".as_ref(),
-            dicom.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-            "--weights".as_ref(),
-            bundled_weights().as_os_str(),
-            "--threads".as_ref(),
-            "2".as_ref(),
-        ]);
+        Fmseg::new()
+            .arg("segment")
+            .arg(&dicom)
+            .arg("--out")
+            .arg(&out)
+            .arg("--weights")
+            .arg(bundled_weights())
+            .args(["--threads", "2"])
+            .run()
+            .success();
         let cli_mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
         let fm = cli_mask.data.iter().filter(|&&v| v == 1.0).count();
         eprintln!("CLI mask: {:?} voxels, {fm} FM", cli_mask.dims);
@@ -164,16 +150,11 @@ fn the_c_example_segments_a_dicom_series_as_the_cli_does() {
     let s = study();
     let exe = build_c(&repo().join("examples/c/segment.c"), "segment-dicom");
     let mask = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segment-dicom-mask.raw");
-    let o = Command::new(&exe)
-        .args(["--threads", "2", "--no-warm-up"])
-        .arg(bundled_weights())
-        .arg(&s.dicom)
-        .arg(&mask)
-        .output()
-        .unwrap();
-    show("examples/c/segment.c", &o);
-    assert!(o.status.success());
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let o = Run::of(
+        Command::new(&exe).args(["--threads", "2", "--no-warm-up"]).arg(bundled_weights()).arg(&s.dicom).arg(&mask),
+    )
+    .success();
+    let stdout = o.stdout();
     assert!(stdout.contains("fmseg ") && stdout.contains(" on "), "version and device: {stdout}");
     assert_same_mask(&std::fs::read(&mask).unwrap(), &abi_layout(&s.cli_mask), "examples/c/segment.c");
 }
@@ -199,9 +180,7 @@ fn a_program_written_against_the_header_alone_segments_voxels_as_the_cli_does() 
     std::fs::write(stem.with_extension("txt"), txt).unwrap();
     std::fs::write(stem.with_extension("f32"), bytemuck::cast_slice::<f32, u8>(&abi.abi_voxels)).unwrap();
     let mask = tmp.join("volume-abi-mask.raw");
-    let o = Command::new(&exe).arg("segment").arg(bundled_weights()).arg(&stem).arg(&mask).arg("2").output().unwrap();
-    show("tests/c/volume_abi.c segment", &o);
-    assert!(o.status.success());
+    Run::of(Command::new(&exe).arg("segment").arg(bundled_weights()).arg(&stem).arg(&mask).arg("2")).success();
     assert_same_mask(&std::fs::read(&mask).unwrap(), &abi_layout(&s.cli_mask), "fmseg_segment_volume");
 }
 
@@ -211,10 +190,8 @@ fn every_bad_argument_gets_a_status_and_a_message() {
         return;
     }
     let exe = build_c(&repo().join("tests/c/volume_abi.c"), "volume_abi_errors");
-    let o = Command::new(&exe).arg("errors").arg(bundled_weights()).output().unwrap();
-    show("tests/c/volume_abi.c errors", &o);
-    assert!(o.status.success());
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let o = Run::of(Command::new(&exe).arg("errors").arg(bundled_weights())).success();
+    let stdout = o.stdout();
     let cases = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert!(!stdout.contains("WRONG") && cases >= 40, "{cases} cases answered right: {stdout}");
 }
@@ -232,18 +209,17 @@ fn the_python_ctypes_example_segments_as_the_cli_does() {
     }
     let s = study();
     let mask = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-ctypes-mask.raw");
-    let o = Command::new("python3")
-        .arg(&script)
-        .arg(lib_dir().join("libfmseg.so"))
-        .arg(bundled_weights())
-        .arg(&s.dicom)
-        .arg(&mask)
-        .args(["--threads", "2", "--no-warm-up"])
-        .output()
-        .unwrap();
-    show("examples/python/segment.py", &o);
-    assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("FM voxels"));
+    Run::of(
+        Command::new("python3")
+            .arg(&script)
+            .arg(lib_dir().join("libfmseg.so"))
+            .arg(bundled_weights())
+            .arg(&s.dicom)
+            .arg(&mask)
+            .args(["--threads", "2", "--no-warm-up"]),
+    )
+    .success()
+    .stdout_has(&["FM voxels"]);
     assert_same_mask(&std::fs::read(&mask).unwrap(), &abi_layout(&s.cli_mask), "examples/python/segment.py");
 }
 
@@ -261,28 +237,25 @@ fn valgrind_finds_no_invalid_access_and_no_leak_off_the_network_path() {
     }
     // Every error case, with engines created and freed (no warm-up) along the way.
     let exe = build_c(&repo().join("tests/c/volume_abi.c"), "volume_abi_valgrind");
-    let o = Command::new("valgrind").args(VALGRIND).arg(&exe).arg("errors").arg(bundled_weights()).output().unwrap();
-    show("valgrind volume_abi errors", &o);
-    assert_eq!(o.status.code(), Some(0), "valgrind found errors or leaks (exit 99) or a case failed");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    // exit 99: valgrind found errors or leaks; another: a case failed
+    Run::of(Command::new("valgrind").args(VALGRIND).arg(&exe).arg("errors").arg(bundled_weights()))
+        .success()
+        .stderr_has(&["ERROR SUMMARY: 0 errors"]);
 
     // The example: an engine made, a directory that holds no series refused, the engine freed.
     let exe = build_c(&repo().join("examples/c/segment.c"), "segment-dicom-valgrind");
     let empty = tempfile::tempdir().unwrap();
-    let o = Command::new("valgrind")
-        .args(VALGRIND)
-        .arg(&exe)
-        .args(["--no-warm-up", "--threads", "2"])
-        .arg(bundled_weights())
-        .arg(empty.path())
-        .arg(empty.path().join("mask.raw"))
-        .output()
-        .unwrap();
-    show("valgrind examples/c/segment.c on an empty directory", &o);
-    assert_eq!(o.status.code(), Some(1), "the example's own failure exit, not valgrind's 99");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
-    assert!(stderr.contains("fmseg_segment_dicom"), "the failing call is named: {stderr}");
+    // the example's own failure exit (1), not valgrind's 99; the failing call is named
+    Run::of(
+        Command::new("valgrind")
+            .args(VALGRIND)
+            .arg(&exe)
+            .args(["--no-warm-up", "--threads", "2"])
+            .arg(bundled_weights())
+            .arg(empty.path())
+            .arg(empty.path().join("mask.raw")),
+    )
+    .exit_code(1)
+    .stderr_has(&["ERROR SUMMARY: 0 errors", "fmseg_segment_dicom"]);
     assert!(!empty.path().join("mask.raw").exists(), "no output on failure");
 }

@@ -9,18 +9,8 @@ use fmseg::phantom::patient::Diagnosis;
 use fmseg::phantom::rng::case_seed;
 use fmseg::phantom::{generate_case, plan, PhantomConfig};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn fmseg(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).output().expect("run fmseg");
-    eprintln!(
-        "fmseg {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::common::cli::Fmseg;
 
 fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> T {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
@@ -39,9 +29,10 @@ fn writes_a_set_that_matches_the_library() {
     };
     let seed = (1u64..).find(|&s| descending(s, 0) != descending(s, 1)).unwrap();
     let seed_arg = seed.to_string();
-    let out =
-        fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--cases", "2", "--axspa-fraction", "0.5", "--preview"]);
-    assert!(out.status.success());
+    Fmseg::new()
+        .args(["phantom", "--out", d, "--seed", &seed_arg, "--cases", "2", "--axspa-fraction", "0.5", "--preview"])
+        .run()
+        .success();
     let set: SetManifest = read_json(&dir.join("manifest.json"));
     assert_eq!(set.set_seed, seed);
     assert_eq!(set.cases.len(), 2);
@@ -109,22 +100,22 @@ fn writes_a_set_that_matches_the_library() {
     let png = std::fs::read(dir.join("case_000/preview.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     // Extending the set with --first keeps the listing whole.
-    let out = fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--first", "2", "--axspa-fraction", "0.5"]);
-    assert!(out.status.success());
+    Fmseg::new()
+        .args(["phantom", "--out", d, "--seed", &seed_arg, "--first", "2", "--axspa-fraction", "0.5"])
+        .run()
+        .success();
     let set: SetManifest = read_json(&dir.join("manifest.json"));
     assert_eq!(set.cases.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["case_000", "case_001", "case_002"]);
     assert_eq!(set.cases[2].seed, case_seed(seed, 2));
     // Another set into the same directory is refused.
-    let out = fmseg(&["phantom", "--out", d, "--seed", "77", "--first", "5"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("different set"));
+    Fmseg::new().args(["phantom", "--out", d, "--seed", "77", "--first", "5"]).run().fails_naming(&["different set"]);
     // A second run into the same directory refuses to overwrite, unless forced.
-    let out = fmseg(&["phantom", "--out", d, "--seed", &seed_arg, "--cases", "1", "--axspa-fraction", "0.5"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    Fmseg::new()
+        .args(["phantom", "--out", d, "--seed", &seed_arg, "--cases", "1", "--axspa-fraction", "0.5"])
+        .run()
+        .fails_naming(&["already exists"]);
     let before = std::fs::read(dir.join("case_000/manifest.json")).unwrap();
-    let out = fmseg(&["phantom", "--out", d, "--seed", "99", "--cases", "1", "--force"]);
-    assert!(out.status.success());
+    Fmseg::new().args(["phantom", "--out", d, "--seed", "99", "--cases", "1", "--force"]).run().success();
     assert_ne!(std::fs::read(dir.join("case_000/manifest.json")).unwrap(), before, "not replaced");
     assert!(!dir.join("case_000/preview.png").exists(), "files of the replaced case left behind");
     // No temporary files left behind.
@@ -211,19 +202,13 @@ fn bad_arguments_fail_clearly_without_output() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("never");
     let d = dir.to_str().unwrap();
-    let out = fmseg(&["phantom", "--out", d, "--axspa-fraction", "1.5"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--axspa-fraction"));
+    Fmseg::new().args(["phantom", "--out", d, "--axspa-fraction", "1.5"]).run().fails_naming(&["--axspa-fraction"]);
     assert!(!dir.exists(), "output created despite the error");
-    let out = fmseg(&["phantom", "--out", d, "--cases", "0"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cases"));
+    Fmseg::new().args(["phantom", "--out", d, "--cases", "0"]).run().fails_naming(&["--cases"]);
     assert!(!dir.exists());
     // The output path is a file.
     let file = tmp.path().join("a_file");
     std::fs::write(&file, b"x").unwrap();
-    let out = fmseg(&["phantom", "--out", file.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("a_file"), "the error names the path");
+    Fmseg::new().args(["phantom", "--out", file.to_str().unwrap()]).run().fails_naming(&["a_file"]);
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

@@ -3,10 +3,11 @@
 //! inputs refused with a clear message and no output.
 
 use crate::common;
+use crate::common::cli::{self, Fmseg, Run};
 use crate::dicom_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use fmseg::io::nifti::{self, Datatype, WriteType};
@@ -309,17 +310,6 @@ fn validation_refuses_degenerate_volumes() {
 
 // ------------------------------------------------------------------ the command
 
-fn fmseg(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fmseg"));
-    c.args(args).env_remove("FMSEG_WEIGHTS");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("run fmseg");
-    eprintln!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
 /// Randomly initialised weights (PyTorch's default init, seed 1) in the frozen format, marked
 /// untrained; written once per test process (atomically, so parallel test binaries agree).
 fn weights_file() -> &'static Path {
@@ -339,19 +329,17 @@ fn weights_file() -> &'static Path {
     })
 }
 
-fn segment_cmd(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "segment".as_ref(),
-        input.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--weights".as_ref(),
-        weights_file().as_os_str(),
-        "--threads".as_ref(),
-        "2".as_ref(),
-    ];
-    args.extend(extra.iter().map(|s| std::ffi::OsStr::new(*s)));
-    fmseg(&args, &[])
+/// `fmseg segment INPUT --out OUT` with the test weights on 2 threads, then `extra`.
+fn segment_cmd(input: &Path, out: &Path, extra: &[&str]) -> Fmseg {
+    Fmseg::new()
+        .arg("segment")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .arg("--weights")
+        .arg(weights_file())
+        .args(["--threads", "2"])
+        .args(extra)
 }
 
 /// A pelvis-like test image: an oblique, x-flipped int16 NIfTI with a bright body and two
@@ -422,12 +410,10 @@ fn segment_command_end_to_end_on_nifti() {
     let input_read = nifti::read(&input).unwrap();
     let out = dir.path().join("result");
     let t0 = std::time::Instant::now();
-    let o = segment_cmd(&input, &out, &["--probability"]);
+    let o = segment_cmd(&input, &out, &["--probability"]).run();
     eprintln!("segment took {:.1} s", t0.elapsed().as_secs_f64());
-    assert!(o.status.success());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("NOTICE") && stderr.contains("untrained"), "untrained weights are announced");
-    assert!(stderr.contains("inference"), "progress lines");
+    // untrained weights are announced; progress lines
+    o.success().stderr_has(&["NOTICE", "untrained", "inference"]);
     assert_eq!(listing(&out), ["fm_mask.nii.gz", "fm_probability.nii.gz", "overlay.png", "report.json"]);
 
     // the mask: u8, on the input's own grid and affine
@@ -503,8 +489,8 @@ fn segment_command_end_to_end_on_nifti() {
     assert!(pw > 64 && ph > 56, "{pw}x{ph}");
 }
 
-/// Every bad input: non-zero exit, a message naming the input and the problem, and no output
-/// directory.
+/// Every bad input: exit status 1, nothing on stdout, a message naming the input and the
+/// problem, and no output directory.
 #[test]
 fn bad_inputs_fail_cleanly_without_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -553,13 +539,9 @@ fn bad_inputs_fail_cleanly_without_output() {
     ];
     for (input, wants) in cases {
         let out = d.join(format!("out-{}", input.file_name().unwrap().to_string_lossy()));
-        let o = segment_cmd(&input, &out, &[]);
-        let msg = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{} should fail", input.display());
-        assert_eq!(o.status.code(), Some(1));
-        assert!(msg.contains(&input.display().to_string()), "message names the input: {msg}");
-        assert!(wants.iter().any(|w| msg.contains(w)), "{}: expected one of {wants:?} in: {msg}", input.display());
-        assert!(!msg.contains("panicked"), "{msg}");
+        let o = segment_cmd(&input, &out, &[]).run().fails_naming(&[&input.display().to_string()]);
+        let msg = o.stderr();
+        assert!(wants.iter().any(|w| msg.contains(w)), "{}: expected one of {wants:?} in: {o}", input.display());
         assert!(!out.exists(), "{} must not be created", out.display());
     }
 
@@ -567,24 +549,19 @@ fn bad_inputs_fail_cleanly_without_output() {
     let keep = d.join("keep");
     std::fs::create_dir(&keep).unwrap();
     std::fs::write(keep.join("mine.txt"), "x").unwrap();
-    let o = segment_cmd(&text, &keep, &[]);
-    assert!(!o.status.success());
+    segment_cmd(&text, &keep, &[]).run().fails_naming(&["notes.txt"]);
     assert_eq!(listing(&keep), ["mine.txt"]);
 
     // --out naming a file, --series on a NIfTI, bad knobs
     let good = d.join("good.nii");
     nifti::write(&good, &volume([20, 20, 6], a, |i, j, k| (i * j + k) as f32), WriteType::F32).unwrap();
-    let o = segment_cmd(&good, &text, &[]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
-    let o = segment_cmd(&good, &d.join("o1"), &["--series", "1.2.3"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NIfTI"));
-    let o = segment_cmd(&good, &d.join("o2"), &["--overlap", "1.5"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--overlap"));
+    segment_cmd(&good, &text, &[]).run().fails_naming(&["not a directory"]);
+    segment_cmd(&good, &d.join("o1"), &["--series", "1.2.3"]).run().fails_naming(&["NIfTI"]);
+    segment_cmd(&good, &d.join("o2"), &["--overlap", "1.5"]).run().fails_naming(&["--overlap"]);
     // a DICOM SEG references source images: a NIfTI input has none (refused before inference)
-    let o = segment_cmd(&good, &d.join("o3"), &["--seg"]);
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("--seg needs a DICOM input") && msg.contains("good.nii"), "{msg}");
-    assert!(!msg.contains("inference"), "{msg}");
+    let o =
+        segment_cmd(&good, &d.join("o3"), &["--seg"]).run().fails_naming(&["--seg needs a DICOM input", "good.nii"]);
+    assert!(!o.stderr().contains("inference"), "{o}");
     assert!(!d.join("o1").exists() && !d.join("o2").exists() && !d.join("o3").exists());
 }
 
@@ -595,25 +572,17 @@ fn weights_from_the_environment_and_missing_weights() {
     test_image(&input);
     let out = dir.path().join("out");
     let gone = dir.path().join("gone.fmw");
-    let o = fmseg(
-        &["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()],
-        &[("FMSEG_WEIGHTS", gone.as_os_str())],
-    );
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("FMSEG_WEIGHTS") && msg.contains("gone.fmw"), "{msg}");
-    let o = segment_cmd(&input, &out, &["--weights", dir.path().join("nope.pth").to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.pth"));
+    let segment = || Fmseg::new().arg("segment").arg(&input).arg("--out").arg(&out);
+    segment().env("FMSEG_WEIGHTS", &gone).run().fails_naming(&["FMSEG_WEIGHTS", "gone.fmw"]);
+    segment_cmd(&input, &out, &["--weights", dir.path().join("nope.pth").to_str().unwrap()])
+        .run()
+        .fails_naming(&["nope.pth"]);
     // weights that do not fit the network: named, no output
     let bad = dir.path().join("bad.safetensors");
     let mut sd = fmseg::weights::StateDict::new();
     sd.insert("conv.weight", HostTensor::zeros(vec![2, 2]));
     fmseg::weights::save(&sd, &bad, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F32).unwrap();
-    let o = fmseg(
-        &["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()],
-        &[("FMSEG_WEIGHTS", bad.as_os_str())],
-    );
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("bad.safetensors"), "{msg}");
+    segment().env("FMSEG_WEIGHTS", &bad).run().fails_naming(&["bad.safetensors"]);
     assert!(!out.exists());
 }
 
@@ -632,8 +601,7 @@ fn segment_command_on_a_dicom_series() {
     let second = dir.path().join("fold2.safetensors");
     let sd = fmseg::weights::load_canonical(weights_file()).unwrap();
     fmseg::weights::save(&sd, &second, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F16).unwrap();
-    let o = segment_cmd(&series, &out, &["--weights", second.to_str().unwrap(), "--sw-batch", "1"]);
-    assert!(o.status.success());
+    segment_cmd(&series, &out, &["--weights", second.to_str().unwrap(), "--sw-batch", "1"]).run().success();
     assert_eq!(listing(&out), ["fm_mask.nii.gz", "notes.txt", "overlay.png", "report.json"]);
     let (loaded, _) = fmseg::io::dicom::load_volume(&series, &fmseg::io::dicom::Selection::auto()).unwrap();
     let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
@@ -660,9 +628,9 @@ fn segment_command_on_a_dicom_series() {
     let vol = r["findings"]["fm_volume_ml"].as_f64().unwrap();
     assert!((vol - fm * det / 1000.0).abs() < 1e-6 * (1.0 + vol), "{vol}");
     // --series with a UID that is not there: the available series are listed
-    let o = segment_cmd(&series, &dir.path().join("o2"), &["--series", "1.2.3.4"]);
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("1.2.3.4") && msg.contains(&meta.series_uid()), "{msg}");
+    segment_cmd(&series, &dir.path().join("o2"), &["--series", "1.2.3.4"])
+        .run()
+        .fails_naming(&["1.2.3.4", &meta.series_uid()]);
     assert!(!dir.path().join("o2").exists());
 }
 
@@ -692,10 +660,7 @@ fn segment_command_against_a_ground_truth() {
     nifti::write(&truth_path, &flipped, WriteType::U8).unwrap();
 
     let out = dir.path().join("out");
-    let o = segment_cmd(&series, &out, &["--truth", truth_path.to_str().unwrap()]);
-    assert!(o.status.success());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("Dice"), "{stderr}");
+    segment_cmd(&series, &out, &["--truth", truth_path.to_str().unwrap()]).run().success().stderr_has(&["Dice"]);
     let mask = nifti::read(out.join("fm_mask.nii.gz")).unwrap();
     let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
     for (p, &t) in mask.data.iter().zip(&truth_on_grid.data) {
@@ -722,7 +687,7 @@ fn segment_command_against_a_ground_truth() {
     assert!(tinted > 0, "no yellow/green tint in the overlay");
     // without --truth the report has no truth section
     let plain = dir.path().join("plain");
-    assert!(segment_cmd(&series, &plain, &[]).status.success());
+    segment_cmd(&series, &plain, &[]).run().success();
     let r: Value = serde_json::from_str(&std::fs::read_to_string(plain.join("report.json")).unwrap()).unwrap();
     assert!(r.get("truth").is_none());
 
@@ -735,11 +700,10 @@ fn segment_command_against_a_ground_truth() {
     std::fs::write(&junk, b"not a nifti").unwrap();
     for (bad, want) in [(&small, "grid"), (&labels, "0 and 1"), (&junk, "junk.nii.gz")] {
         let out = dir.path().join("refused");
-        let o = segment_cmd(&series, &out, &["--truth", bad.to_str().unwrap()]);
-        let msg = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{msg}");
-        assert!(msg.contains(bad.file_name().unwrap().to_str().unwrap()) && msg.contains(want), "{msg}");
-        assert!(!msg.contains("inference"), "refused before inference: {msg}");
+        let o = segment_cmd(&series, &out, &["--truth", bad.to_str().unwrap()])
+            .run()
+            .fails_naming(&[bad.file_name().unwrap().to_str().unwrap(), want]);
+        assert!(!o.stderr().contains("inference"), "refused before inference: {o}");
         assert!(!out.exists());
     }
 }
@@ -774,18 +738,7 @@ fn segment_command_reproduces_the_reference_mask() {
     };
     let dir = common::fixtures_dir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let o = fmseg(
-        &[
-            "segment".as_ref(),
-            case.as_os_str(),
-            "--out".as_ref(),
-            out.path().as_os_str(),
-            "--weights".as_ref(),
-            weights.as_os_str(),
-        ],
-        &[],
-    );
-    assert!(o.status.success());
+    Fmseg::new().arg("segment").arg(&case).arg("--out").arg(out.path()).arg("--weights").arg(&weights).run().success();
     let mask = nifti::read(out.path().join("fm_mask.nii.gz")).unwrap();
     let want = match fmseg::io::npy::read(dir.join("pipeline_case1_mask_original_grid.npy")).unwrap().data {
         fmseg::io::npy::NpyData::U8(v) => v,
@@ -827,21 +780,13 @@ fn phantom_segment_report_end_to_end() {
     let set = dir.path().join("set");
     // case 5 of set seed 7 (generator version 2): 228 x 174 mm field of view, 17 slices of
     // 5.9 mm stored foot to head (so the loaded grid is the mask's), lesions on both sides
-    let o = fmseg(
-        &[
-            "phantom".as_ref(),
-            "--out".as_ref(),
-            set.as_os_str(),
-            "--seed".as_ref(),
-            "7".as_ref(),
-            "--first".as_ref(),
-            "5".as_ref(),
-            "--axspa-fraction".as_ref(),
-            "1".as_ref(),
-        ],
-        &[],
-    );
-    assert!(o.status.success());
+    Fmseg::new()
+        .arg("phantom")
+        .arg("--out")
+        .arg(&set)
+        .args(["--seed", "7", "--first", "5", "--axspa-fraction", "1"])
+        .run()
+        .success();
     let case = set.join("case_005");
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(case.join("manifest.json")).unwrap()).unwrap();
 
@@ -919,39 +864,22 @@ fn bundled_weights_find_fm_on_a_fresh_study() {
     const DICE_FLOOR: f64 = 0.4;
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("set");
-    let o = fmseg(
-        &[
-            "phantom".as_ref(),
-            "--out".as_ref(),
-            set.as_os_str(),
-            "--seed".as_ref(),
-            "2".as_ref(),
-            "--axspa-fraction".as_ref(),
-            "1".as_ref(),
-        ],
-        &[],
-    );
-    assert!(o.status.success());
+    Fmseg::new().arg("phantom").arg("--out").arg(&set).args(["--seed", "2", "--axspa-fraction", "1"]).run().success();
     let case = set.join("case_000");
     let out = dir.path().join("out");
     let truth = case.join("fm_mask.nii.gz");
-    let o = fmseg(
-        &[
-            "segment".as_ref(),
-            case.join("dicom").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-            "--truth".as_ref(),
-            truth.as_os_str(),
-            "--threads".as_ref(),
-            "2".as_ref(),
-            "--seg".as_ref(),
-        ],
-        &[],
-    );
-    assert!(o.status.success());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!stderr.contains("untrained") && !stderr.contains("not marked as trained"), "trained: {stderr}");
+    let o = Fmseg::new()
+        .arg("segment")
+        .arg(case.join("dicom"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--truth")
+        .arg(&truth)
+        .args(["--threads", "2", "--seg"])
+        .run()
+        .success();
+    let stderr = o.stderr();
+    assert!(!stderr.contains("untrained") && !stderr.contains("not marked as trained"), "trained: {o}");
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["weights"][0]["bundled"], true);
     let dice = r["truth"]["dice"].as_f64().unwrap();
@@ -1016,13 +944,19 @@ fn outputs_are_locked_replaced_as_a_group_and_checked_first() {
     let input = dir.path().join("t1.nii.gz");
     test_image(&input);
     let out = dir.path().join("result");
-    assert!(segment_cmd(&input, &out, &["--probability"]).status.success());
+    segment_cmd(&input, &out, &["--probability"]).run().success();
     assert_eq!(listing(&out), ["fm_mask.nii.gz", "fm_probability.nii.gz", "overlay.png", "report.json"]);
     std::fs::write(out.join(".fmseg-partial-3-fm_mask.nii.gz"), "left by a run killed with -9").unwrap();
-    let w = weights_file();
-    let args = ["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str(), "--weights".as_ref()];
-    let o = fmseg(&[&args[..], &[w.as_os_str(), "--threads".as_ref(), "100000".as_ref()]].concat(), &[]);
-    assert!(o.status.success());
+    Fmseg::new()
+        .arg("segment")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--weights")
+        .arg(weights_file())
+        .args(["--threads", "100000"])
+        .run()
+        .success();
     assert_eq!(listing(&out), ["fm_mask.nii.gz", "overlay.png", "report.json"]);
     let r: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let cores = std::thread::available_parallelism().unwrap().get();
@@ -1032,30 +966,24 @@ fn outputs_are_locked_replaced_as_a_group_and_checked_first() {
     let before = std::fs::read(out.join("report.json")).unwrap();
     let lock = std::fs::File::open(out.join(fmseg::io::output_dir::LOCK_FILE)).unwrap();
     lock.try_lock().unwrap();
-    let o = segment_cmd(&input, &out, &[]);
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(msg.contains("another fmseg run") && msg.contains(&out.display().to_string()), "{msg}");
-    assert!(!msg.contains("inference"), "refused before any work: {msg}");
+    let o = segment_cmd(&input, &out, &[]).run().fails_naming(&["another fmseg run", &out.display().to_string()]);
+    assert!(!o.stderr().contains("inference"), "refused before any work: {o}");
     drop(lock);
     assert_eq!(std::fs::read(out.join("report.json")).unwrap(), before);
 
     // the input is one of the outputs
     let own = out.join("fm_mask.nii.gz");
-    let o = segment_cmd(&own, &out, &[]);
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && msg.contains("would be overwritten") && msg.contains("fm_mask.nii.gz"), "{msg}");
+    segment_cmd(&own, &out, &[]).run().fails_naming(&["would be overwritten", "fm_mask.nii.gz"]);
     assert!(nifti::read(&own).is_ok());
 
     // unwritable outputs are found before the inference
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     for bad in [file.join("sub"), PathBuf::from("/proc/fmseg-out"), file.clone()] {
-        let o = segment_cmd(&input, &bad, &[]);
-        let msg = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{msg}");
-        assert!(msg.contains(&bad.display().to_string()) || msg.contains(&file.display().to_string()), "{msg}");
-        assert!(!msg.contains("inference") && !msg.contains("panicked"), "{msg}");
+        let o = segment_cmd(&input, &bad, &[]).run().fails_naming(&[]);
+        let msg = o.stderr();
+        assert!(msg.contains(&bad.display().to_string()) || msg.contains(&file.display().to_string()), "{o}");
+        assert!(!msg.contains("inference"), "{o}");
     }
 }
 
@@ -1071,10 +999,7 @@ fn nifti_without_transform_codes_is_warned_and_written_uncoded() {
     std::fs::write(&input, bytes).unwrap();
     let in_affine = nifti::read(&input).unwrap().affine;
     let out = dir.path().join("o");
-    let o = segment_cmd(&input, &out, &[]);
-    assert!(o.status.success());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("WARNING") && stderr.contains("qform_code and sform_code are both 0"), "{stderr}");
+    segment_cmd(&input, &out, &[]).run().success().stderr_has(&["WARNING", "qform_code and sform_code are both 0"]);
     let r: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert!(r["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("left and right")), "{r}");
     let (mask, h) = nifti::read_with_header(out.join("fm_mask.nii.gz")).unwrap();
@@ -1104,9 +1029,7 @@ fn a_nifti_larger_than_the_cap_is_refused_before_reading_it() {
     assert!(e.contains("big.nii.gz") && e.contains("734003200 voxels") && e.contains("more than fmseg reads"), "{e}");
     assert!(t.elapsed().as_secs_f64() < 5.0);
     let out = dir.path().join("o");
-    let o = segment_cmd(&big, &out, &[]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("more than fmseg reads"));
+    segment_cmd(&big, &out, &[]).run().fails_naming(&["big.nii.gz", "more than fmseg reads"]);
     assert!(!out.exists());
 }
 
@@ -1152,23 +1075,17 @@ fn damaged_slices_and_misdescribed_pixels_are_errors() {
     ];
     for (series, file, wants) in cases {
         let out = d.join(format!("out-{}", series.file_name().unwrap().to_string_lossy()));
-        let o = segment_cmd(series, &out, &[]);
-        let msg = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{msg}");
+        let o = segment_cmd(series, &out, &[]).run().fails_naming(wants);
+        let msg = o.stderr();
         let named = msg.contains(&file.display().to_string())
             || (series == eight_bit.as_path() && files.iter().any(|f| msg.contains(&f.display().to_string())));
-        assert!(named, "names the file: {msg}");
-        for w in wants {
-            assert!(msg.contains(w), "{w:?} in {msg}");
-        }
+        assert!(named, "names the file: {o}");
         assert!(!out.exists());
     }
     // convert says the same, naming the file once
     let nii = d.join("x.nii.gz");
-    let o = fmseg(&["convert".as_ref(), zeroed.as_os_str(), nii.as_os_str()], &[]);
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(msg.matches(&last.display().to_string()).count(), 1, "{msg}");
+    let o = Fmseg::new().arg("convert").arg(&zeroed).arg(&nii).run().fails_naming(&[]);
+    assert_eq!(o.stderr().matches(&last.display().to_string()).count(), 1, "{o}");
     assert!(!nii.exists());
     // the intact series with its README loads
     let (ok, _) = fresh("ok");
@@ -1217,9 +1134,8 @@ fn segment_killed_at_random_moments_leaves_one_whole_result() {
     let input = dir.path().join("t1.nii.gz");
     test_image(&input);
     let out = dir.path().join("result");
-    let w = weights_file();
     let t0 = std::time::Instant::now();
-    assert!(segment_cmd(&input, &out, &[]).status.success());
+    segment_cmd(&input, &out, &[]).run().success();
     let full = t0.elapsed().as_secs_f64();
     let mut state = 0x9e3779b97f4a7c15u64;
     for round in 0..10 {
@@ -1227,15 +1143,11 @@ fn segment_killed_at_random_moments_leaves_one_whole_result() {
         state ^= state >> 7;
         state ^= state << 17;
         let at = (state % 1000) as f64 / 1000.0 * full * 1.1;
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fmseg"));
-        c.args(["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out.as_os_str()])
-            .args(["--weights".as_ref(), w.as_os_str(), "--threads".as_ref(), "2".as_ref()])
+        let probability: &[&str] = if round % 2 == 0 { &["--probability"] } else { &[] };
+        let mut child = segment_cmd(&input, &out, probability)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if round % 2 == 0 {
-            c.arg("--probability");
-        }
-        let mut child = c.spawn().unwrap();
+            .stderr(std::process::Stdio::null())
+            .spawn();
         std::thread::sleep(std::time::Duration::from_secs_f64(at));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -1268,21 +1180,22 @@ fn patient_identity_stays_out_of_reports_and_logs() {
         });
     }
     let out = dir.path().join("o");
-    let o = segment_cmd(&series, &out, &[]);
-    assert!(o.status.success());
-    let listed = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref()], &[]);
-    assert!(listed.status.success());
+    let o = segment_cmd(&series, &out, &[]).run().success();
+    let listed = Fmseg::new().arg("series").arg(&series).arg("--json").run().success();
     let report = std::fs::read_to_string(out.join("report.json")).unwrap();
-    for text in
-        [report, String::from_utf8_lossy(&o.stderr).into_owned(), String::from_utf8_lossy(&listed.stdout).into_owned()]
-    {
+    for text in [report, o.stderr(), listed.stdout()] {
         for (value, what) in phi {
             assert!(!text.contains(value) && !text.contains("Doe"), "{what} leaked: {text}");
         }
     }
     // asked for, the listing has the ID
-    let o = fmseg(&["series".as_ref(), series.as_os_str(), "--json".as_ref(), "--include-phi".as_ref()], &[]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("MRN-98765432"));
+    Fmseg::new()
+        .arg("series")
+        .arg(&series)
+        .args(["--json", "--include-phi"])
+        .run()
+        .success()
+        .stdout_has(&["MRN-98765432"]);
 }
 
 /// The corpus of broken inputs, generated here: each through `fmseg segment` under a 4 GiB
@@ -1421,15 +1334,17 @@ fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
     sd.insert(&key, t);
     fmseg::weights::save(&sd, &w_nan, fmseg::weights::Format::Safetensors, fmseg::weights::DType::F32).unwrap();
 
-    let run_limited = |input: &Path, weights: &Path, out: &Path| -> Output {
-        let cmd = format!(
-            "ulimit -v 4194304; exec '{}' segment '{}' --out '{}' --weights '{}' --threads 2",
-            env!("CARGO_BIN_EXE_fmseg"),
-            input.display(),
-            out.display(),
-            weights.display()
-        );
-        Command::new("sh").arg("-c").arg(cmd).env_remove("FMSEG_WEIGHTS").output().unwrap()
+    // under a 4 GiB address-space limit (the shell's ulimit, then exec fmseg)
+    let run_limited = |input: &Path, weights: &Path, out: &Path| -> Run {
+        Fmseg::wrapped("sh", ["-c", "ulimit -v 4194304; exec \"$@\"", "sh"])
+            .arg("segment")
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .arg("--weights")
+            .arg(weights)
+            .args(["--threads", "2"])
+            .run()
     };
     let mut all: Vec<(String, PathBuf, PathBuf, PathBuf, Vec<&str>)> =
         cases.into_iter().map(|(l, i, n, w)| (l, i, weights_file().to_path_buf(), n, w)).collect();
@@ -1438,12 +1353,11 @@ fn broken_input_corpus_fails_cleanly_under_a_memory_limit() {
     all.push(("NaN in a tensor".into(), image.clone(), w_nan.clone(), w_nan, vec!["NaN", "non-finite"]));
     for (i, (label, input, weights, named, wants)) in all.iter().enumerate() {
         let out = d.join(format!("out{i}"));
-        let o = run_limited(input, weights, &out);
-        let msg = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{label}: {msg}");
-        assert!(msg.contains(&named.display().to_string()), "{label}: names {}: {msg}", named.display());
-        assert!(wants.iter().any(|w| msg.contains(w)), "{label}: one of {wants:?} in {msg}");
-        assert!(!msg.contains("panicked") && !msg.contains("memory allocation"), "{label}: {msg}");
+        eprintln!("{label}:");
+        let o = run_limited(input, weights, &out).fails_naming(&[&named.display().to_string()]);
+        let msg = o.stderr();
+        assert!(wants.iter().any(|w| msg.contains(w)), "{label}: one of {wants:?} in {o}");
+        assert!(!msg.contains("memory allocation"), "{label}: {o}");
         assert!(!out.exists(), "{label}: wrote {}", out.display());
     }
 }
@@ -1468,7 +1382,7 @@ fn full_disk_fails_clearly_and_leaves_nothing() {
     let input = dir.path().join("t1.nii.gz");
     test_image(&input);
     let reference = dir.path().join("reference");
-    assert!(segment_cmd(&input, &reference, &["--probability"]).status.success());
+    segment_cmd(&input, &reference, &["--probability"]).run().success();
     let needed: u64 = listing(&reference).iter().map(|n| std::fs::metadata(reference.join(n)).unwrap().len()).sum();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -1478,20 +1392,18 @@ fn full_disk_fails_clearly_and_leaves_nothing() {
         let script = r#"mount -t tmpfs -o size=$1 none "$2" || exit 99; shift 2; "$@"; rc=$?
             echo "LEFT:$(ls -A "$MNT_OUT" 2>/dev/null | tr '\n' ' ')"; exit $rc"#;
         let out_dir = mnt.join("out");
-        let o = Command::new("unshare")
-            .args(["-rm", "sh", "-c", script, "sh"])
-            .arg(size.to_string())
-            .arg(&mnt)
-            .arg(env!("CARGO_BIN_EXE_fmseg"))
-            .args(["segment".as_ref(), input.as_os_str(), "--out".as_ref(), out_dir.as_os_str()])
-            .args(["--weights".as_ref(), weights_file().as_os_str(), "--threads".as_ref(), "2".as_ref()])
-            .arg("--probability")
+        let o = Fmseg::wrapped("unshare", ["-rm", "sh", "-c", script, "sh", &size.to_string(), mnt.to_str().unwrap()])
+            .arg("segment")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--weights")
+            .arg(weights_file())
+            .args(["--threads", "2", "--probability"])
             .env("MNT_OUT", &out_dir)
-            .env_remove("FMSEG_WEIGHTS")
-            .output()
-            .unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert_ne!(o.status.code(), Some(99), "the tmpfs mount failed: {stderr}");
+            .run();
+        let (stdout, stderr) = (o.stdout(), o.stderr());
+        assert_ne!(o.code(), Some(99), "the tmpfs mount failed: {o}");
         let left: Vec<String> = stdout
             .lines()
             .find_map(|l| l.strip_prefix("LEFT:"))
@@ -1501,11 +1413,12 @@ fn full_disk_fails_clearly_and_leaves_nothing() {
             .map(String::from)
             .collect();
         assert!(!stderr.contains("panicked"), "{stderr}");
-        if o.status.success() {
+        if o.code() == Some(0) {
             succeeded += 1;
             assert_eq!(left, listing(&reference), "a run that succeeds at {size} bytes writes the whole result");
         } else {
             failed += 1;
+            assert_eq!(o.code(), Some(cli::FAILURE), "at {size} bytes: {o}");
             assert!(stderr.contains("No space left on device"), "at {size} bytes: {stderr}");
             assert!(
                 stderr.contains("out/") || stderr.contains("out:"),

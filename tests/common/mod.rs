@@ -1,7 +1,8 @@
 //! Shared test helpers: where the reference fixtures live, and a skip notice when they don't;
-//! the op-test matrix every backend runs (`op_cases`).
+//! the op-test matrix every backend runs ([`op_cases`]); running the `fmseg` binary ([`cli`]).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod op_cases;
 
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
-//! Shared helpers of the `tests/dicom_*.rs` suites: synthetic series, tool lookup, binary runs.
+//! Shared helpers of the DICOM suites: synthetic series, tool lookup (runs of the binary and of
+//! peer tools: `crate::common::cli`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use fmseg::io::dicom::{MrSeriesMeta, Rescale, StoredSamples, StoredVolume};
 use fmseg::volume::Affine;
@@ -89,33 +89,6 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     );
     eprintln!("SKIPPED: `{name}` not found on PATH (run scripts/install-debian-deps.sh)");
     None
-}
-
-/// Run a command; panic with both outputs when it fails.
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Run the fmseg binary.
-pub fn fmseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).output().expect("run fmseg")
-}
-
-pub fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The files of a directory, sorted.

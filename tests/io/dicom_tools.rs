@@ -6,6 +6,7 @@
 //! (scripts/check_seg.py). Each test skips with a notice when its tool is absent (CI installs
 //! them with scripts/install-debian-deps.sh and scripts/install-dicom-peers.sh).
 
+use crate::common::cli::{Fmseg, Run};
 use crate::dicom_support;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ fn convert_dir(tool: &Path, args: &[&str], src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for f in files(src) {
         let out = dst.join(f.file_name().unwrap());
-        run_ok(Command::new(tool).args(args).arg(&f).arg(&out));
+        Run::of(Command::new(tool).args(args).arg(&f).arg(&out)).success();
     }
 }
 
@@ -282,7 +283,7 @@ fn geometry_matches_dcm2niix() {
     write_mr_series(&vol, &meta("niix", 4, "T1 TSE obl"), &src).unwrap();
     let out = work.path().join("nii");
     std::fs::create_dir_all(&out).unwrap();
-    run_ok(Command::new(&dcm2niix).args(["-z", "n", "-b", "n", "-f", "vol", "-o"]).arg(&out).arg(&src));
+    Run::of(Command::new(&dcm2niix).args(["-z", "n", "-b", "n", "-f", "vol", "-o"]).arg(&out).arg(&src)).success();
     let nii: PathBuf = out.join("vol.nii");
     let n = read_nifti(&nii);
     let l = load_series(&src, &Selection::only()).unwrap();
@@ -363,12 +364,11 @@ fn convert_command_matches_dcm2niix() {
     let vol: StoredVolume = unique_i16([30, 26, 7], affine, Rescale::IDENTITY);
     write_mr_series(&vol, &meta("convert", 5, "T1 TSE tra"), &src).unwrap();
     let ours_path = work.path().join("ours.nii.gz");
-    let out = fmseg(&["convert", src.to_str().unwrap(), ours_path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", show(&out));
+    Fmseg::new().args(["convert", src.to_str().unwrap(), ours_path.to_str().unwrap()]).run().success();
     let ours = fmseg::io::nifti::read(&ours_path).unwrap();
     let niix_dir = work.path().join("nii");
     std::fs::create_dir_all(&niix_dir).unwrap();
-    run_ok(Command::new(&dcm2niix).args(["-z", "n", "-b", "n", "-f", "vol", "-o"]).arg(&niix_dir).arg(&src));
+    Run::of(Command::new(&dcm2niix).args(["-z", "n", "-b", "n", "-f", "vol", "-o"]).arg(&niix_dir).arg(&src)).success();
     let n = read_nifti(&niix_dir.join("vol.nii"));
     assert_eq!(n.data.len(), ours.data.len());
     let mut where_niix = std::collections::HashMap::new();
@@ -453,8 +453,8 @@ fn check_seg(source: &Path, mask: impl Fn(&Volume) -> Volume, work: &Path, label
     if mask.data.iter().all(|&v| v == 0.0) {
         cmd.arg("--empty");
     }
-    let out = run_ok(&mut cmd);
-    eprintln!("{label}:\n{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{label}:");
+    Run::of(&mut cmd).success();
 }
 
 /// An oblique classic series (tilted 14 degrees, anisotropic, odd sizes so frames do not end

@@ -3,9 +3,9 @@
 //! real `fmseg convert-weights` binary.
 
 use crate::common;
+use crate::common::cli::Fmseg;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use fmseg::model::catalog;
 use fmseg::tensor::HostTensor;
@@ -561,12 +561,6 @@ fn save_failure_leaves_nothing() {
 
 // ---------------------------------------------------------------- the CLI
 
-fn fmseg(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).output().unwrap();
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
-    (o.status.success(), out, err)
-}
-
 #[test]
 fn cli_converts_and_refuses() {
     let dir = tempfile::tempdir().unwrap();
@@ -575,9 +569,8 @@ fn cli_converts_and_refuses() {
     weights::save(&sd, &input, Format::Pth, DType::F32).unwrap();
 
     let out = dir.path().join("out.fmw");
-    let (ok, so, se) =
-        fmseg(&["convert-weights".as_ref(), input.as_os_str(), out.as_os_str(), "--dtype".as_ref(), "f16".as_ref()]);
-    assert!(ok, "stdout: {so}\nstderr: {se}");
+    let so =
+        Fmseg::new().arg("convert-weights").arg(&input).arg(&out).args(["--dtype", "f16"]).run().success().stdout();
     let n = catalog::parameter_count();
     assert!(
         so.contains("171 tensors (28 shared)") && so.contains(&format!("{n} parameters")) && so.contains("frozen f16"),
@@ -593,18 +586,11 @@ fn cli_converts_and_refuses() {
 
     // --format overrides the extension; the result is safetensors whatever its name
     let st = dir.path().join("out.weights");
-    let (ok, so, se) = fmseg(&[
-        "convert-weights".as_ref(),
-        out.as_os_str(),
-        st.as_os_str(),
-        "--format".as_ref(),
-        "safetensors".as_ref(),
-    ]);
-    assert!(ok, "stdout: {so}\nstderr: {se}");
+    Fmseg::new().arg("convert-weights").arg(&out).arg(&st).args(["--format", "safetensors"]).run().success();
     assert_eq!(weights::detect(&st).unwrap(), Format::Safetensors);
     assert_bits_equal(&h, &weights::load_canonical(&st).unwrap(), "cli safetensors");
 
-    // errors: non-zero exit, the file and key named, no output and no temporary left
+    // errors: exit status 1, the file and key named, no output and no temporary left
     let mut bad = sd.clone();
     bad.insert("conv_0.conv3.weight", HostTensor::zeros(vec![32, 1, 1, 1]));
     let bad_in = dir.path().join("bad_in.pth");
@@ -617,13 +603,8 @@ fn cli_converts_and_refuses() {
         ([&missing, &x_pth], &["missing.pth"]),
     ];
     for (paths, want) in cases {
-        let a: Vec<&std::ffi::OsStr> = vec!["convert-weights".as_ref(), paths[0].as_os_str(), paths[1].as_os_str()];
-        let (ok, so, se) = fmseg(&a);
-        assert!(!ok, "succeeded: {so}");
-        assert!(se.starts_with("fmseg: error: "), "{se}");
-        for w in want {
-            assert!(se.contains(w), "missing '{w}' in: {se}");
-        }
+        let o = Fmseg::new().arg("convert-weights").args(paths).run().fails_naming(want);
+        assert!(o.stderr().starts_with("fmseg: error: "), "{o}");
     }
     let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before, after, "a failed conversion left files");

@@ -4,8 +4,9 @@
 //! PyTorch-named and loadable, refuses to overwrite a run, and fails clearly on bad input.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
+
+use crate::common::cli::Fmseg;
 
 use fmseg::io::nifti::{self, WriteType};
 use fmseg::pipeline::preprocess::PreprocessConfig;
@@ -109,11 +110,6 @@ fn killed_and_resumed_run_equals_an_uninterrupted_one() {
     assert!(ra[1].split(',').rev().nth(2).is_some_and(|dice| !dice.is_empty()), "{}", ra[1]);
 }
 
-fn fmseg(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fmseg")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn cli_trains_refuses_overwrite_and_reports_bad_input() {
     let (tmp, data) = dataset();
@@ -122,9 +118,7 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
     let common = SMALL_RUN;
     let mut args = vec!["train", "--data", d, "--out", o, "--epochs", "1"];
     args.extend(common);
-    let (ok, err) = fmseg(&args);
-    assert!(ok, "{err}");
-    assert!(err.contains("fold 1 epoch 1") && err.contains("val Dice"), "{err}");
+    Fmseg::new().args(&args).run().success().stderr_has(&["fold 1 epoch 1", "val Dice"]);
     // Checkpoints carry the reference's key names, aliases included, and load as weights.
     let best = out.join("fold-1/best.safetensors");
     let sd = fmseg::weights::load(&best).unwrap();
@@ -134,8 +128,10 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
     assert_eq!(std::fs::read_to_string(out.join("fold-1/metrics.csv")).unwrap().lines().count(), 2);
     // For the reference's code: a .pth with the same tensors.
     let pth = tmp.path().join("best.pth");
-    let (ok, err) = fmseg(&["convert-weights", best.to_str().unwrap(), pth.to_str().unwrap(), "--dtype", "f32"]);
-    assert!(ok, "{err}");
+    Fmseg::new()
+        .args(["convert-weights", best.to_str().unwrap(), pth.to_str().unwrap(), "--dtype", "f32"])
+        .run()
+        .success();
     let back = fmseg::weights::load(&pth).unwrap();
     for (k, t) in sd.iter() {
         assert_eq!(back.get(k).map(|b| &b.data), Some(&t.data), "{k} survives the .pth export");
@@ -143,17 +139,15 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
 
     // The same directory again without --resume: refused, nothing changed.
     let before = std::fs::read(out.join("fold-1/last.safetensors")).unwrap();
-    let (ok, err) = fmseg(&args);
-    assert!(!ok && err.contains("--resume"), "{err}");
+    Fmseg::new().args(&args).run().fails_naming(&["--resume"]);
     assert_eq!(std::fs::read(out.join("fold-1/last.safetensors")).unwrap(), before);
     // A resume of a finished run with no more epochs does nothing.
     let mut resume = args.clone();
     resume.push("--resume");
-    let (ok, err) = fmseg(&resume);
-    assert!(ok, "{err}");
+    Fmseg::new().args(&resume).run().success();
     assert_eq!(std::fs::read(out.join("fold-1/last.safetensors")).unwrap(), before);
 
-    // Bad input: a clear message, a non-zero exit, no run directory.
+    // Bad input: a clear message, exit status 1, no run directory.
     let missing = tmp.path().join("nope");
     let fresh = tmp.path().join("fresh");
     let (m, f) = (missing.to_str().unwrap(), fresh.to_str().unwrap());
@@ -165,9 +159,7 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
     ] {
         let mut a = vec!["train"];
         a.extend(extra);
-        let (ok, err) = fmseg(&a);
-        assert!(!ok && err.contains(want), "{a:?}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
+        Fmseg::new().args(&a).run().fails_naming(&[want]);
         assert!(!fresh.exists(), "{a:?} left a run directory behind");
     }
 }
@@ -182,18 +174,15 @@ fn cli_trains_refuses_overwrite_and_reports_bad_input() {
 fn train_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
     use std::process::Stdio;
     let (tmp, data) = dataset();
-    let args = |out: &Path| -> Vec<String> {
-        let mut a: Vec<String> = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        a.extend(SMALL_RUN.iter().chain(&["--epochs", "2", "--resume"]).map(|s| s.to_string()));
-        a
+    let train = |out: &Path| {
+        Fmseg::new()
+            .args(["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(SMALL_RUN)
+            .args(["--epochs", "2", "--resume"])
     };
     let reference = tmp.path().join("reference");
     let t0 = std::time::Instant::now();
-    let (ok, err) = fmseg(&args(&reference).iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{err}");
+    train(&reference).run().success();
     let full = t0.elapsed().as_secs_f64();
 
     let run = tmp.path().join("killed");
@@ -204,12 +193,7 @@ fn train_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         state ^= state >> 7;
         state ^= state << 17;
         let at = (state % 1000) as f64 / 1000.0 * full;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fmseg"))
-            .args(args(&run))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = train(&run).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
         std::thread::sleep(std::time::Duration::from_secs_f64(at));
         let _ = child.kill(); // SIGKILL; a run that already finished is not affected
         let out = child.wait_with_output().unwrap();
@@ -226,8 +210,7 @@ fn train_killed_at_random_moments_resumes_to_the_uninterrupted_result() {
         }
     }
     assert!(killed >= 5, "only {killed} of 10 runs were killed before they finished");
-    let (ok, err) = fmseg(&args(&run).iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "the final resume: {err}");
+    train(&run).run().success(); // the final resume
 
     let listing = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> =

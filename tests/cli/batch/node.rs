@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{weights, write_series};
+use crate::common::cli::{Fmseg, Run};
 use crate::dicom_support;
 
 /// The patient in every series sent: never in the node's log.
@@ -51,16 +52,14 @@ impl Node {
         // a new log per start (a restarted node's lines are its own)
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let log = dir.with_file_name(format!("{}-{nanos}.log", dir.file_name().unwrap().to_string_lossy()));
-        let child = Command::new(env!("CARGO_BIN_EXE_fmseg"))
+        let child = Fmseg::new()
             .args(["serve", "--listen", "127.0.0.1:0", "--aet", "FMSEG", "--out", dir.to_str().unwrap()])
             .args(["--weights", weights(), "--threads", "1"])
             .args(if extra.contains(&"--min-free-mb") { &[][..] } else { &["--min-free-mb", "1"][..] })
             .args(extra)
-            .env_remove("FMSEG_WEIGHTS")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .spawn();
         let mut child = child;
         let t = Instant::now();
         loop {
@@ -185,15 +184,15 @@ impl Drop for Destination {
     }
 }
 
-fn storescu(port: u16, calling: &str, files: &[PathBuf], extra: &[&str]) -> std::process::Output {
-    Command::new("storescu")
-        .args(["-aet", calling, "-aec", "FMSEG"])
-        .args(extra)
-        .arg("127.0.0.1")
-        .arg(port.to_string())
-        .args(files)
-        .output()
-        .unwrap()
+fn storescu(port: u16, calling: &str, files: &[PathBuf], extra: &[&str]) -> Run {
+    Run::of(
+        Command::new("storescu")
+            .args(["-aet", calling, "-aec", "FMSEG"])
+            .args(extra)
+            .arg("127.0.0.1")
+            .arg(port.to_string())
+            .args(files),
+    )
 }
 
 fn journal(dir: &Path) -> Vec<serde_json::Value> {
@@ -220,14 +219,10 @@ fn a_series_comes_back_as_its_seg() {
     let dir = tmp.path().join("node");
     let node = Node::start(&dir, &["--send-to", &dest.peer(), "--series-timeout", "1"]);
 
-    let echo = Command::new("echoscu")
-        .args(["-aet", "SCANNER", "-aec", "FMSEG", "127.0.0.1", &node.port.to_string()])
-        .output()
-        .unwrap();
-    assert!(echo.status.success(), "{}", dicom_support::show(&echo));
+    Run::of(Command::new("echoscu").args(["-aet", "SCANNER", "-aec", "FMSEG", "127.0.0.1", &node.port.to_string()]))
+        .success();
     let files = dicom_support::files(&src);
-    let o = storescu(node.port, "SCANNER", &files, &[]);
-    assert!(o.status.success(), "{}", dicom_support::show(&o));
+    storescu(node.port, "SCANNER", &files, &[]).success();
     // acknowledged = on disk, before anything else happens
     let series_dir = std::fs::read_dir(dir.join("incoming")).unwrap().next().unwrap().unwrap().path().join(&uid);
     assert_eq!(dicom_support::files(&series_dir).len(), files.len());
@@ -240,16 +235,10 @@ fn a_series_comes_back_as_its_seg() {
     assert!(!report.lines().any(|l| l.starts_with("Error")), "dciodvfy:\n{report}");
 
     let seg_dir = tmp.path().join("segment");
-    let o = dicom_support::fmseg(&[
-        "segment",
-        src.to_str().unwrap(),
-        "--seg",
-        "--weights",
-        weights(),
-        "--out",
-        seg_dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", dicom_support::show(&o));
+    Fmseg::new()
+        .args(["segment", src.to_str().unwrap(), "--seg", "--weights", weights(), "--out", seg_dir.to_str().unwrap()])
+        .run()
+        .success();
     let pixels = |p: &Path| {
         let o = dicom_object::open_file(p).unwrap();
         let px = o.element(dicom_dictionary_std::tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec();
@@ -258,14 +247,12 @@ fn a_series_comes_back_as_its_seg() {
     assert_eq!(pixels(&segs[0].0), pixels(&seg_dir.join("fm_seg.dcm")), "the node's SEG is segment --seg's");
 
     let log = node.wait_for("seg series=", 1, 30);
-    let st = dicom_support::fmseg(&["serve", "--status", dir.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&st.stdout);
-    assert!(st.status.success() && text.contains("node: running"), "{}", dicom_support::show(&st));
+    let text = Fmseg::new().args(["serve", "--status", dir.to_str().unwrap()]).run().success().stdout();
+    assert!(text.contains("node: running"), "{text}");
     assert!(text.contains(&format!("{uid}: done, 10 instances")) && text.contains("SEG sent to DEST@"), "{text}");
 
     // the same objects again: not segmented twice
-    let o = storescu(node.port, "SCANNER", &files, &[]);
-    assert!(o.status.success());
+    storescu(node.port, "SCANNER", &files, &[]).success();
     let log2 = node.wait_for("status=unchanged", 1, 30);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(dest.segs().len(), 1);
@@ -294,14 +281,11 @@ fn a_series_comes_back_as_its_seg() {
             .step_by(codecs.len())
             .map(|f| {
                 let to = packed.join(f.file_name().unwrap());
-                let mut c = Command::new(tool);
-                c.args(flag).arg(f).arg(&to);
-                dicom_support::run_ok(&mut c);
+                Run::of(Command::new(tool).args(flag).arg(f).arg(&to)).success();
                 to
             })
             .collect();
-        let o = storescu(node.port, "SCANNER", &group, &[propose]);
-        assert!(o.status.success(), "{}", dicom_support::show(&o));
+        storescu(node.port, "SCANNER", &group, &[propose]).success();
     }
     let stored_ts: std::collections::BTreeSet<String> = dicom_support::files(&series_dir)
         .iter()
@@ -318,13 +302,12 @@ fn a_series_comes_back_as_its_seg() {
     // other SOP classes (here a SEG sent back): refused by default, stored (and skipped by
     // the rules) with --accept-other (storescu -R: propose only the files' own SOP classes)
     let o = storescu(node.port, "SCANNER", std::slice::from_ref(&segs[0].0), &["-R"]);
-    let text = dicom_support::show(&o);
-    assert!(text.contains("No presentation context") || !o.status.success(), "a SEG is not an MR image: {text}");
+    let text = o.to_string();
+    assert!(text.contains("No presentation context") || o.code() != Some(0), "a SEG is not an MR image: {text}");
     drop(node);
     let other_dir = tmp.path().join("node-other");
     let other = Node::start(&other_dir, &["--accept-other", "--series-timeout", "0.5"]);
-    let o = storescu(other.port, "PACS", std::slice::from_ref(&segs[0].0), &["-R"]);
-    assert!(o.status.success(), "{}", dicom_support::show(&o));
+    storescu(other.port, "PACS", std::slice::from_ref(&segs[0].0), &["-R"]).success();
     other.wait_for("status=skipped", 1, 30);
 }
 
@@ -351,16 +334,13 @@ fn three_senders_at_once_and_one_that_aborts() {
     std::thread::scope(|s| {
         for (i, (d, _)) in uids.iter().take(3).enumerate() {
             s.spawn(move || {
-                let o = storescu(port, &format!("SCANNER{i}"), &dicom_support::files(d), &[]);
-                assert!(o.status.success(), "{}", dicom_support::show(&o));
+                storescu(port, &format!("SCANNER{i}"), &dicom_support::files(d), &[]).success();
             });
         }
         let files = dicom_support::files(&uids[3].0);
         // the first half, then an A-ABORT instead of a release
-        let o = storescu(port, "SCANNER3", &files[..5], &["--abort"]);
-        assert!(o.status.success(), "{}", dicom_support::show(&o));
-        let o = storescu(port, "SCANNER3", &files[5..], &[]);
-        assert!(o.status.success(), "{}", dicom_support::show(&o));
+        storescu(port, "SCANNER3", &files[..5], &["--abort"]).success();
+        storescu(port, "SCANNER3", &files[5..], &[]).success();
     });
     let segs = dest.wait_for_segs(4, 240, &node);
     node.wait_for("seg series=", 4, 30);
@@ -405,8 +385,7 @@ fn a_killed_node_delivers_each_seg_exactly_once() {
     // 1. killed before the series is complete
     let dest = Destination::start(&tmp.path().join("dest"), dest_port);
     let mut node = Node::start(&dir, &["--send-to", &peer, "--series-timeout", "60"]);
-    let o = storescu(node.port, "SCANNER", &dicom_support::files(&src_a), &[]);
-    assert!(o.status.success(), "{}", dicom_support::show(&o));
+    storescu(node.port, "SCANNER", &dicom_support::files(&src_a), &[]).success();
     node.kill();
     let received: Vec<PathBuf> = walkdir::WalkDir::new(dir.join("incoming"))
         .into_iter()
@@ -429,12 +408,10 @@ fn a_killed_node_delivers_each_seg_exactly_once() {
 
     // 2. done while the destination is down, killed, then delivered once
     let mut node = Node::start(&dir, &["--send-to", &peer, "--series-timeout", "1", "--send-attempts", "1"]);
-    let o = storescu(node.port, "SCANNER", &dicom_support::files(&src_b), &[]);
-    assert!(o.status.success());
+    storescu(node.port, "SCANNER", &dicom_support::files(&src_b), &[]).success();
     node.wait_for("status=send-failed", 1, 120);
     node.kill();
-    let st = dicom_support::fmseg(&["serve", "--status", dir.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&st.stdout);
+    let text = Fmseg::new().args(["serve", "--status", dir.to_str().unwrap()]).run().success().stdout();
     assert!(text.contains("node: not running") && text.contains("(1 SEG unsent)"), "{text}");
     assert!(
         text.contains(&format!("{uid_b}: done, 10 instances")) && text.contains("SEG not sent (1 attempts"),
@@ -499,8 +476,8 @@ fn garbage_and_strangers_do_not_stop_the_node() {
         o.meta_mut().media_storage_sop_instance_uid = "../../../../tmp/evil".into();
     });
     let o = storescu(node.port, "SCANNER", std::slice::from_ref(f), &[]);
-    let text = dicom_support::show(&o);
-    assert!(text.contains("0xc000") || text.contains("Error") || !o.status.success(), "{text}");
+    let text = o.to_string();
+    assert!(text.contains("0xc000") || text.contains("Error") || o.code() != Some(0), "{text}");
     assert!(!Path::new("/tmp/evil.dcm").exists());
     let log = node.log();
     assert!(log.contains("refused ../../../../tmp/evil"), "{log}");
@@ -516,17 +493,21 @@ fn garbage_and_strangers_do_not_stop_the_node() {
     let node = Node::start(&dir, &["--min-free-mb", "999999999", "--max-associations", "1"]);
     let good = &dicom_support::files(&src)[1];
     let o = storescu(node.port, "SCANNER", std::slice::from_ref(good), &[]);
-    let text = dicom_support::show(&o);
-    assert!(text.to_lowercase().contains("a700") || text.contains("Out of Resources") || !o.status.success(), "{text}");
+    let text = o.to_string();
+    assert!(text.to_lowercase().contains("a700") || text.contains("Out of Resources") || o.code() != Some(0), "{text}");
     assert!(node.log().contains("MB free, below the"), "{}", node.log());
     let idle = TcpStream::connect(("127.0.0.1", node.port)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let busy = Command::new("echoscu")
-        .args(["-aet", "SCANNER", "-aec", "FMSEG", "127.0.0.1", &node.port.to_string()])
-        .output()
-        .unwrap();
-    assert!(!busy.status.success());
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("Local Limit Exceeded"), "{}", dicom_support::show(&busy));
+    let busy = Run::of(Command::new("echoscu").args([
+        "-aet",
+        "SCANNER",
+        "-aec",
+        "FMSEG",
+        "127.0.0.1",
+        &node.port.to_string(),
+    ]));
+    assert_ne!(busy.code(), Some(0), "{busy}");
+    busy.stderr_has(&["Local Limit Exceeded"]);
     drop(idle);
     let t = Instant::now();
     while !Command::new("echoscu")
