@@ -17,6 +17,12 @@
 //! with `dims = {cols, rows, slices}` and the affine mapping `(i, j, k, 1)` to LPS millimetres
 //! (row-major 4 x 4). Masks come back in the same layout.
 
+// The entry points are C's: their pointer contract (valid for the lengths given, or NULL
+// where documented) is the header's, checked as far as C allows (NULL, lengths). Marking them
+// `unsafe` would change nothing for C callers and would put a Rust-only `# Safety` section
+// into every comment cbindgen copies into the header.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CStr, CString};
