@@ -795,7 +795,7 @@ fn sq_edt(sites: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
         let stride = strides[axis];
         for start in 0..f.len() {
             // A line starts at every voxel whose coordinate on `axis` is 0.
-            if (start / stride) % len != 0 {
+            if !(start / stride).is_multiple_of(len) {
                 continue;
             }
             line.clear();
