@@ -4,8 +4,9 @@
 //! - Descriptives: [`mean`], [`sd`] (n - 1), [`percentile`] (NumPy's linear), seeded
 //!   percentile bootstrap CIs ([`bootstrap_ci`] of any statistic of resampled indices,
 //!   [`bootstrap_mean_ci`]).
-//! - Paired tests: [`ttest_rel`] (`scipy.stats.ttest_rel`), [`wilcoxon`]
-//!   (`scipy.stats.wilcoxon` defaults as of SciPy 1.17).
+//! - Tests: [`ttest_rel`] (`scipy.stats.ttest_rel`), [`wilcoxon`] (`scipy.stats.wilcoxon`
+//!   defaults as of SciPy 1.17), [`mann_whitney`] (`scipy.stats.mannwhitneyu`),
+//!   [`chi2_contingency`] (`scipy.stats.chi2_contingency`): the paper's methods section.
 //! - ROC: [`roc_auc`] (`sklearn.metrics.roc_auc_score`), [`roc_curve`]
 //!   (`sklearn.metrics.roc_curve(drop_intermediate=False)`), [`delong`] (DeLong variance and
 //!   Wald CI of one AUC), [`delong_paired`] (DeLong's test of two correlated AUCs).
@@ -482,6 +483,110 @@ fn midranks(xs: &[f64]) -> (Vec<f64>, Vec<usize>) {
         i = j;
     }
     (ranks, groups)
+}
+
+/// Mann-Whitney U result: `u1` (of the first sample, as SciPy returns it), two-sided `p`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MannWhitney {
+    pub u1: f64,
+    pub p: f64,
+    /// Whether the exact null distribution gave `p` (else the normal approximation).
+    pub exact: bool,
+}
+
+/// Two-sided Mann-Whitney U test of independent samples `x` and `y`, as
+/// `scipy.stats.mannwhitneyu(x, y)` (SciPy 1.17 defaults: `use_continuity=True`,
+/// `method='auto'`): U1 = R1 - n1(n1+1)/2 with midranks, U = max(U1, U2). Exact when either
+/// sample has at most 8 values and nothing ties: p = 2 P(U' >= U) from the exact null
+/// distribution (Gaussian binomial coefficients), clipped to 1; otherwise
+/// z = (U - n1 n2/2 - 1/2) / √(n1 n2/12 ((n+1) - Σ(t³-t)/(n(n-1)))), p = 2 Φ(-z) clipped to 1.
+/// An error when every value ties (zero variance).
+pub fn mann_whitney(x: &[f64], y: &[f64]) -> Result<MannWhitney> {
+    finite("first sample", x)?;
+    finite("second sample", y)?;
+    let (n1, n2) = (x.len(), y.len());
+    let xy: Vec<f64> = x.iter().chain(y).copied().collect();
+    let (ranks, ties) = midranks(&xy);
+    let r1: f64 = ranks[..n1].iter().sum();
+    let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
+    let u = u1.max((n1 * n2) as f64 - u1);
+    let exact = !(n1 > 8 && n2 > 8) && ties.iter().all(|&t| t == 1);
+    let p = if exact {
+        // Coefficients of the Gaussian binomial [n1 + n2 choose k]_q, k = min(n1, n2): the
+        // number of arrangements with each U.
+        let (k, other) = (n1.min(n2), n1.max(n2));
+        let mut c = vec![0i128; k * other + 1];
+        c[0] = 1;
+        for i in 1..=k {
+            // times (1 - q^(other + i)), then divided by (1 - q^i).
+            let m = other + i;
+            for e in (m..c.len()).rev() {
+                c[e] -= c[e - m];
+            }
+            for e in i..c.len() {
+                c[e] += c[e - i];
+            }
+        }
+        let total: i128 = c.iter().sum();
+        let ku = (u.round() as usize).min(c.len());
+        let tail: i128 = c[ku..].iter().sum();
+        (2.0 * tail as f64 / total as f64).clamp(0.0, 1.0)
+    } else {
+        let n = (n1 + n2) as f64;
+        let tie: f64 = ties.iter().map(|&t| (t as f64).powi(3) - t as f64).sum();
+        let var = (n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie / (n * (n - 1.0)));
+        if !(var > 0.0) {
+            return Err(Error::Value("stats: Mann-Whitney test of samples where every value ties".into()));
+        }
+        let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / var.sqrt();
+        (2.0 * norm_sf(z)).clamp(0.0, 1.0)
+    };
+    Ok(MannWhitney { u1, p, exact })
+}
+
+/// Pearson's chi-square test of independence.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChiSquare {
+    pub statistic: f64,
+    pub dof: usize,
+    pub p: f64,
+}
+
+/// Chi-square test of independence of an r x c table of counts (rows of equal length), as
+/// `scipy.stats.chi2_contingency(table)` (`correction=True`: Yates' correction when dof = 1,
+/// each |O - E| reduced by min(1/2, |O - E|)). An error for a ragged or empty table or an
+/// expected count of 0 (SciPy raises); dof = 0 gives statistic 0, p = 1.
+pub fn chi2_contingency(table: &[&[u64]]) -> Result<ChiSquare> {
+    let r = table.len();
+    let c = table.first().map_or(0, |row| row.len());
+    if r == 0 || c == 0 || table.iter().any(|row| row.len() != c) {
+        return Err(Error::Shape("stats: a contingency table needs rows of one non-zero length".into()));
+    }
+    let rows: Vec<f64> = table.iter().map(|row| row.iter().sum::<u64>() as f64).collect();
+    let cols: Vec<f64> = (0..c).map(|j| table.iter().map(|row| row[j]).sum::<u64>() as f64).collect();
+    let n: f64 = rows.iter().sum();
+    if rows.iter().chain(&cols).any(|&s| s == 0.0) {
+        return Err(Error::Value(
+            "stats: contingency table with an expected count of 0 (an empty row or column)".into(),
+        ));
+    }
+    let dof = (r - 1) * (c - 1);
+    if dof == 0 {
+        return Ok(ChiSquare { statistic: 0.0, dof, p: 1.0 });
+    }
+    let mut stat = 0.0;
+    for (i, row) in table.iter().enumerate() {
+        for (j, &o) in row.iter().enumerate() {
+            let e = rows[i] * cols[j] / n;
+            let mut o = o as f64;
+            if dof == 1 {
+                let diff = e - o;
+                o += diff.signum() * diff.abs().min(0.5);
+            }
+            stat += (o - e) * (o - e) / e;
+        }
+    }
+    Ok(ChiSquare { statistic: stat, dof, p: gammaincc(dof as f64 / 2.0, stat / 2.0) })
 }
 
 // ---------------------------------------------------------------------------------------------

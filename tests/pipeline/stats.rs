@@ -1,6 +1,6 @@
 //! `fmseg::pipeline::stats` against its peers and against hand-worked cases.
 //!
-//! The peers: SciPy (`ttest_rel`, `wilcoxon`), scikit-learn (`roc_auc_score`, `roc_curve`,
+//! The peers: SciPy (`ttest_rel`, `wilcoxon`, `mannwhitneyu`, `chi2_contingency`), scikit-learn (`roc_auc_score`, `roc_curve`,
 //! `cohen_kappa_score`, `confusion_matrix`), Sun & Xu's fast DeLong (2014, written below in
 //! NumPy from the paper's algorithm) and MONAI's HD95 (`get_mask_edges` +
 //! `get_surface_distance`, written below with `scipy.ndimage` as MONAI does it), on generated
@@ -112,6 +112,19 @@ fn stats_hand_worked_tests() {
     // P(T >= 15) = 2/64 (the zero's flip doubles every count).
     let w = wilcoxon(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[0.0, 0.0, 0.0, 0.0, 0.0, 6.0]).unwrap();
     assert_eq!((w.statistic, w.p, w.method), (0.0, 0.0625, WilcoxonMethod::Permutation));
+
+    // Mann-Whitney, complete separation of 3 and 3: U1 = 0, U = 9, exact p = 2/C(6, 3).
+    let u = mann_whitney(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
+    assert_eq!((u.u1, u.exact), (0.0, true));
+    assert!((u.p - 0.1).abs() < 1e-15, "{}", u.p);
+    assert!(mann_whitney(&[1.0, 1.0], &[1.0]).is_err());
+    // Chi-square of [[10, 20], [20, 10]]: E = 15, Yates |O - E| = 4.5, statistic 4·4.5²/15 = 5.4
+    // with 1 dof, whose p is 2 Φ(-√5.4).
+    let c = chi2_contingency(&[&[10, 20], &[20, 10]]).unwrap();
+    assert!((c.statistic - 5.4).abs() < 1e-13 && c.dof == 1);
+    assert!((c.p - 2.0 * norm_sf(5.4f64.sqrt())).abs() < 1e-15, "{}", c.p);
+    assert!(chi2_contingency(&[&[1, 2], &[0, 0]]).is_err());
+    assert!(chi2_contingency(&[&[1, 2], &[3]]).is_err());
 
     let (m, s) = (mean(&[1.0, 2.0, 3.0, 4.0]).unwrap(), sd(&[1.0, 2.0, 3.0, 4.0]).unwrap());
     assert_eq!((m, s), (2.5, Some((5.0f64 / 3.0).sqrt())));
@@ -248,6 +261,12 @@ for line in sys.stdin:
         r = stats.ttest_rel(a[0], a[1]); out = [r.statistic, r.df, r.pvalue]
     elif kind == "wilcoxon":
         r = stats.wilcoxon(a[0], a[1]); out = [r.statistic, r.pvalue]
+    elif kind == "mwu":
+        r = stats.mannwhitneyu(a[0], a[1]); out = [r.statistic, r.pvalue]
+    elif kind == "chi2":
+        r, c = int(a[0][0]), int(a[0][1])
+        res = stats.chi2_contingency(a[1].reshape(r, c))
+        out = [res.statistic, res.dof, res.pvalue]
     elif kind == "auc":
         y = a[1].astype(int)
         out = [metrics.roc_auc_score(y, a[0])]
@@ -323,6 +342,34 @@ fn cases() -> Vec<(String, Check)> {
                         }),
                     ));
                 }
+
+                // Independent samples of unequal sizes (one small: the exact branch).
+                let m = if n % 2 == 0 { 3 + n % 7 } else { n / 2 + 1 };
+                let ys: Vec<f64> = (0..m).map(|_| q(3.0 * normalish(&mut rng) + 1.0)).collect();
+                let xs = a.clone();
+                if let Ok(r) = mann_whitney(&xs, &ys) {
+                    out.push((
+                        format!("mwu {} {}", csv(&xs), csv(&ys)),
+                        Box::new(move |w| {
+                            assert_eq!(r.u1, w[0], "U1");
+                            let name = if r.exact { "mannwhitneyu (exact)" } else { "mannwhitneyu (asymptotic)" };
+                            (name, close(r.p, w[1], name))
+                        }),
+                    ));
+                }
+                // A contingency table of small counts.
+                let (rr, cc) = (2 + (rng.unit() * 2.0) as usize, 2 + (rng.unit() * 2.0) as usize);
+                let cells: Vec<u64> = (0..rr * cc).map(|_| 1 + (rng.unit() * n as f64) as u64).collect();
+                let rows: Vec<&[u64]> = cells.chunks(cc).collect();
+                let chi = chi2_contingency(&rows).unwrap();
+                let cellsf: Vec<f64> = cells.iter().map(|&x| x as f64).collect();
+                out.push((
+                    format!("chi2 {rr},{cc} {}", csv(&cellsf)),
+                    Box::new(move |w| {
+                        assert_eq!(chi.dof as f64, w[1]);
+                        ("chi2_contingency", close(chi.statistic, w[0], "chi2").max(close(chi.p, w[2], "chi2 p")))
+                    }),
+                ));
 
                 // Scores and labels: positives shifted up; discrete scores tie.
                 let labels: Vec<bool> = (0..n).map(|_| rng.unit() < 0.4).collect();
@@ -449,6 +496,9 @@ fn stats_match_scipy_sklearn_and_monai() {
         "wilcoxon (exact)",
         "wilcoxon (sign-flip permutation)",
         "wilcoxon (asymptotic)",
+        "mannwhitneyu (exact)",
+        "mannwhitneyu (asymptotic)",
+        "chi2_contingency",
         "roc_auc + roc_curve",
         "DeLong",
         "cohen_kappa + counts",
