@@ -535,7 +535,7 @@ pub fn mann_whitney(x: &[f64], y: &[f64]) -> Result<MannWhitney> {
         let n = (n1 + n2) as f64;
         let tie: f64 = ties.iter().map(|&t| (t as f64).powi(3) - t as f64).sum();
         let var = (n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie / (n * (n - 1.0)));
-        if !(var > 0.0) {
+        if var.is_nan() || var <= 0.0 {
             return Err(Error::Value("stats: Mann-Whitney test of samples where every value ties".into()));
         }
         let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / var.sqrt();
