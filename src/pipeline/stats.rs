@@ -497,7 +497,7 @@ pub struct MannWhitney {
 /// Two-sided Mann-Whitney U test of independent samples `x` and `y`, as
 /// `scipy.stats.mannwhitneyu(x, y)` (SciPy 1.17 defaults: `use_continuity=True`,
 /// `method='auto'`): U1 = R1 - n1(n1+1)/2 with midranks, U = max(U1, U2). Exact when either
-/// sample has at most 8 values and nothing ties: p = 2 P(U' >= U) from the exact null
+/// sample has at most 8 values and nothing ties (and the counts fit, see below): p = 2 P(U' >= U) from the exact null
 /// distribution (Gaussian binomial coefficients), clipped to 1; otherwise
 /// z = (U - n1 n2/2 - 1/2) / √(n1 n2/12 ((n+1) - Σ(t³-t)/(n(n-1)))), p = 2 Φ(-z) clipped to 1.
 /// An error when every value ties (zero variance).
@@ -510,7 +510,11 @@ pub fn mann_whitney(x: &[f64], y: &[f64]) -> Result<MannWhitney> {
     let r1: f64 = ranks[..n1].iter().sum();
     let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
     let u = u1.max((n1 * n2) as f64 - u1);
-    let exact = !(n1 > 8 && n2 > 8) && ties.iter().all(|&t| t == 1);
+    // The exact counts are i128: beyond C(n1 + n2, min) ~ e^85 (e.g. 8 against a million) the
+    // normal approximation is used instead (SciPy stays exact there, in floating point).
+    let (nf, kf) = ((n1 + n2) as f64, n1.min(n2) as f64);
+    let fits = ln_gamma(nf + 1.0) - ln_gamma(kf + 1.0) - ln_gamma(nf - kf + 1.0) < 85.0;
+    let exact = !(n1 > 8 && n2 > 8) && ties.iter().all(|&t| t == 1) && fits;
     let p = if exact {
         // Coefficients of the Gaussian binomial [n1 + n2 choose k]_q, k = min(n1, n2): the
         // number of arrangements with each U.
