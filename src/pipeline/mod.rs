@@ -5,7 +5,8 @@
 //! [`postprocess`] (argmax and resampling back to the original image grid).
 //! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
-//! chooses the series of an archive to segment (`fmseg batch`).
+//! chooses the series of an archive to segment (`fmseg batch`); [`stats`] holds the statistics of
+//! `fmseg evaluate` (paired tests, ROC and DeLong, HD95).
 
 #[cfg(feature = "cuda")]
 pub mod device_study;
@@ -17,6 +18,7 @@ pub mod preprocess;
 pub mod report;
 pub mod rules;
 pub mod segment;
+pub mod stats;
 pub mod study;
 pub mod truth;
 pub mod tta;

@@ -1,4 +1,5 @@
-//! The clinical pipeline: the MONAI case fixture, the network inside the pipeline, the phantom
+//! The clinical pipeline: the MONAI case fixture, the network inside the pipeline, the statistics
+//! of `fmseg evaluate` against SciPy, scikit-learn and MONAI, the phantom
 //! generator.
 //!
 //! One test binary per layer of the project (each links the whole crate at opt-level 3, so
@@ -10,3 +11,4 @@ mod common;
 mod phantom;
 mod pipeline_fixture;
 mod pipeline_network;
+mod stats;
