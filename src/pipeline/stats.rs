@@ -195,46 +195,40 @@ fn betainc(a: f64, b: f64, x: f64) -> f64 {
 }
 
 fn betacf(a: f64, b: f64, x: f64) -> f64 {
-    const TINY: f64 = 1e-300;
     let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
     let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < TINY {
-        d = TINY;
-    }
-    d = 1.0 / d;
+    let mut d = 1.0 / away_from_zero(1.0 - qab * x / qap);
     let mut h = d;
     for m in 1..10_000 {
         let m = m as f64;
         let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
+        // The even and the odd term of the fraction, one modified-Lentz step each.
+        h *= lentz_step(m * (b - m) * x / ((qam + m2) * (a + m2)), 1.0, &mut c, &mut d);
+        let del = lentz_step(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)), 1.0, &mut c, &mut d);
         h *= del;
         if (del - 1.0).abs() < 1e-16 {
             break;
         }
     }
     h
+}
+
+/// One modified-Lentz step of a continued fraction with partial numerator `an` and partial
+/// denominator `bn`: updates `c` and `d` and returns the factor `d * c` the convergent is
+/// multiplied by.
+fn lentz_step(an: f64, bn: f64, c: &mut f64, d: &mut f64) -> f64 {
+    *d = 1.0 / away_from_zero(bn + an * *d);
+    *c = away_from_zero(bn + an / *c);
+    *d * *c
+}
+
+/// `v`, or a tiny positive number where `v` is (nearly) zero, so that Lentz's method never divides by zero.
+fn away_from_zero(v: f64) -> f64 {
+    if v.abs() < 1e-300 {
+        1e-300
+    } else {
+        v
+    }
 }
 
 /// Regularized upper incomplete gamma Q(a, x) (series for x < a + 1, continued fraction above).
@@ -256,24 +250,13 @@ fn gammaincc(a: f64, x: f64) -> f64 {
         }
         1.0 - sum * ln_front.exp()
     } else {
-        const TINY: f64 = 1e-300;
         let mut b = x + 1.0 - a;
-        let mut c = 1.0 / TINY;
+        let mut c = 1.0 / away_from_zero(0.0);
         let mut d = 1.0 / b;
         let mut h = d;
         for i in 1..10_000 {
-            let an = -(i as f64) * (i as f64 - a);
             b += 2.0;
-            d = an * d + b;
-            if d.abs() < TINY {
-                d = TINY;
-            }
-            c = b + an / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            d = 1.0 / d;
-            let del = d * c;
+            let del = lentz_step(-(i as f64) * (i as f64 - a), b, &mut c, &mut d);
             h *= del;
             if (del - 1.0).abs() < 1e-16 {
                 break;

@@ -145,12 +145,8 @@ impl Run {
     fn refused(self, code: i32, needles: &[&str]) -> Self {
         let run = self.exit_code(code);
         assert!(run.output.stdout.is_empty(), "stdout must be empty on an error:\n{run}");
-        let err = run.stderr();
-        assert!(!err.contains("panicked"), "a panic, not an error message:\n{run}");
-        for n in needles {
-            assert!(err.contains(n), "stderr lacks {n:?}:\n{run}");
-        }
-        run
+        assert!(!run.stderr().contains("panicked"), "a panic, not an error message:\n{run}");
+        run.stderr_has(needles)
     }
 
     /// Each needle on stderr.
