@@ -238,6 +238,11 @@ fn op_concat() {
     matrix(op_cases::concat());
 }
 
+#[test]
+fn op_classifier() {
+    matrix(op_cases::classifier());
+}
+
 /// The matrix's shape errors, and what only the CUDA engine refuses: a conv whose bias does not
 /// match its spec, a non-finite input (fp16 cannot carry one through a norm).
 #[test]

@@ -355,3 +355,116 @@ pub fn parameter_count() -> usize {
         .map(|(_, s)| s.iter().product::<usize>())
         .sum()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The axSpA classifier (the paper's second model; its architecture is not published, so this
+// description is the spec of record, written up in `docs/classifier.md`).
+
+/// Input channels: the z-scored T1 crop and the ROI map (the crop inside the FM mask, 0 elsewhere).
+pub const CLASSIFIER_INPUT_CHANNELS: usize = 2;
+/// Stage widths of the classifier's encoder.
+pub const CLASSIFIER_WIDTHS: [usize; 4] = [8, 16, 32, 64];
+/// Clinical features the image+clinical variant joins to the pooled image features
+/// (`pipeline::clinical::FEATURE_NAMES`).
+pub const CLINICAL_FEATURES: usize = 9;
+
+/// One residual stage: a pool that shrinks the grid, an in-plane (3,3,1) conv-IN-ReLU that sets
+/// the width, then a through-plane (1,1,3) conv-IN with that output as the shortcut, ReLU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassifierStageSpec {
+    pub prefix: String,
+    /// Average pool (the stem, before the first stage) or max pool by this factor; 1 = none.
+    pub pool: Dims,
+    pub cin: usize,
+    pub cout: usize,
+}
+
+impl ClassifierStageSpec {
+    /// `[in-plane, through-plane]`, without biases: an instance norm follows each, which
+    /// would subtract any bias again (the reference's convs carry such dead biases; ours do not).
+    pub fn layers(&self) -> [Layer; 2] {
+        let (p, i, o) = (&self.prefix, self.cin, self.cout);
+        [Layer::conv(format!("{p}.inplane"), i, o, K331, false), Layer::conv(format!("{p}.through"), o, o, K113, false)]
+    }
+}
+
+/// The classifier: a 2.5D residual encoder on the 192x192x16 crop (the stem averages 2x2
+/// in-plane, then max pools 2x2x2, 2x2x2, 2x2x1 between stages: 96x96x16 .. 12x12x4), global
+/// average pooling, optionally the clinical features, and a linear head (a 1x1x1 conv on the
+/// pooled vector) giving the axSpA logit. Grad-CAM reads the last stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassifierSpec {
+    pub stages: Vec<ClassifierStageSpec>,
+    /// 0: image only; [`CLINICAL_FEATURES`]: image + clinical.
+    pub clinical: usize,
+    /// The head: `(1, features + clinical, 1, 1, 1)` weight and a bias.
+    pub head: Layer,
+}
+
+impl ClassifierSpec {
+    /// The design of record; `clinical` chooses the variant.
+    pub fn new(clinical: bool) -> Self {
+        let w = CLASSIFIER_WIDTHS;
+        let pools: [Dims; 4] = [[2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]];
+        let stages = (0..w.len())
+            .map(|i| ClassifierStageSpec {
+                prefix: format!("stage{i}"),
+                pool: pools[i],
+                cin: if i == 0 { CLASSIFIER_INPUT_CHANNELS } else { w[i - 1] },
+                cout: w[i],
+            })
+            .collect();
+        let extra = if clinical { CLINICAL_FEATURES } else { 0 };
+        ClassifierSpec {
+            stages,
+            clinical: extra,
+            head: Layer::conv("head".into(), w[w.len() - 1] + extra, 1, K111, true),
+        }
+    }
+
+    /// Width of the last stage (the pooled image features, Grad-CAM's channels).
+    pub fn features(&self) -> usize {
+        self.stages.last().map_or(0, |s| s.cout)
+    }
+
+    /// The last stage's grid for an input of `dims`.
+    pub fn feature_dims(&self, dims: Dims) -> Dims {
+        self.stages.iter().fold(dims, |d, s| [d[0] / s.pool[0], d[1] / s.pool[1], d[2] / s.pool[2]])
+    }
+
+    /// Every layer in checkpoint order: the stages, then the head.
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut v: Vec<Layer> = self.stages.iter().flat_map(|s| s.layers()).collect();
+        v.push(self.head.clone());
+        v
+    }
+
+    /// Every `(key, shape)` in checkpoint order.
+    pub fn tensor_keys(&self) -> Vec<(String, Vec<usize>)> {
+        self.layers().iter().flat_map(|l| l.tensors()).collect()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.tensor_keys().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Which variant a checkpoint is, from its head's input width.
+    pub fn of_head_width(width: usize) -> Option<Self> {
+        [false, true].into_iter().map(ClassifierSpec::new).find(|s| s.head_width() == width)
+    }
+
+    fn head_width(&self) -> usize {
+        match self.head.kind {
+            LayerKind::Conv(s) => s.cin,
+            LayerKind::ConvT(s) => s.cin,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        if self.clinical > 0 {
+            "image+clinical"
+        } else {
+            "image"
+        }
+    }
+}

@@ -1,7 +1,9 @@
-//! The 2.5D-AttentionUNet: its description (`catalog`), blocks and graph, and what a pass costs.
+//! The 2.5D-AttentionUNet and the axSpA classifier: their descriptions (`catalog`), blocks and
+//! graphs, and what a pass costs.
 
 pub mod blocks;
 pub mod catalog;
+pub mod classifier;
 pub mod cost;
 pub mod init;
 pub mod unet25d;

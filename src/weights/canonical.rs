@@ -18,6 +18,12 @@ const LIST_MAX: usize = 8;
 /// naming `path` and each offending key: missing or unexpected keys, wrong shapes (got vs
 /// expected), NaN or infinite values, aliases whose values differ.
 pub fn canonicalize(sd: &StateDict, path: &Path) -> Result<StateDict> {
+    canonicalize_for(sd, path, &catalog::layers(), "the 2.5D-AttentionUNet")
+}
+
+/// [`canonicalize`] against any network's layers (`network` names it in messages): the
+/// classifier's checkpoints are checked by the same rules.
+pub fn canonicalize_for(sd: &StateDict, path: &Path, layers: &[catalog::Layer], network: &str) -> Result<StateDict> {
     // DataParallel / DistributedDataParallel prefix every key with `module.`.
     let mut keyed: Vec<(String, &str, &HostTensor)> = Vec::with_capacity(sd.len());
     let mut seen: HashMap<String, &str> = HashMap::new();
@@ -33,9 +39,9 @@ pub fn canonicalize(sd: &StateDict, path: &Path) -> Result<StateDict> {
     }
     let given: HashMap<&str, (&str, &HostTensor)> = keyed.iter().map(|(s, k, t)| (s.as_str(), (*k, *t))).collect();
 
-    let expected = catalog::tensor_keys();
+    let expected: Vec<(String, Vec<usize>)> = layers.iter().flat_map(|l| l.tensors()).collect();
     let mut original_of: HashMap<String, String> = HashMap::new();
-    for l in catalog::layers() {
+    for l in layers {
         if let Some(orig) = &l.alias_of {
             for (k, _) in l.tensors() {
                 let o = format!("{orig}{}", &k[l.prefix.len()..]);
@@ -107,7 +113,7 @@ pub fn canonicalize(sd: &StateDict, path: &Path) -> Result<StateDict> {
     problems.extend(limit(value_err));
     problems.extend(limit(alias_err));
     if !problems.is_empty() {
-        let mut msg = format!("do not fit the 2.5D-AttentionUNet: {}", problems.join("; "));
+        let mut msg = format!("do not fit {network}: {}", problems.join("; "));
         if let Some(h) = hint {
             msg.push_str(&format!(" ({h})"));
         }

@@ -17,7 +17,7 @@ mod state_dict;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use canonical::canonicalize;
+pub use canonical::{canonicalize, canonicalize_for};
 pub use convert::Elem;
 pub use state_dict::StateDict;
 

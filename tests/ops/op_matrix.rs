@@ -75,6 +75,12 @@ fn op_concat() {
     run(op_cases::concat(), false);
 }
 
+/// The classifier's whole graph, on the engine as it runs and on the direct conv alone.
+#[test]
+fn op_classifier() {
+    run(op_cases::classifier(), true);
+}
+
 #[test]
 fn shape_errors_are_errors_not_panics() {
     op_cases::shape_errors(&CpuBackend::new(2).unwrap(), &mut Rng::fresh("shape_errors"));

@@ -32,6 +32,12 @@ fn grad_conv() {
     check_grads(&op_cases::conv());
 }
 
+/// The classifier's whole graph on the tape: every parameter and both inputs.
+#[test]
+fn grad_classifier() {
+    check_grads(&op_cases::classifier());
+}
+
 #[test]
 fn grad_conv_norm() {
     check_grads(&op_cases::conv_norm());
@@ -129,7 +135,7 @@ fn dropout_in_conv_norm_relu_blocks() {
     let r = rng.tensor(&[n, c, d[0], d[1], d[2]]);
     let gx = input_gradient(&t, &xv, &y, &r);
     let (x64, w64, b64) = (Tensor64::from(&x), Tensor64::from(&w), Tensor64::from(&b));
-    fd_check("conv-norm-dropout-relu input", &x64.data, &gx.data, &|v| {
+    fd_check("conv-norm-dropout-relu input", &x64.data, &gx.data, 1e-4, &|v| {
         let xp = Tensor64::new(x64.shape.clone(), v.to_vec());
         let z = oracle::conv_norm(&xp, &w64, Some(&b64.data), None, false);
         z.data.iter().enumerate().map(|(i, v)| (v * masks[i / vox]).max(0.0) * r.data[i] as f64).sum()
