@@ -3,6 +3,7 @@
 //! embedding application all go through it.
 
 #[cfg(feature = "cuda")]
+pub mod classifier;
 pub mod graphed;
 
 #[cfg(feature = "cuda")]

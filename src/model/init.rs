@@ -2,7 +2,7 @@
 //! (kaiming-uniform with a = sqrt(5): weights and biases uniform in +-1/sqrt(fan_in)), seeded.
 //! For benchmarks and tests that need a network but no trained weights.
 
-use crate::model::catalog::{layers, LayerKind};
+use crate::model::catalog::{layers, Layer, LayerKind};
 use crate::tensor::HostTensor;
 use crate::weights::StateDict;
 
@@ -29,11 +29,18 @@ impl SplitMix {
 
 /// A full state dict (aliases included) of randomly initialised weights.
 pub fn random_state_dict(seed: u64) -> StateDict {
+    random_state_dict_for(&layers(), seed)
+}
+
+/// Any network's layers (the classifier's: `ClassifierSpec::layers`) initialised as
+/// PyTorch's defaults do: uniform in `+-1/sqrt(fan_in)`.
+pub fn random_state_dict_for(layers: &[Layer], seed: u64) -> StateDict {
     let mut rng = SplitMix(seed);
     let mut sd = StateDict::new();
-    for layer in layers() {
+    let tensors_of = |prefix: &str| layers.iter().find(|l| l.prefix == prefix).map(|l| l.tensors()).unwrap_or_default();
+    for layer in layers {
         if let Some(orig) = &layer.alias_of {
-            for ((key, _), (okey, _)) in layer.tensors().into_iter().zip(layer_tensors_of(orig)) {
+            for ((key, _), (okey, _)) in layer.tensors().into_iter().zip(tensors_of(orig)) {
                 let t = sd.get(&okey).cloned().expect("alias after original");
                 sd.insert(key, t);
             }
@@ -52,10 +59,6 @@ pub fn random_state_dict(seed: u64) -> StateDict {
         }
     }
     sd
-}
-
-fn layer_tensors_of(prefix: &str) -> Vec<(String, Vec<usize>)> {
-    layers().into_iter().find(|l| l.prefix == prefix).map(|l| l.tensors()).unwrap_or_default()
 }
 
 /// A random input `(n, 1, dims)` with unit-ish spread (what a z-scored image looks like).

@@ -9,8 +9,10 @@
 //! `fmseg evaluate` (paired tests, ROC and DeLong, HD95).
 
 #[cfg(feature = "cuda")]
+pub mod classifier_input;
 pub mod device_study;
 pub mod geometry;
+pub mod gradcam;
 pub mod metrics;
 pub mod overlay;
 pub mod postprocess;

@@ -19,6 +19,9 @@
 //!   pixel is tinted by what it covers: FM found (predicted and true) [`FOUND_RGB`], missed
 //!   (true, not predicted) [`MISSED_RGB`], false (predicted, not true) [`FALSE_RGB`], and the
 //!   slices shown are those holding either.
+//! - Grad-CAM ([`render_heat`], `gradcam.png` of `fmseg classify`): each screen pixel blended
+//!   with a blue-to-red ramp by the largest map value it covers (0 shows the image alone), with
+//!   the FM outline on top; every slice of the classifier's 16-slice crop is shown.
 
 use std::path::Path;
 
@@ -125,7 +128,16 @@ fn choose_slices_of(d: crate::tensor::Dims, fm: impl Fn(usize) -> bool) -> Vec<u
 
 /// Draw the montage of `image` with the outline of `mask` (same grid).
 pub fn render(image: &Volume, mask: &Volume) -> Result<Overlay> {
-    draw(image, mask, None)
+    draw(image, mask, Mode::Outline)
+}
+
+/// Draw the montage of `image` with a `[0, 1]` heat map (Grad-CAM) and the outline of `mask`,
+/// all on one grid (module docs).
+pub fn render_heat(image: &Volume, mask: &Volume, heat: &[f32]) -> Result<Overlay> {
+    if heat.len() != mask.data.len() {
+        return Err(Error::Shape(format!("overlay: heat map has {} voxels, mask {}", heat.len(), mask.data.len())));
+    }
+    draw(image, mask, Mode::Heat(heat))
 }
 
 /// Draw the montage of `image` with `mask` compared to `truth` (0/1, same grid and voxel
@@ -134,13 +146,25 @@ pub fn render_compared(image: &Volume, mask: &Volume, truth: &[u8]) -> Result<Ov
     if truth.len() != mask.data.len() {
         return Err(Error::Shape(format!("overlay: truth has {} voxels, mask {}", truth.len(), mask.data.len())));
     }
-    draw(image, mask, Some(truth))
+    draw(image, mask, Mode::Compared(truth))
 }
 
-/// What a screen pixel covers: (predicted FM, true FM).
-type Cover = (bool, bool);
+/// What the montage shows over the image.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Outline,
+    Compared(&'a [u8]),
+    Heat(&'a [f32]),
+}
 
-fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> {
+/// What a screen pixel covers: (predicted FM, true FM, largest heat).
+type Cover = (bool, bool, f32);
+
+fn draw(image: &Volume, mask: &Volume, mode: Mode<'_>) -> Result<Overlay> {
+    let truth = match mode {
+        Mode::Compared(t) => Some(t),
+        _ => None,
+    };
     if image.dims != mask.dims {
         return Err(Error::Shape(format!("overlay: image {:?} and mask {:?} differ", image.dims, mask.dims)));
     }
@@ -154,7 +178,11 @@ fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> 
     let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
     let view = View::of(image);
     let is_true = |p: usize| truth.is_some_and(|t| t[p] != 0);
-    let slices = choose_slices_of(mask.dims, |p| mask.data[p] > 0.5 || is_true(p));
+    let slices = match mode {
+        Mode::Heat(_) => (0..mask.dims[SLICE_AXIS]).collect(),
+        _ => choose_slices_of(mask.dims, |p| mask.data[p] > 0.5 || is_true(p)),
+    };
+    let heat_at = |p: usize| if let Mode::Heat(h) = mode { h[p] } else { 0.0 };
     let cols = (slices.len() as f64).sqrt().ceil().max(1.0) as usize;
     let rows = slices.len().div_ceil(cols);
     let width = GAP + cols * (view.w + GAP);
@@ -171,19 +199,20 @@ fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> 
     };
     let mut tiles = Vec::with_capacity(slices.len());
     let mut grey = vec![0u8; view.w * view.h];
-    let mut fm: Vec<Cover> = vec![(false, false); view.w * view.h];
+    let mut fm: Vec<Cover> = vec![(false, false, 0.0); view.w * view.h];
     for (t, &k) in slices.iter().enumerate() {
         for y in 0..view.h {
             let (v0, v1) = View::span(y, view.h, nv);
             for x in 0..view.w {
                 let (h0, h1) = View::span(x, view.w, nh);
-                let (mut sum, mut any) = (0f64, (false, false));
+                let (mut sum, mut any) = (0f64, (false, false, 0f32));
                 for v in v0..v1 {
                     for h in h0..h1 {
                         let p = at(h, v, k);
                         sum += image.data[p] as f64;
                         any.0 |= mask.data[p] > 0.5;
                         any.1 |= is_true(p);
+                        any.2 = any.2.max(heat_at(p));
                     }
                 }
                 let mean = sum / ((v1 - v0) * (h1 - h0)) as f64;
@@ -197,7 +226,7 @@ fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> 
             for x in 0..view.w {
                 let q = y * view.w + x;
                 let c = if truth.is_some() {
-                    match fm[q] {
+                    match (fm[q].0, fm[q].1) {
                         (true, true) => tint(grey[q], FOUND_RGB),
                         (false, true) => tint(grey[q], MISSED_RGB),
                         (true, false) => tint(grey[q], FALSE_RGB),
@@ -217,7 +246,7 @@ fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> 
                     if edge {
                         OUTLINE_RGB
                     } else {
-                        [grey[q]; 3]
+                        heat(grey[q], fm[q].2)
                     }
                 };
                 let o = ((y0 + y) * width + x0 + x) * 3;
@@ -226,6 +255,17 @@ fn draw(image: &Volume, mask: &Volume, truth: Option<&[u8]>) -> Result<Overlay> 
         }
     }
     Ok(Overlay { width, height, rgb, slices, view, tiles })
+}
+
+/// A grey level blended with a blue (0) to red (1) ramp, opacity growing with the value.
+fn heat(grey: u8, v: f32) -> [u8; 3] {
+    let v = v.clamp(0.0, 1.0);
+    if v <= 0.0 {
+        return [grey; 3];
+    }
+    let ramp = [255.0 * v, 255.0 * (1.0 - (2.0 * v - 1.0).abs()), 255.0 * (1.0 - v)];
+    let a = 0.25 + 0.45 * v;
+    ramp.map(|c| (grey as f32 * (1.0 - a) + c * a).round() as u8)
 }
 
 /// Half-and-half blend of a grey level and a colour.

@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod checkpoint;
+pub mod classifier;
 pub mod data;
 pub mod folds;
 pub mod grad_ops;
