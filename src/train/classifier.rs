@@ -237,7 +237,8 @@ pub fn train(
     let (mut state, mut params, mut adam) = if state_json.exists() {
         let text = std::fs::read_to_string(&state_json).map_err(|e| Error::io(&state_json, e))?;
         let st: RunState = serde_json::from_str(&text).map_err(|e| Error::format(&state_json, e.to_string()))?;
-        if st.config != *cfg || st.ids != ids {
+        // More epochs may be asked for than the run was started with; nothing else may change.
+        if (ClassifierTrainConfig { epochs: cfg.epochs, ..st.config.clone() }) != *cfg || st.ids != ids {
             return Err(Error::format(
                 &state_json,
                 "this run was started with another configuration or other cases: continue it with the same ones, or \
@@ -256,6 +257,7 @@ pub fn train(
         };
         let params = pick("param.")?;
         let adam = AdamW::from_state(adam_cfg, st.adam_steps, pick("exp_avg.")?, pick("exp_avg_sq.")?)?;
+        let st = RunState { config: cfg.clone(), ..st };
         (st, params, adam)
     } else {
         let sd = random_state_dict_for(&spec.layers(), cfg.seed);

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod classifier;
 mod phantom;
 mod pipeline_fixture;
 mod pipeline_network;
