@@ -4,6 +4,7 @@ pub mod batch;
 pub mod bench;
 pub mod bench_latency;
 pub mod bench_study;
+pub mod classify;
 pub mod convert;
 pub mod convert_weights;
 pub mod forward;
@@ -13,6 +14,7 @@ pub mod segment;
 pub mod series;
 pub mod serve;
 pub mod train;
+pub mod train_classifier;
 
 use std::io::Write;
 
@@ -106,6 +108,10 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Train the network (k-fold, the reference's recipe), resumable, checkpoints PyTorch can load.
     Train(train::TrainArgs),
+    /// axSpA or not from a T1 SIJ study and its FM (segmented unless --mask), with Grad-CAM.
+    Classify(classify::ClassifyArgs),
+    /// Train the axSpA classifier (image only or image + clinical), resumable.
+    TrainClassifier(train_classifier::TrainClassifierArgs),
 }
 
 impl Cli {
@@ -132,5 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Phantom(a) => phantom::run(a),
         Command::Segment(a) => segment::run(a),
         Command::Train(a) => train::run(a),
+        Command::TrainClassifier(a) => train_classifier::run(a),
+        Command::Classify(a) => classify::run(a),
     }
 }

@@ -15,6 +15,10 @@ use crate::weights::{self, StateDict};
 pub struct ClassifierWeights {
     pub spec: ClassifierSpec,
     pub state: StateDict,
+    /// The file's metadata (`threshold`: the model card's operating point; `caveat`).
+    pub metadata: std::collections::BTreeMap<String, String>,
+    /// `sha256:<hex>` of the file.
+    pub sha256: String,
 }
 
 impl ClassifierWeights {
@@ -39,7 +43,26 @@ impl ClassifierWeights {
             )
         })?;
         let state = weights::canonicalize_for(&sd, path, &spec.layers(), "the axSpA classifier")?;
-        Ok(ClassifierWeights { spec, state })
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let metadata = weights::metadata(path, &bytes)?;
+        let sha256 = {
+            use sha2::Digest;
+            format!("sha256:{:x}", sha2::Sha256::digest(&bytes))
+        };
+        Ok(ClassifierWeights { spec, state, metadata, sha256 })
+    }
+
+    /// The decision threshold on the axSpA probability: the file's `threshold` metadata (the
+    /// model card's), else 0.5. A value that is not a probability is an error naming the file.
+    pub fn threshold(&self, path: &Path) -> Result<f64> {
+        match self.metadata.get("threshold") {
+            None => Ok(0.5),
+            Some(t) => t
+                .parse::<f64>()
+                .ok()
+                .filter(|v| (0.0..=1.0).contains(v))
+                .ok_or_else(|| Error::weights(path, format!("metadata threshold '{t}' is not a probability"))),
+        }
     }
 
     /// The head's weights on the pooled image features (what Grad-CAM weighs them by).

@@ -53,3 +53,20 @@ pub fn sample_patient(rng: &mut Rng, diagnosis: Diagnosis) -> Patient {
         habitus: (habitus * 1000.0).round() / 1000.0,
     }
 }
+
+/// The patient's clinical variables as the classifier's clinical branch reads them.
+impl From<&Patient> for crate::pipeline::clinical::Clinical {
+    fn from(p: &Patient) -> Self {
+        use crate::pipeline::clinical::{Clinical, Sex as S};
+        Clinical {
+            age_years: Some(p.age_years as f64),
+            sex: Some(match p.sex {
+                Sex::Male => S::Male,
+                Sex::Female => S::Female,
+            }),
+            hla_b27: p.hla_b27_positive,
+            crp_mg_per_l: Some(p.crp_mg_per_l),
+            esr_mm_per_h: None,
+        }
+    }
+}

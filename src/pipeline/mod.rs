@@ -10,6 +10,7 @@
 
 #[cfg(feature = "cuda")]
 pub mod classifier_input;
+pub mod clinical;
 pub mod device_study;
 pub mod geometry;
 pub mod gradcam;

@@ -395,19 +395,7 @@ impl WeightsInfo {
     pub fn of(path: &Path, bundled: bool) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let format = crate::weights::detect(path)?;
-        let meta: std::collections::HashMap<String, String> = match format {
-            crate::weights::Format::Frozen => crate::weights::frozen::FrozenFile::open(path)?
-                .metadata()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            crate::weights::Format::Safetensors => safetensors::SafeTensors::read_metadata(&bytes)
-                .ok()
-                .and_then(|(_, m)| m.metadata().clone())
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default(),
-            crate::weights::Format::Pth => Default::default(),
-        };
+        let meta = crate::weights::metadata(path, &bytes)?;
         let caveat = meta.get("caveat").filter(|c| !c.trim().is_empty()).cloned();
         let trained = meta.get("trained").cloned().and_then(|v| match v.to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" => Some(true),

@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod classifier;
+pub mod classifier_data;
 pub mod data;
 pub mod folds;
 pub mod grad_ops;

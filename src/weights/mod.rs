@@ -130,6 +130,20 @@ pub fn load_canonical(path: &Path) -> Result<StateDict> {
     canonicalize(&sd, path)
 }
 
+/// The metadata a weights file carries (frozen and safetensors files; none in `.pth`), given
+/// its `bytes`: `trained`, `caveat`, a classifier's `threshold`...
+pub fn metadata(path: &Path, bytes: &[u8]) -> Result<std::collections::BTreeMap<String, String>> {
+    Ok(match detect(path)? {
+        Format::Frozen => frozen::FrozenFile::open(path)?.metadata().clone(),
+        Format::Safetensors => safetensors::SafeTensors::read_metadata(bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+        Format::Pth => Default::default(),
+    })
+}
+
 /// Writes `sd` to `path` in `format`, atomically: into a temporary file in the same folder,
 /// renamed over `path` only once complete, so a failure leaves no partial output.
 pub fn save(sd: &StateDict, path: &Path, format: Format, dtype: DType) -> Result<()> {
