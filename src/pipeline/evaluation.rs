@@ -301,9 +301,12 @@ pub struct ClsModel {
     pub roc: Vec<Point>,
 }
 
+/// A statistic of (resampled) scores and labels.
+type Stat<'a> = &'a dyn Fn(&[f64], &[bool]) -> Option<f64>;
+
 impl ClsModel {
     pub fn of(name: &str, scores: &[f64], labels: &[bool], o: &Options) -> Result<Self> {
-        let boot = |stat: &dyn Fn(&[f64], &[bool]) -> Option<f64>| -> Result<Option<Interval>> {
+        let boot = |stat: Stat| -> Result<Option<Interval>> {
             let ci = stats::bootstrap_ci(labels.len(), o.resamples, o.seed, LEVEL, |idx| {
                 let s: Vec<f64> = idx.iter().map(|&i| scores[i]).collect();
                 let l: Vec<bool> = idx.iter().map(|&i| labels[i]).collect();
