@@ -7,6 +7,7 @@ pub mod bench_study;
 pub mod classify;
 pub mod convert;
 pub mod convert_weights;
+pub mod evaluate;
 pub mod forward;
 pub mod init_weights;
 pub mod phantom;
@@ -112,6 +113,8 @@ pub enum Command {
     Classify(classify::ClassifyArgs),
     /// Train the axSpA classifier (image only or image + clinical), resumable.
     TrainClassifier(train_classifier::TrainClassifierArgs),
+    /// Score masks against the truth (Dice, HD95, volumes) and classification probabilities against labels (AUC, DeLong): the paper's Tables 2 and 4 as Markdown and CSV, a ROC curve PNG.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 impl Cli {
@@ -133,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
         Command::ConvertWeights(a) => convert_weights::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Forward(a) => forward::run(a),
         Command::InitWeights(a) => init_weights::run(a),
         Command::Phantom(a) => phantom::run(a),

@@ -6,12 +6,14 @@
 //! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
 //! chooses the series of an archive to segment (`fmseg batch`); [`stats`] holds the statistics of
-//! `fmseg evaluate` (paired tests, ROC and DeLong, HD95).
+//! `fmseg evaluate` (paired tests, ROC and DeLong, HD95) and [`evaluation`] composes them into
+//! its tables and ROC figure.
 
 #[cfg(feature = "cuda")]
 pub mod classifier_input;
 pub mod clinical;
 pub mod device_study;
+pub mod evaluation;
 pub mod geometry;
 pub mod gradcam;
 pub mod metrics;

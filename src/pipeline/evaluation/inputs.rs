@@ -1,0 +1,293 @@
+//! The files `fmseg evaluate` reads: mask sets (`SET/<id>/fm_mask.nii.gz`, as `fmseg phantom`
+//! and `fmseg segment --out SET/<id>` write them), a labels CSV and scores (a CSV or
+//! `DIR/<id>/classification.json`). Every error names the file, and the line or field.
+//!
+//! The truth (or the labels) decide the cases: each must be in every prediction set, and a
+//! prediction for a case the truth does not have is ignored (a prediction directory may hold
+//! more cases than the evaluated set).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::SegCase;
+use crate::error::{Error, Result};
+use crate::io::nifti;
+use crate::pipeline::report::voxel_volume_ml;
+use crate::volume::Affine;
+
+/// The mask file of a case directory.
+pub const MASK_FILE: &str = "fm_mask.nii.gz";
+/// The classification result of a case directory.
+pub const CLASSIFICATION_FILE: &str = "classification.json";
+/// The probability column (CSV) or field (JSON) of a score.
+pub const PROBABILITY: &str = "probability_axspa";
+
+/// Two masks' grids must agree to this (mm, each affine entry): both are float32 in the file.
+const AFFINE_TOLERANCE_MM: f64 = 1e-3;
+
+/// The case ids of a mask set: every directory under `dir` not starting with `.` (an
+/// interrupted writer's temporary), sorted; each must hold [`MASK_FILE`].
+pub fn mask_set(dir: &Path) -> Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        let mask = entry.path().join(MASK_FILE);
+        if !mask.is_file() {
+            return Err(Error::format(&mask, format!("missing: case {name} of the set {} has no mask", dir.display())));
+        }
+        ids.push(name);
+    }
+    if ids.is_empty() {
+        return Err(Error::format(dir, format!("no cases: no <id>/{MASK_FILE} under it")));
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// A binary mask (non-zero = foreground) with its grid.
+pub struct Mask {
+    pub path: PathBuf,
+    pub dims: [usize; 3],
+    pub affine: Affine,
+    /// mm per axis (the affine's column lengths).
+    pub spacing: [f64; 3],
+    /// `|det|` of the affine (mm³), as `report.json` measures volumes.
+    pub voxel_mm3: f64,
+    pub data: Vec<u8>,
+}
+
+pub fn read_mask(path: &Path) -> Result<Mask> {
+    if !path.is_file() {
+        return Err(Error::format(path, "missing: no such mask file"));
+    }
+    let v = nifti::read(path)?;
+    Ok(Mask {
+        path: path.to_path_buf(),
+        dims: v.dims,
+        affine: v.affine,
+        spacing: v.spacing(),
+        voxel_mm3: voxel_volume_ml(&v) * 1000.0,
+        data: v.data.iter().map(|&x| u8::from(x != 0.0)).collect(),
+    })
+}
+
+fn same_grid(a: &Mask, b: &Mask) -> Result<()> {
+    let close =
+        a.affine.iter().flatten().zip(b.affine.iter().flatten()).all(|(x, y)| (x - y).abs() <= AFFINE_TOLERANCE_MM);
+    if a.dims != b.dims || !close {
+        return Err(Error::Shape(format!(
+            "{} (dims {:?}) and {} (dims {:?}) are not on the same voxel grid (dims or affine differ)",
+            a.path.display(),
+            a.dims,
+            b.path.display(),
+            b.dims
+        )));
+    }
+    Ok(())
+}
+
+/// The per-case metrics of each prediction set against the truth set, in the truth's case
+/// order (one `Vec` per prediction set). A case missing from a prediction set, or on another
+/// grid, is an error naming both.
+pub fn seg_cases(truth_dir: &Path, pred_dirs: &[&Path]) -> Result<Vec<Vec<SegCase>>> {
+    let ids = mask_set(truth_dir)?;
+    for p in pred_dirs {
+        if !p.is_dir() {
+            return Err(Error::format(p, "missing: not a directory of predictions (<id>/fm_mask.nii.gz)"));
+        }
+        // Every case's presence first: a missing one fails before any mask is read.
+        for id in &ids {
+            let m = p.join(id).join(MASK_FILE);
+            if !m.is_file() {
+                return Err(Error::format(
+                    &m,
+                    format!("missing: case {id} of the truth set {} has no prediction", truth_dir.display()),
+                ));
+            }
+        }
+    }
+    let mut out: Vec<Vec<SegCase>> = pred_dirs.iter().map(|_| Vec::new()).collect();
+    for id in &ids {
+        let truth = read_mask(&truth_dir.join(id).join(MASK_FILE))?;
+        for (k, p) in pred_dirs.iter().enumerate() {
+            let pred = read_mask(&p.join(id).join(MASK_FILE))?;
+            same_grid(&truth, &pred)?;
+            let case = SegCase::of(id, &truth.data, &pred.data, truth.dims, truth.spacing, truth.voxel_mm3)
+                .map_err(|e| Error::format(&pred.path, e.to_string()))?;
+            out[k].push(case);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// A CSV file: the header and the data rows with their 1-based line numbers.
+pub struct Csv {
+    pub path: PathBuf,
+    pub header: Vec<String>,
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Csv {
+    /// Read a comma-separated file with a header line (UTF-8, optional BOM, `\r\n` or `\n`,
+    /// fields optionally in double quotes with `""` for a quote; blank lines skipped).
+    pub fn read(path: &Path) -> Result<Csv> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let Some((hl, h)) = lines.next() else { return Err(Error::format(path, "empty: no header line")) };
+        let header = split(h).map_err(|m| Error::format(path, format!("line {}: {m}", hl + 1)))?;
+        let mut rows = Vec::new();
+        for (i, l) in lines {
+            let f = split(l).map_err(|m| Error::format(path, format!("line {}: {m}", i + 1)))?;
+            rows.push((i + 1, f));
+        }
+        Ok(Csv { path: path.to_path_buf(), header, rows })
+    }
+
+    /// The index of column `name`, or an error naming the file and the columns it has.
+    pub fn column(&self, name: &str) -> Result<usize> {
+        self.header.iter().position(|h| h == name).ok_or_else(|| {
+            Error::format(&self.path, format!("missing column {name:?} (the header has {:?})", self.header))
+        })
+    }
+
+    /// Field `col` of a row, or an error naming the line.
+    pub fn field<'a>(&self, line: usize, row: &'a [String], col: usize) -> Result<&'a str> {
+        row.get(col).map(|s| s.as_str()).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!("line {line}: {} fields, the header has {}", row.len(), self.header.len()),
+            )
+        })
+    }
+}
+
+fn split(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if cur.trim().is_empty() => {
+                cur.clear();
+                quoted = true
+            }
+            (false, ',') => fields.push(std::mem::take(&mut cur).trim().to_string()),
+            (_, c) => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quoted field".into());
+    }
+    fields.push(cur.trim().to_string());
+    Ok(fields)
+}
+
+/// `(id, is axSpA)` per case of a labels CSV (columns `id` and `label`; `axSpA` / `non-axSpA`,
+/// any case, or `1` / `0`; other columns ignored), in file order.
+pub fn read_labels(path: &Path) -> Result<Vec<(String, bool)>> {
+    let csv = Csv::read(path)?;
+    let (ci, cl) = (csv.column("id")?, csv.column("label")?);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (line, row) in &csv.rows {
+        let id = csv.field(*line, row, ci)?;
+        let label = csv.field(*line, row, cl)?;
+        if id.is_empty() {
+            return Err(Error::format(path, format!("line {line}: empty id")));
+        }
+        if let Some(first) = seen.insert(id.to_string(), *line) {
+            return Err(Error::format(path, format!("line {line}: duplicate id {id:?} (first on line {first})")));
+        }
+        let positive = match label.to_ascii_lowercase().as_str() {
+            "axspa" | "1" => true,
+            "non-axspa" | "0" => false,
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!("line {line}: unknown label {label:?} (expected axSpA, non-axSpA, 1 or 0)"),
+                ))
+            }
+        };
+        out.push((id.to_string(), positive));
+    }
+    if out.is_empty() {
+        return Err(Error::format(path, "no cases: a header and no rows"));
+    }
+    Ok(out)
+}
+
+fn probability(path: &Path, place: &str, text: &str) -> Result<f64> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(Error::format(path, format!("{place}: {PROBABILITY} {p} is not a probability in [0, 1]"))),
+        Err(_) => Err(Error::format(path, format!("{place}: {PROBABILITY} {text:?} is not a number"))),
+    }
+}
+
+/// The scores of the cases `ids`, in their order, from `source`: a CSV with columns `id` and
+/// [`PROBABILITY`], or a directory of `<id>/classification.json` each with a number field
+/// [`PROBABILITY`].
+pub fn read_scores(source: &Path, ids: &[String]) -> Result<Vec<f64>> {
+    if source.is_dir() {
+        return ids.iter().map(|id| json_score(&source.join(id).join(CLASSIFICATION_FILE), id)).collect();
+    }
+    let csv = Csv::read(source)?;
+    let (ci, cp) = (csv.column("id")?, csv.column(PROBABILITY)?);
+    let mut scores: HashMap<&str, (usize, f64)> = HashMap::new();
+    for (line, row) in &csv.rows {
+        let id = csv.field(*line, row, ci)?;
+        let p = probability(source, &format!("line {line}"), csv.field(*line, row, cp)?)?;
+        if let Some((first, _)) = scores.insert(id, (*line, p)) {
+            return Err(Error::format(source, format!("line {line}: duplicate id {id:?} (first on line {first})")));
+        }
+    }
+    ids.iter()
+        .map(|id| {
+            scores
+                .get(id.as_str())
+                .map(|&(_, p)| p)
+                .ok_or_else(|| Error::format(source, format!("missing: no score for case {id}")))
+        })
+        .collect()
+}
+
+fn json_score(path: &Path, id: &str) -> Result<f64> {
+    if !path.is_file() {
+        return Err(Error::format(path, format!("missing: no classification of case {id}")));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+    match v.get(PROBABILITY) {
+        Some(serde_json::Value::Number(n)) => probability(path, &format!("field {PROBABILITY}"), &n.to_string()),
+        Some(other) => Err(Error::format(path, format!("field {PROBABILITY} is {other}, not a number"))),
+        None => Err(Error::format(path, format!("missing field {PROBABILITY}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields() {
+        assert_eq!(split(" a , \"b, c\" ,\"d\"\"e\"").unwrap(), ["a", "b, c", "d\"e"]);
+        assert_eq!(split("a,,").unwrap(), ["a", "", ""]);
+        assert!(split("\"a").is_err());
+    }
+}
