@@ -3,8 +3,10 @@
 //! Per case `DIR/case_XXX/`: `dicom/*.dcm` (the study as a classic MR Image Storage series:
 //! int16 samples with the vendor-like rescale, the oblique geometry, the patient's sex, age,
 //! field strength and timing), `fm_mask.nii.gz` (the ground-truth mask on the image grid,
-//! uint8), `manifest.json` (patient, acquisition, scanner effects, lesions), optionally
-//! `preview.png`; and `DIR/manifest.json` listing the set (extended by later runs of the same
+//! uint8), `manifest.json` (patient, acquisition, scanner effects, lesions), `clinical.json`
+//! (the patient's variables as `fmseg classify --clinical` reads them), optionally
+//! `preview.png`; and `DIR/manifest.json` listing the set, `DIR/cases.csv` (id, diagnosis,
+//! clinical variables: what `train-classifier --data DIR` and `evaluate --labels` read) (extended by later runs of the same
 //! set with `--first`; existing case directories are only replaced with `--force`). Each case
 //! is written under a temporary name and renamed when complete. Case `i` has seed
 //! `phantom::rng::case_seed(S, i)` and its diagnosis is axSpA exactly when
@@ -17,6 +19,7 @@ use crate::phantom::patient::Diagnosis;
 use crate::phantom::preview::{even_slices, montage, write_png};
 use crate::phantom::rng::case_seed;
 use crate::phantom::{generate_case, Case, PhantomConfig, Sex};
+use crate::pipeline::clinical::Clinical;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -159,7 +162,42 @@ pub fn run(args: PhantomArgs) -> anyhow::Result<()> {
         cases,
     };
     write_json(&set_path, &set)?;
+    write_cases_csv(&args.out, &set)?;
     Ok(())
+}
+
+/// Each case's `clinical.json` in a case directory.
+pub const CLINICAL_FILE: &str = "clinical.json";
+
+/// `cases.csv` of the set (id, label, clinical variables): what `fmseg train-classifier --data
+/// DIR` and `fmseg evaluate --labels` read.
+fn write_cases_csv(dir: &Path, set: &SetManifest) -> anyhow::Result<()> {
+    let mut text = String::from("id,label,age_years,sex,hla_b27,crp_mg_per_l,esr_mm_per_h\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    for c in &set.cases {
+        let path = dir.join(&c.id).join(CLINICAL_FILE);
+        let k = Clinical::from_json_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let label = if c.diagnosis == Diagnosis::AxSpA { "axSpA" } else { "non-axSpA" };
+        let sex = match k.sex {
+            Some(crate::pipeline::clinical::Sex::Male) => "M",
+            Some(crate::pipeline::clinical::Sex::Female) => "F",
+            None => "",
+        };
+        let hla = match k.hla_b27 {
+            Some(true) => "positive",
+            Some(false) => "negative",
+            None => "",
+        };
+        text.push_str(&format!(
+            "{},{label},{},{sex},{hla},{},{}\n",
+            c.id,
+            opt(k.age_years),
+            opt(k.crp_mg_per_l),
+            opt(k.esr_mm_per_h)
+        ));
+    }
+    let path = dir.join("cases.csv");
+    crate::phantom::manifest::write_atomic(&path, text.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Writes one case's files into `dir` (created); returns their names relative to `dir`.
@@ -205,6 +243,9 @@ pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<
     files.push("fm_mask.nii.gz".to_string());
     write_json(&dir.join("manifest.json"), &case.manifest)?;
     files.push("manifest.json".to_string());
+    // The patient's variables as `fmseg classify --clinical` reads them.
+    write_json(&dir.join(CLINICAL_FILE), &Clinical::from(&m.patient))?;
+    files.push(CLINICAL_FILE.to_string());
     if preview {
         let slices = even_slices(case.image.dims[2], 8);
         let img = montage(&case.image, Some(&case.mask), &slices, 4, 2);
