@@ -6,8 +6,10 @@
 //! [`geometry`] holds the MONAI/PyTorch grid arithmetic they share. [`segment`] runs the
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
 //! chooses the series of an archive to segment (`fmseg batch`); [`stats`] holds the statistics of
-//! `fmseg evaluate` (paired tests, ROC and DeLong, HD95).
+//! `fmseg evaluate` (paired tests, ROC and DeLong, HD95); [`clinical`] reads the clinical
+//! variables (age, sex, HLA-B27, CRP, ESR) of the classifier's clinical branch.
 
+pub mod clinical;
 #[cfg(feature = "cuda")]
 pub mod device_study;
 pub mod geometry;
