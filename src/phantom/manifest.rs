@@ -13,7 +13,10 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Bumped whenever the same seed would give a different case.
+/// Bumped whenever the same seed would give a different case. Not for a new manifest field that
+/// leaves every case as it was: `patient.esr_mm_per_h` appeared in version 2 without changing
+/// any image, mask or other field (it has its own random stream), and manifests written before
+/// it read back with ESR missing.
 pub const GENERATOR_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

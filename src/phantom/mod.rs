@@ -1,7 +1,7 @@
 //! Synthetic axial-oblique T1-weighted sacroiliac-joint MRI studies with ground-truth
 //! fat-metaplasia masks: the built-in example, the end-to-end test data and the training data.
 //!
-//! A case is a pure function of its seed: patient (diagnosis, age, sex, HLA-B27, CRP), anatomy
+//! A case is a pure function of its seed: patient (diagnosis, age, sex, HLA-B27, CRP, ESR), anatomy
 //! (sacrum with canal and foramina, both ilia, the auricular joints, muscles, pelvic contents,
 //! body outline; all sizes, curvatures and asymmetries drawn per case), lesions and
 //! confounders, the acquisition (tilted slab, matrix, pixel size, slices, field strength,
@@ -233,7 +233,7 @@ fn build(seed: u64, cfg: &PhantomConfig) -> Built {
             Diagnosis::NonAxSpA
         }
     });
-    let patient = sample_patient(&mut prng, diagnosis);
+    let patient = sample_patient(&mut prng, seed, diagnosis);
     let (acq, pose) = sample_acquisition(&mut Rng::new(seed, stream::ACQUISITION));
     let grid = grid_of(&acq, &pose);
     let pelvis = sample_pelvis(&mut Rng::new(seed, stream::ANATOMY), &patient);

@@ -17,6 +17,8 @@ pub mod stream {
     pub const CONFOUNDERS: u64 = 5;
     pub const SCANNER: u64 = 6;
     pub const TEXTURE: u64 = 7;
+    /// The patient's ESR, added after the others: its own stream, so no earlier draw moved.
+    pub const ESR: u64 = 8;
     /// Slice `k`'s noise uses stream `NOISE_BASE + k`.
     pub const NOISE_BASE: u64 = 1 << 32;
 }

@@ -1,19 +1,19 @@
-//! The clinical variables of the classifier's clinical branch, as the paper's Table 1 records
-//! them (age, sex, HLA-B27, CRP, ESR), read from a JSON file (`fmseg classify --clinical`) or a
-//! `cases.csv` row, checked, and encoded as the network's 9 features.
+//! The clinical variables the classifier's clinical branch takes, as the paper's Table 1 records
+//! them: age, sex, HLA-B27, CRP and ESR, each of which may be missing. [`Clinical`] holds one
+//! patient's values, read from a JSON file ([`Clinical::from_json_file`]) or, for a cohort, from
+//! a CSV with one row per case ([`read_cases_csv`]); [`Clinical::features`] is the fixed-length
+//! vector the network sees.
 //!
-//! Encoding ([`Clinical::features`]): a missing value is imputed with the cohort's typical
-//! value (a z-score of 0) and flagged by its own indicator, so it contributes nothing but the
-//! indicator's learnt weight; CRP and ESR are log-normal, so they enter as `ln(1 + x)`,
-//! centred and scaled by constants that put the paper's cohort near 0 with unit spread.
-
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+//! Readers are strict: an unknown key or column, a value of the wrong type or one no patient can
+//! have is an error naming the file, the field (and the line, in a CSV) and the value, because a
+//! silently dropped `crp` column or a CRP typed in mg/dl would feed the classifier a plausible but
+//! wrong patient.
 
 use crate::error::{Error, Result};
-use crate::model::catalog::CLINICAL_FEATURES;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sex {
@@ -23,21 +23,42 @@ pub enum Sex {
     Female,
 }
 
-/// One patient's variables; `None` is missing.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// One patient's clinical variables; `None` is "not recorded".
+///
+/// Serialises (serde) to the JSON that [`Clinical::from_json_file`] reads back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Clinical {
     pub age_years: Option<f64>,
     pub sex: Option<Sex>,
-    /// `true` positive, `false` negative.
+    /// `Some(true)`: HLA-B27 positive.
     pub hla_b27: Option<bool>,
     pub crp_mg_per_l: Option<f64>,
     pub esr_mm_per_h: Option<f64>,
 }
 
-/// The accepted fields, in the order of `cases.csv`'s optional columns.
-pub const FIELDS: [&str; 5] = ["age_years", "sex", "hla_b27", "crp_mg_per_l", "esr_mm_per_h"];
+/// The keys of the JSON object and the clinical columns of the CSV.
+pub const CLINICAL_KEYS: [&str; 5] = ["age_years", "sex", "hla_b27", "crp_mg_per_l", "esr_mm_per_h"];
 
-/// The network's features, in order.
+// Plausibility limits: beyond them the value is a typing or unit error (CRP in mg/dl would be
+// ten times too small, so it cannot be caught; one in nmol/l, about 95 times too large, is).
+pub const AGE_MAX_YEARS: f64 = 120.0;
+pub const CRP_MAX_MG_PER_L: f64 = 1000.0;
+pub const ESR_MAX_MM_PER_H: f64 = 200.0;
+
+// Feature scaling. Centres are round values near Table 1's cohort (median age 26, CRP 7 mg/l
+// so ln(1 + 7) = 2.08, ESR 20 mm/h so ln(1 + 20) = 3.04) and scales keep the features of order
+// one; they are part of the network's input contract, so they never change for a trained model.
+pub const AGE_CENTRE_YEARS: f64 = 30.0;
+pub const AGE_SCALE_YEARS: f64 = 10.0;
+pub const LOG_CRP_CENTRE: f64 = 2.0;
+pub const LOG_CRP_SCALE: f64 = 1.0;
+pub const LOG_ESR_CENTRE: f64 = 3.0;
+pub const LOG_ESR_SCALE: f64 = 1.0;
+/// The `male` feature when sex is not recorded: halfway, so it leans neither way.
+pub const SEX_MISSING: f32 = 0.5;
+
+/// The classifier's clinical inputs (its catalog's width).
+pub use crate::model::catalog::CLINICAL_FEATURES;
 pub const FEATURE_NAMES: [&str; CLINICAL_FEATURES] = [
     "age_z",
     "male",
@@ -50,182 +71,314 @@ pub const FEATURE_NAMES: [&str; CLINICAL_FEATURES] = [
     "esr_missing",
 ];
 
-/// `age_z = (age - AGE_CENTRE) / AGE_SCALE` (the paper's cohort: median 28, IQR 23-34).
-const AGE_CENTRE: f64 = 30.0;
-const AGE_SCALE: f64 = 10.0;
-/// `ln(1 + CRP mg/l)`: the cohort's median 7 gives about 2.
-const LOG_CRP_CENTRE: f64 = 2.0;
-/// `ln(1 + ESR mm/h)`: the cohort's median 20 gives about 3.
-const LOG_ESR_CENTRE: f64 = 3.0;
-
-/// Largest plausible values; anything above is a unit or typing error.
-const MAX_AGE: f64 = 120.0;
-const MAX_CRP: f64 = 1000.0;
-const MAX_ESR: f64 = 200.0;
-
 impl Clinical {
-    /// The 9 features ([`FEATURE_NAMES`]; module docs).
+    /// The clinical branch's input, in the order of [`FEATURE_NAMES`].
+    ///
+    /// Missing values are imputed with the centre (a z-score of 0) and flagged by their own
+    /// indicator, so a missing value contributes nothing but its indicator's weight, and the
+    /// network can learn whether "not measured" itself means something (HLA-B27 is often not
+    /// tested when axSpA is not suspected; hence a one-hot of three rather than one 0/1 feature).
+    /// CRP and ESR are roughly log-normal across patients: on a log scale one very high value
+    /// does not dominate and `ln(1 + x)` keeps a 0 finite.
     pub fn features(&self) -> [f32; CLINICAL_FEATURES] {
-        let age = self.age_years.map_or(0.0, |a| (a - AGE_CENTRE) / AGE_SCALE);
-        let male = match self.sex {
-            Some(Sex::Male) => 1.0,
-            Some(Sex::Female) => 0.0,
-            None => 0.5,
+        let z = |v: Option<f64>, f: fn(f64) -> f64, centre: f64, scale: f64| {
+            v.map_or(0.0, |x| ((f(x) - centre) / scale) as f32)
         };
-        let hla = |v: Option<bool>| {
-            [(v == Some(true)) as u8 as f64, (v == Some(false)) as u8 as f64, v.is_none() as u8 as f64]
-        };
-        let log = |v: Option<f64>, centre: f64| v.map_or((0.0, 1.0), |x| ((1.0 + x).ln() - centre, 0.0));
-        let (crp, crp_missing) = log(self.crp_mg_per_l, LOG_CRP_CENTRE);
-        let (esr, esr_missing) = log(self.esr_mm_per_h, LOG_ESR_CENTRE);
-        let [p, n, m] = hla(self.hla_b27);
-        [age, male, p, n, m, crp, crp_missing, esr, esr_missing].map(|v| v as f32)
+        let missing = |present: bool| if present { 0.0 } else { 1.0 };
+        [
+            z(self.age_years, |a| a, AGE_CENTRE_YEARS, AGE_SCALE_YEARS),
+            match self.sex {
+                Some(Sex::Male) => 1.0,
+                Some(Sex::Female) => 0.0,
+                None => SEX_MISSING,
+            },
+            (self.hla_b27 == Some(true)) as u8 as f32,
+            (self.hla_b27 == Some(false)) as u8 as f32,
+            missing(self.hla_b27.is_some()),
+            z(self.crp_mg_per_l, f64::ln_1p, LOG_CRP_CENTRE, LOG_CRP_SCALE),
+            missing(self.crp_mg_per_l.is_some()),
+            z(self.esr_mm_per_h, f64::ln_1p, LOG_ESR_CENTRE, LOG_ESR_SCALE),
+            missing(self.esr_mm_per_h.is_some()),
+        ]
     }
 
-    /// Reads a JSON object of [`FIELDS`] (each may be absent or null). Unknown keys, wrong
-    /// types and impossible values are errors naming the file and the field.
+    /// Reads a JSON object with any of [`CLINICAL_KEYS`]; an absent key or `null` is missing.
     pub fn from_json_file(path: &Path) -> Result<Clinical> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
-        let Value::Object(map) = v else {
-            return Err(Error::format(path, "expected a JSON object of clinical variables"));
-        };
-        let mut c = Clinical::default();
-        for (k, v) in &map {
-            let bad = |why: String| Error::format(path, format!("field '{k}': {why}"));
-            if v.is_null() {
-                if !FIELDS.contains(&k.as_str()) {
-                    return Err(unknown(path, k));
-                }
-                continue;
-            }
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                other => return Err(bad(format!("{other} is not a value"))),
-            };
-            c.set(k, &text).map_err(|e| match e {
-                SetError::Unknown => unknown(path, k),
-                SetError::Bad(why) => bad(why),
-            })?;
-        }
-        Ok(c)
+        Clinical::from_json_str(&text, path)
     }
 
-    /// Sets field `name` from its text form (a CSV cell, a JSON value); empty is missing.
-    fn set(&mut self, name: &str, text: &str) -> std::result::Result<(), SetError> {
-        let t = text.trim();
-        let number = |max: f64, unit: &str| -> std::result::Result<Option<f64>, SetError> {
-            if t.is_empty() {
-                return Ok(None);
-            }
-            let v: f64 = t.parse().map_err(|_| SetError::Bad(format!("'{t}' is not a number")))?;
-            if !v.is_finite() || !(0.0..=max).contains(&v) {
-                return Err(SetError::Bad(format!("{v} {unit} is impossible (expected 0 to {max})")));
-            }
-            Ok(Some(v))
+    /// As [`Clinical::from_json_file`], from text; `origin` names it in errors.
+    pub fn from_json_str(text: &str, origin: &Path) -> Result<Clinical> {
+        let bad = |msg: String| Error::format(origin, msg);
+        let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(bad(format!("expected a JSON object of clinical variables, found {}", kind(&value))));
         };
-        match name {
-            "age_years" => self.age_years = number(MAX_AGE, "years")?,
-            "crp_mg_per_l" => self.crp_mg_per_l = number(MAX_CRP, "mg/l")?,
-            "esr_mm_per_h" => self.esr_mm_per_h = number(MAX_ESR, "mm/h")?,
-            "sex" => {
-                self.sex = match t.to_ascii_lowercase().as_str() {
-                    "" => None,
-                    "m" | "male" => Some(Sex::Male),
-                    "f" | "female" => Some(Sex::Female),
-                    _ => return Err(SetError::Bad(format!("'{t}' is not M, F, male or female"))),
-                }
-            }
-            "hla_b27" => {
-                self.hla_b27 = match t.to_ascii_lowercase().as_str() {
-                    "" | "missing" => None,
-                    "positive" | "pos" | "+" | "true" | "1" => Some(true),
-                    "negative" | "neg" | "-" | "false" | "0" => Some(false),
-                    _ => return Err(SetError::Bad(format!("'{t}' is not positive or negative"))),
-                }
-            }
-            _ => return Err(SetError::Unknown),
+        if let Some(key) = map.keys().find(|k| !CLINICAL_KEYS.contains(&k.as_str())) {
+            return Err(bad(format!("unknown key \"{key}\" (accepted: {})", CLINICAL_KEYS.join(", "))));
         }
-        Ok(())
+        let get = |key: &str| map.get(key).filter(|v| !v.is_null());
+        let field = |key: &str, msg: String| bad(format!("{key} = {}: {msg}", map.get(key).unwrap_or(&Value::Null)));
+        let number = |key: &str| -> Result<Option<f64>> {
+            match get(key) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| field(key, "not a number".into())),
+                Some(v) => Err(field(key, format!("expected a number, found {}", kind(v)))),
+            }
+        };
+        let word = |key: &str, what: &str| -> Result<Option<&str>> {
+            match get(key) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.as_str())),
+                Some(v) => Err(field(key, format!("expected {what}, found {}", kind(v)))),
+            }
+        };
+        let hla_b27 = match get("hla_b27") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::String(s)) => Some(parse_hla_b27(s).map_err(|m| field("hla_b27", m))?),
+            Some(v) => {
+                let msg = format!("expected \"positive\", \"negative\" or a boolean, found {}", kind(v));
+                return Err(field("hla_b27", msg));
+            }
+        };
+        let opt = |key: &str, v: Option<f64>, check: fn(f64) -> std::result::Result<f64, String>| {
+            v.map(check).transpose().map_err(|m| field(key, m))
+        };
+        Ok(Clinical {
+            age_years: opt("age_years", number("age_years")?, check_age)?,
+            sex: word("sex", "\"M\" or \"F\"")?.map(parse_sex).transpose().map_err(|m| field("sex", m))?,
+            hla_b27,
+            crp_mg_per_l: opt("crp_mg_per_l", number("crp_mg_per_l")?, check_crp)?,
+            esr_mm_per_h: opt("esr_mm_per_h", number("esr_mm_per_h")?, check_esr)?,
+        })
     }
 }
 
-enum SetError {
-    Unknown,
-    Bad(String),
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
-fn unknown(path: &Path, k: &str) -> Error {
-    Error::format(path, format!("unknown field '{k}' (the accepted ones: {})", FIELDS.join(", ")))
+// Value checks shared by the JSON and CSV readers; the message says what was wrong, the caller
+// adds the file, line and field.
+
+fn check_age(a: f64) -> std::result::Result<f64, String> {
+    if a.is_finite() && (0.0..=AGE_MAX_YEARS).contains(&a) {
+        Ok(a)
+    } else {
+        Err(format!("age must be between 0 and {AGE_MAX_YEARS} years"))
+    }
 }
 
-/// One row of `cases.csv`.
+fn check_lab(x: f64, max: f64, unit: &str) -> std::result::Result<f64, String> {
+    if !x.is_finite() || x < 0.0 {
+        Err(format!("must be a finite number >= 0 {unit}"))
+    } else if x > max {
+        Err(format!("above {max} {unit}: not a plausible value (wrong unit?)"))
+    } else {
+        Ok(x)
+    }
+}
+
+fn check_crp(x: f64) -> std::result::Result<f64, String> {
+    check_lab(x, CRP_MAX_MG_PER_L, "mg/l")
+}
+
+fn check_esr(x: f64) -> std::result::Result<f64, String> {
+    check_lab(x, ESR_MAX_MM_PER_H, "mm/h")
+}
+
+fn parse_sex(s: &str) -> std::result::Result<Sex, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "m" | "male" => Ok(Sex::Male),
+        "f" | "female" => Ok(Sex::Female),
+        _ => Err("expected \"M\", \"F\", \"male\" or \"female\"".into()),
+    }
+}
+
+fn parse_hla_b27(s: &str) -> std::result::Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "positive" | "true" => Ok(true),
+        "negative" | "false" => Ok(false),
+        _ => Err("expected \"positive\" or \"negative\"".into()),
+    }
+}
+
+fn parse_label(s: &str) -> std::result::Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "axspa" | "1" => Ok(true),
+        "non-axspa" | "0" => Ok(false),
+        _ => Err("expected \"axSpA\", \"non-axSpA\", 1 or 0".into()),
+    }
+}
+
+fn parse_number(s: &str) -> std::result::Result<f64, String> {
+    s.parse::<f64>().map_err(|_| "not a number".to_string())
+}
+
+/// One row of a cohort CSV.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaseRecord {
     pub id: String,
-    /// `true`: axSpA; `None`: not given.
+    /// `Some(true)`: axSpA; `None`: not known (a case to classify).
     pub label: Option<bool>,
     pub clinical: Clinical,
 }
 
-/// Reads `cases.csv`: a header with `id` (required), `label` (`axSpA`/`non-axSpA`/1/0, empty
-/// unknown) and any of [`FIELDS`]; plain comma-separated cells (no quoting). Unknown columns,
-/// duplicate ids, wrong cell counts and bad values are errors naming the file, line and field.
+/// The columns of a cohort CSV besides [`CLINICAL_KEYS`].
+pub const CASE_COLUMNS: [&str; 2] = ["id", "label"];
+
+/// Reads a cohort CSV: a header row naming `id` (required), and any of `label` (`axSpA`,
+/// `non-axSpA`, 1, 0) and [`CLINICAL_KEYS`], in any order; then one row per case. An empty
+/// cell is missing. Fields may be double-quoted (RFC 4180: `""` is a quote inside one).
 pub fn read_cases_csv(path: &Path) -> Result<Vec<CaseRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(Error::format(path, "empty: expected a header line with at least 'id'"));
+    let bad = |msg: String| Error::format(path, msg);
+    let mut rows = parse_csv(&text).map_err(bad)?.into_iter();
+    let Some((_, header)) = rows.next() else {
+        return Err(bad("empty: expected a header row naming at least `id`".into()));
     };
-    let cols: Vec<String> = header.split(',').map(|c| c.trim().to_string()).collect();
-    for c in &cols {
-        if c != "id" && c != "label" && !FIELDS.contains(&c.as_str()) {
-            return Err(Error::format(
-                path,
-                format!("unknown column '{c}' (the accepted ones: id, label, {})", FIELDS.join(", ")),
-            ));
+    let accepted = || CASE_COLUMNS.iter().chain(CLINICAL_KEYS.iter()).copied().collect::<Vec<_>>().join(", ");
+    let mut col: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in header.iter().enumerate() {
+        let name = name.trim();
+        if !CASE_COLUMNS.contains(&name) && !CLINICAL_KEYS.contains(&name) {
+            return Err(bad(format!("line 1: unknown column \"{name}\" (accepted: {})", accepted())));
+        }
+        if col.insert(name, i).is_some() {
+            return Err(bad(format!("line 1: column \"{name}\" appears twice")));
         }
     }
-    let id_col = cols.iter().position(|c| c == "id").ok_or_else(|| Error::format(path, "no 'id' column"))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (n, line) in lines {
-        let at = |why: String| Error::format(path, format!("line {}: {why}", n + 1));
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cells.len() != cols.len() {
-            return Err(at(format!("{} cells, the header has {}", cells.len(), cols.len())));
+    if !col.contains_key("id") {
+        return Err(bad(format!("line 1: no `id` column (columns: {})", header.join(", "))));
+    }
+
+    let mut cases = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (line, row) in rows {
+        if row.len() != header.len() {
+            return Err(bad(format!("line {line}: {} fields, the header has {}", row.len(), header.len())));
         }
-        let id = cells[id_col].to_string();
-        if id.is_empty() || id.contains(['/', '\\']) || id == "." || id == ".." {
-            return Err(at(format!("id '{id}' must be a plain, non-empty name")));
+        let cell = |name: &str| col.get(name).map(|&i| row[i].trim()).filter(|s| !s.is_empty());
+        // Parses column `name` with `parse`; an error names the line, column and cell.
+        let get = |name: &str, parse: &dyn Fn(&str) -> std::result::Result<f64, String>| {
+            cell(name).map(|s| parse(s).map_err(|m| bad(format!("line {line}: {name} = \"{s}\": {m}")))).transpose()
+        };
+        let flag = |name: &str, parse: fn(&str) -> std::result::Result<bool, String>| {
+            cell(name).map(|s| parse(s).map_err(|m| bad(format!("line {line}: {name} = \"{s}\": {m}")))).transpose()
+        };
+        let Some(id) = cell("id") else {
+            return Err(bad(format!("line {line}: id is empty")));
+        };
+        if let Some(first) = seen.insert(id.to_string(), line) {
+            return Err(bad(format!("line {line}: id \"{id}\" already on line {first}")));
         }
-        if !seen.insert(id.clone()) {
-            return Err(at(format!("duplicate id '{id}'")));
-        }
-        let mut rec = CaseRecord { id, label: None, clinical: Clinical::default() };
-        for (c, cell) in cols.iter().zip(&cells) {
-            match c.as_str() {
-                "id" => {}
-                "label" => {
-                    rec.label = match cell.to_ascii_lowercase().as_str() {
-                        "" => None,
-                        "axspa" | "1" => Some(true),
-                        "non-axspa" | "0" => Some(false),
-                        _ => return Err(at(format!("label '{cell}' is not axSpA, non-axSpA, 1 or 0"))),
-                    }
+        let sex = cell("sex")
+            .map(|s| parse_sex(s).map_err(|m| bad(format!("line {line}: sex = \"{s}\": {m}"))))
+            .transpose()?;
+        cases.push(CaseRecord {
+            id: id.to_string(),
+            label: flag("label", parse_label)?,
+            clinical: Clinical {
+                age_years: get("age_years", &|s| parse_number(s).and_then(check_age))?,
+                sex,
+                hla_b27: flag("hla_b27", parse_hla_b27)?,
+                crp_mg_per_l: get("crp_mg_per_l", &|s| parse_number(s).and_then(check_crp))?,
+                esr_mm_per_h: get("esr_mm_per_h", &|s| parse_number(s).and_then(check_esr))?,
+            },
+        });
+    }
+    Ok(cases)
+}
+
+/// Splits CSV text into records, each with the 1-based line it starts on. The RFC 4180 subset:
+/// comma separators, LF or CRLF line ends, double-quoted fields (which may hold commas, line
+/// breaks and `""`); a leading UTF-8 byte-order mark and blank lines are skipped.
+fn parse_csv(text: &str) -> std::result::Result<Vec<(usize, Vec<String>)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut records = Vec::new();
+    let (mut record, mut field) = (Vec::new(), String::new());
+    let (mut line, mut start) = (1usize, 1usize);
+    // `quoted`: inside quotes; `was_quoted`: this field was quoted (only a separator may follow).
+    let (mut quoted, mut was_quoted) = (false, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
                 }
-                f => rec.clinical.set(f, cell).map_err(|e| match e {
-                    SetError::Unknown => at(format!("unknown field '{f}'")),
-                    SetError::Bad(why) => at(format!("field '{f}': {why}")),
-                })?,
+                '"' => quoted = false,
+                c => {
+                    if c == '\n' {
+                        line += 1;
+                    }
+                    field.push(c);
+                }
             }
+            continue;
         }
-        out.push(rec);
+        match c {
+            '"' if field.is_empty() && !was_quoted => (quoted, was_quoted) = (true, true),
+            ',' => {
+                record.push(std::mem::take(&mut field));
+                was_quoted = false;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' => {
+                record.push(std::mem::take(&mut field));
+                was_quoted = false;
+                // A blank line is a record of one empty field: skip it.
+                if !(record.len() == 1 && record[0].is_empty()) {
+                    records.push((start, std::mem::take(&mut record)));
+                }
+                record.clear();
+                line += 1;
+                start = line;
+            }
+            '"' => return Err(format!("line {line}: a quote inside an unquoted field (quote the whole field)")),
+            c if was_quoted && !c.is_whitespace() => {
+                return Err(format!("line {line}: text after a closing quote (write \"\" for a quote inside one)"))
+            }
+            c => field.push(c),
+        }
     }
-    if out.is_empty() {
-        return Err(Error::format(path, "no cases below the header"));
+    if quoted {
+        return Err(format!("line {start}: a quoted field is not closed"));
     }
-    Ok(out)
+    record.push(field);
+    if !(record.len() == 1 && record[0].is_empty()) {
+        records.push((start, record));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_subset() {
+        let r = parse_csv("\u{feff}id,sex\r\n\"a,1\",M\n\n\"b\"\"\nc\",F\n").unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (1, vec!["id".to_string(), "sex".to_string()]),
+                (2, vec!["a,1".to_string(), "M".to_string()]),
+                (4, vec!["b\"\nc".to_string(), "F".to_string()]),
+            ]
+        );
+        assert!(parse_csv("id\n\"a").unwrap_err().starts_with("line 2:"));
+        assert!(parse_csv("id\na\"b").unwrap_err().starts_with("line 2:"));
+        assert!(parse_csv("id\n\"a\"b").unwrap_err().starts_with("line 2:"));
+    }
 }

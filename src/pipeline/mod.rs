@@ -7,11 +7,13 @@
 //! whole flow from an image file; [`report`] and [`overlay`] describe its result; [`rules`]
 //! chooses the series of an archive to segment (`fmseg batch`); [`stats`] holds the statistics of
 //! `fmseg evaluate` (paired tests, ROC and DeLong, HD95) and [`evaluation`] composes them into
-//! its tables and ROC figure.
+//! its tables and ROC figure; [`clinical`] reads the clinical variables (age, sex, HLA-B27, CRP,
+//! ESR) of the classifier's clinical branch, [`classifier_input`] makes the classifier's input
+//! and [`gradcam`] its explanation.
 
-#[cfg(feature = "cuda")]
 pub mod classifier_input;
 pub mod clinical;
+#[cfg(feature = "cuda")]
 pub mod device_study;
 pub mod evaluation;
 pub mod geometry;
