@@ -539,6 +539,7 @@ pub fn run(a: BatchArgs) -> anyhow::Result<()> {
                             timings: job.timings.clone(),
                             started: t0,
                             sidecar: Some((RECORD_FILE, &make)),
+                            classified: None,
                         };
                         let written = OutputDir::open(&dir)
                             .map_err(|e| WriteError::Write(anyhow::anyhow!("{e}")))

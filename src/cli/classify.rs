@@ -30,7 +30,9 @@ use crate::volume::Volume;
 pub const BUNDLED_IMAGE_CLASSIFIER: &str = "weights/fmseg-classifier-image.fmw";
 pub const BUNDLED_CLINICAL_CLASSIFIER: &str = "weights/fmseg-classifier-clinical.fmw";
 pub const CLASSIFICATION_FILE: &str = "classification.json";
-const OUTPUTS: [&str; 4] = [CLASSIFICATION_FILE, "gradcam.nii.gz", "gradcam.png", "fm_mask.nii.gz"];
+pub const GRADCAM_FILE: &str = "gradcam.nii.gz";
+pub const GRADCAM_PNG: &str = "gradcam.png";
+const OUTPUTS: [&str; 4] = [CLASSIFICATION_FILE, GRADCAM_FILE, GRADCAM_PNG, "fm_mask.nii.gz"];
 
 #[derive(Args, Debug)]
 pub struct ClassifyArgs {
@@ -66,9 +68,9 @@ pub struct ClassifyArgs {
 }
 
 #[derive(Serialize)]
-struct ModelRef {
-    path: String,
-    sha256: String,
+pub struct ModelRef {
+    pub path: String,
+    pub sha256: String,
 }
 
 #[derive(Serialize)]
@@ -103,127 +105,175 @@ struct CropInfo {
     dims: [usize; 3],
 }
 
+/// The classifier, its weights and the clinical variables, checked and loaded before any
+/// image is read (shared by `classify` and `segment --classify`).
+pub struct ClassifierSetup {
+    path: PathBuf,
+    weights: ClassifierWeights,
+    engine: AnyClassifier,
+    clinical: Option<(PathBuf, Clinical)>,
+    threshold: f64,
+}
+
+impl ClassifierSetup {
+    /// `classifier` (default: the bundled variant that fits whether `clinical` is given), the
+    /// clinical JSON, the threshold (default: the model card's).
+    pub fn load(
+        classifier: Option<&Path>,
+        clinical: Option<&Path>,
+        threshold: Option<f64>,
+        device: Device,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let clinical = match clinical {
+            Some(p) => Some((p.to_path_buf(), Clinical::from_json_file(p).map_err(flat)?)),
+            None => None,
+        };
+        let path = classifier.map(Path::to_path_buf).unwrap_or_else(|| {
+            root.join(if clinical.is_some() { BUNDLED_CLINICAL_CLASSIFIER } else { BUNDLED_IMAGE_CLASSIFIER })
+        });
+        if !path.is_file() {
+            bail!("classifier weights {}: not a file (pass --classifier FILE)", path.display());
+        }
+        let weights = ClassifierWeights::load(&path).map_err(flat)?;
+        match (weights.spec.clinical > 0, &clinical) {
+            (true, None) => bail!(
+                "{} is the image+clinical classifier: give the clinical variables with --clinical FILE.json, or \
+                 use an image-only classifier",
+                path.display()
+            ),
+            (false, Some(_)) => bail!(
+                "{} is the image-only classifier: it cannot use --clinical; give an image+clinical classifier",
+                path.display()
+            ),
+            _ => {}
+        }
+        let threshold = match threshold {
+            Some(t) if (0.0..=1.0).contains(&t) => t,
+            Some(t) => bail!("--threshold {t} must be a probability in [0, 1]"),
+            None => weights.threshold(&path).map_err(flat)?,
+        };
+        let engine = AnyClassifier::new(device, threads, &weights).map_err(flat)?;
+        Ok(ClassifierSetup { path, weights, engine, clinical, threshold })
+    }
+
+    /// Classifies `image` (read from `image_path`) with its FM `mask` (`mask_path` names it in
+    /// errors, `mask_name` in the result: a path or "predicted").
+    pub fn classify(
+        &self,
+        image: &Volume,
+        image_path: &Path,
+        mask: &Volume,
+        mask_path: &Path,
+        mask_name: String,
+        segmenter: Option<Vec<ModelRef>>,
+        notices: Vec<String>,
+    ) -> anyhow::Result<Classified> {
+        let t0 = Instant::now();
+        let c = crop(image, image_path, mask, mask_path, &SegmentConfig::default().preprocess).map_err(flat)?;
+        let features = self.clinical.as_ref().map(|(_, c)| c.features());
+        let clin = features.map(|f| HostTensor { shape: vec![1, CLINICAL_FEATURES, 1, 1, 1], data: f.to_vec() });
+        let pass = self.engine.run(&c.tensor(), clin.as_ref()).map_err(flat)?;
+        let logit = pass.logits[0] as f64;
+        let p = 1.0 / (1.0 + (-logit).exp());
+        let cam =
+            gradcam::gradcam(&pass.features, 0, &self.weights.image_head().map_err(flat)?, PATCH).map_err(flat)?;
+        let gradcam = Volume { dims: PATCH, data: cam, affine: c.affine };
+        let png = heat_png(&c, &gradcam).map_err(flat)?;
+        let label = if p >= self.threshold { "axSpA" } else { "non-axSpA" };
+        let result = Classification {
+            probability_axspa: p,
+            logit,
+            label,
+            threshold: self.threshold,
+            variant: self.weights.spec.name(),
+            inputs: Inputs {
+                image: image_path.display().to_string(),
+                mask: mask_name,
+                clinical: self.clinical.as_ref().map(|(p, _)| p.display().to_string()),
+                clinical_features: features.map(|f| FEATURE_NAMES.iter().copied().zip(f).collect()),
+            },
+            classifier: ModelRef { path: self.path.display().to_string(), sha256: self.weights.sha256.clone() },
+            segmenter,
+            crop: CropInfo { centre: c.centre, fm_voxels_in_crop: c.fm_voxels, dims: c.dims },
+            device: self.engine.device_name(),
+            seconds: t0.elapsed().as_secs_f64(),
+            notices,
+        };
+        let summary =
+            format!("{label} (probability {p:.3}, threshold {}), {} classifier", self.threshold, result.variant);
+        Ok(Classified {
+            json: serde_json::to_string_pretty(&result)?.into_bytes(),
+            gradcam,
+            png,
+            summary,
+            probability: p,
+        })
+    }
+}
+
+/// What a classification writes: `classification.json`, `gradcam.nii.gz`, `gradcam.png`.
+pub struct Classified {
+    pub json: Vec<u8>,
+    pub gradcam: Volume,
+    pub png: Vec<u8>,
+    pub summary: String,
+    pub probability: f64,
+}
+
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Everything cheap is checked before anything expensive runs.
-    let clinical = match &a.clinical {
-        Some(p) => Some(Clinical::from_json_file(p).map_err(flat)?),
-        None => None,
-    };
-    let cls_path = a.classifier.clone().unwrap_or_else(|| {
-        root.join(if clinical.is_some() { BUNDLED_CLINICAL_CLASSIFIER } else { BUNDLED_IMAGE_CLASSIFIER })
-    });
-    if !cls_path.is_file() {
-        bail!("classifier weights {}: not a file (pass --classifier FILE)", cls_path.display());
-    }
-    let cls = ClassifierWeights::load(&cls_path).map_err(flat)?;
-    match (cls.spec.clinical > 0, &clinical) {
-        (true, None) => bail!(
-            "{} is the image+clinical classifier: give the clinical variables with --clinical FILE.json, or use an \
-             image-only classifier",
-            cls_path.display()
-        ),
-        (false, Some(_)) => bail!(
-            "{} is the image-only classifier: it cannot use --clinical; give an image+clinical classifier",
-            cls_path.display()
-        ),
-        _ => {}
-    }
-    let threshold = match a.threshold {
-        Some(t) if (0.0..=1.0).contains(&t) => t,
-        Some(t) => bail!("--threshold {t} must be a probability in [0, 1]"),
-        None => cls.threshold(&cls_path).map_err(flat)?,
-    };
+    let setup =
+        ClassifierSetup::load(a.classifier.as_deref(), a.clinical.as_deref(), a.threshold, a.device, a.threads)?;
     let mut out = OutputDir::open(&a.out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
-
     eprintln!("fmseg classify: reading {}", a.input.display());
     let loaded = segment::load_input(&a.input, a.series.as_deref()).map_err(flat)?;
     let mut notices = Vec::new();
-    let (mask, mask_name, segmenter, segmented) = match &a.mask {
+    let (mask, mask_name, segmenter) = match &a.mask {
         Some(p) => {
             let m = nifti::read(p).map_err(flat).with_context(|| format!("--mask {}", p.display()))?;
-            (m, p.display().to_string(), None, false)
+            (m, p.display().to_string(), None)
         }
         None => {
-            let bundled = root.join(BUNDLED_WEIGHTS);
+            let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_WEIGHTS);
             let choices = resolve_weights(&a.weights, std::env::var_os(WEIGHTS_ENV), &bundled)?;
             let models = Models::load(&choices, a.device, a.threads)?;
             notices.extend(models.info.notices.iter().cloned());
             eprintln!("fmseg classify: segmenting FM on {}", models.info.device);
-            let refs = models
+            let refs: Vec<ModelRef> = models
                 .info
                 .weights
                 .iter()
-                .map(|w| ModelRef { path: w.path.display().to_string(), sha256: w.sha256.clone() });
-            let refs: Vec<ModelRef> = refs.collect();
-            let r = models
-                .segment(
-                    loaded.clone(),
-                    &SegmentConfig { series: a.series.clone(), ..SegmentConfig::default() },
-                    &mut |_| {},
-                )
-                .map_err(flat)?;
-            (r.mask, "predicted".to_string(), Some(refs), true)
+                .map(|w| ModelRef { path: w.path.display().to_string(), sha256: w.sha256.clone() })
+                .collect();
+            let cfg = SegmentConfig { series: a.series.clone(), ..SegmentConfig::default() };
+            let r = models.segment(loaded.clone(), &cfg, &mut |_| {}).map_err(flat)?;
+            (r.mask, "predicted".to_string(), Some(refs))
         }
     };
-    let mask_path = a.mask.clone().unwrap_or_else(|| a.input.clone());
-    let c = crop(&loaded.image, &a.input, &mask, &mask_path, &SegmentConfig::default().preprocess).map_err(flat)?;
-
-    let engine = AnyClassifier::new(a.device, a.threads, &cls).map_err(flat)?;
-    let features = clinical.as_ref().map(|c| c.features());
-    let clin_tensor = features.map(|f| HostTensor { shape: vec![1, CLINICAL_FEATURES, 1, 1, 1], data: f.to_vec() });
-    let pass = engine.run(&c.tensor(), clin_tensor.as_ref()).map_err(flat)?;
-    let logit = pass.logits[0] as f64;
-    let p = 1.0 / (1.0 + (-logit).exp());
-    let cam = gradcam::gradcam(&pass.features, 0, &cls.image_head().map_err(flat)?, PATCH).map_err(flat)?;
-    let cam_vol = Volume { dims: PATCH, data: cam, affine: c.affine };
-    let png = heat_png(&c, &cam_vol).map_err(flat)?;
-
-    let result = Classification {
-        probability_axspa: p,
-        logit,
-        label: if p >= threshold { "axSpA" } else { "non-axSpA" },
-        threshold,
-        variant: cls.spec.name(),
-        inputs: Inputs {
-            image: a.input.display().to_string(),
-            mask: mask_name,
-            clinical: a.clinical.as_ref().map(|p| p.display().to_string()),
-            clinical_features: features.map(|f| FEATURE_NAMES.iter().copied().zip(f).collect()),
-        },
-        classifier: ModelRef { path: cls_path.display().to_string(), sha256: cls.sha256.clone() },
-        segmenter,
-        crop: CropInfo { centre: c.centre, fm_voxels_in_crop: c.fm_voxels, dims: c.dims },
-        device: engine.device_name(),
-        seconds: t0.elapsed().as_secs_f64(),
-        notices: notices.clone(),
-    };
+    let segmented = segmenter.is_some();
     for n in &notices {
         eprintln!("fmseg classify: NOTICE: {n}");
     }
+    let mask_path = a.mask.clone().unwrap_or_else(|| a.input.clone());
+    let c = setup.classify(&loaded.image, &a.input, &mask, &mask_path, mask_name, segmenter, notices)?;
     // All outputs under temporary names, then committed together.
     let stage = |out: &mut OutputDir, name: &str| (out.stage(name), out.dest(name));
-    let (tmp, dest) = stage(&mut out, "gradcam.nii.gz");
-    nifti::write(&tmp, &cam_vol, WriteType::F32).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
-    let (tmp, dest) = stage(&mut out, "gradcam.png");
-    std::fs::write(&tmp, png).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
+    let (tmp, dest) = stage(&mut out, GRADCAM_FILE);
+    nifti::write(&tmp, &c.gradcam, WriteType::F32).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
+    let (tmp, dest) = stage(&mut out, GRADCAM_PNG);
+    std::fs::write(&tmp, &c.png).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
     if segmented {
         let (tmp, dest) = stage(&mut out, "fm_mask.nii.gz");
         nifti::write(&tmp, &mask, WriteType::U8).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
     }
     let (tmp, dest) = stage(&mut out, CLASSIFICATION_FILE);
-    std::fs::write(&tmp, serde_json::to_string_pretty(&result)?)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
+    std::fs::write(&tmp, &c.json).map_err(|e| anyhow::anyhow!("writing {}: {e}", dest.display()))?;
     out.commit(&OUTPUTS).map_err(flat)?;
-    eprintln!(
-        "fmseg classify: {} (probability {p:.3}, threshold {threshold}), {} classifier; wrote {} in {:.1} s",
-        result.label,
-        result.variant,
-        a.out.display(),
-        t0.elapsed().as_secs_f64()
-    );
-    crate::outln!("{}\t{p:.4}\t{}", result.label, a.input.display());
+    eprintln!("fmseg classify: {}; wrote {} in {:.1} s", c.summary, a.out.display(), t0.elapsed().as_secs_f64());
+    crate::outln!("{:.4}\t{}", c.probability, a.input.display());
     Ok(())
 }
 

@@ -35,6 +35,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use crate::cli::classify;
 use crate::engine::{AnyEngine, Device};
 use crate::io::nifti::{self, WriteType};
 use crate::io::output_dir::OutputDir;
@@ -56,7 +57,16 @@ pub const OVERLAY_FILE: &str = "overlay.png";
 pub const REPORT_FILE: &str = "report.json";
 pub const SEG_FILE: &str = "fm_seg.dcm";
 /// Every file a run may write into its output directory.
-const ALL_OUTPUTS: [&str; 5] = [MASK_FILE, PROBABILITY_FILE, SEG_FILE, OVERLAY_FILE, REPORT_FILE];
+const ALL_OUTPUTS: [&str; 8] = [
+    MASK_FILE,
+    PROBABILITY_FILE,
+    SEG_FILE,
+    OVERLAY_FILE,
+    REPORT_FILE,
+    classify::CLASSIFICATION_FILE,
+    classify::GRADCAM_FILE,
+    classify::GRADCAM_PNG,
+];
 
 #[derive(Args, Debug)]
 pub struct SegmentArgs {
@@ -100,6 +110,15 @@ pub struct SegmentArgs {
     /// Also write fm_seg.dcm: the mask as a DICOM SEG object of the source series (DICOM input only).
     #[arg(long)]
     pub seg: bool,
+    /// Also classify axSpA against other causes from the image and this mask (classification.json, gradcam.nii.gz, gradcam.png; see `fmseg classify`).
+    #[arg(long)]
+    pub classify: bool,
+    /// With --classify: the clinical variables (JSON), for the image+clinical classifier.
+    #[arg(long, requires = "classify")]
+    pub clinical: Option<PathBuf>,
+    /// With --classify: the classifier weights (default: the bundled one that fits --clinical).
+    #[arg(long, requires = "classify")]
+    pub classifier: Option<PathBuf>,
 }
 
 /// A weights file to use and whether it is the bundled default.
@@ -237,8 +256,18 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    // 2. weights and engines
+    // 2. weights and engines (the classifier's too: its errors come before any inference)
     let t = Instant::now();
+    let classifier = match a.classify {
+        true => Some(classify::ClassifierSetup::load(
+            a.classifier.as_deref(),
+            a.clinical.as_deref(),
+            None,
+            a.device,
+            a.threads,
+        )?),
+        false => None,
+    };
     let models = Models::load(&choices, a.device, a.threads)?;
     for n in &models.info.notices {
         eprintln!("fmseg segment: NOTICE: {n}");
@@ -254,14 +283,45 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
     }
     timings.extend(result.timings.iter().cloned());
 
-    // 4-5. report, overlay and the outputs, all or nothing
+    // 4. the classification, if asked for
+    let classified = match &classifier {
+        Some(c) => {
+            let refs = models
+                .info
+                .weights
+                .iter()
+                .map(|w| classify::ModelRef { path: w.path.display().to_string(), sha256: w.sha256.clone() })
+                .collect();
+            let r = c.classify(
+                &result.image,
+                &a.input,
+                &result.mask,
+                &a.input,
+                "predicted".into(),
+                Some(refs),
+                models.info.notices.clone(),
+            )?;
+            eprintln!("fmseg segment: {}", r.summary);
+            Some(r)
+        }
+        None => None,
+    };
+
+    // 5. report, overlay and the outputs, all or nothing
     let seg = a.seg.then(|| seg_parameters(&models.info.weights, &a.tta, a.seed, a.overlap));
     let written = write_result(
         out,
         &result,
         &cfg,
         &models.info,
-        Extras { truth: a.truth.as_deref().zip(truth.as_deref()), seg, timings, started: t_start, sidecar: None },
+        Extras {
+            truth: a.truth.as_deref().zip(truth.as_deref()),
+            seg,
+            timings,
+            started: t_start,
+            sidecar: None,
+            classified: classified.as_ref(),
+        },
     )
     .map_err(|e| match e {
         WriteError::Make(e) => named(e),
@@ -357,6 +417,8 @@ pub struct Extras<'a> {
     /// One more file committed with the group, made from the report (`fmseg batch`'s record
     /// of the series, so that a result and its record are never apart).
     pub sidecar: Option<Sidecar<'a>>,
+    /// `--classify`: the classification's files, committed with the group.
+    pub classified: Option<&'a classify::Classified>,
 }
 
 /// A file name and how to make its bytes from the report.
@@ -417,6 +479,11 @@ pub fn write_result(
         outputs.push(Output::Bytes(SEG_FILE, bytes));
     }
     outputs.push(Output::Bytes(OVERLAY_FILE, png));
+    if let Some(c) = x.classified {
+        outputs.push(Output::Bytes(classify::CLASSIFICATION_FILE, c.json.clone()));
+        outputs.push(Output::Nifti(classify::GRADCAM_FILE, &c.gradcam, WriteType::F32, true));
+        outputs.push(Output::Bytes(classify::GRADCAM_PNG, c.png.clone()));
+    }
     report.outputs = outputs.iter().map(|o| o.name().to_string()).chain([REPORT_FILE.to_string()]).collect();
     if let Some((name, make)) = x.sidecar {
         outputs.push(Output::Bytes(name, make(&report)));

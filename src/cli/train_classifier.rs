@@ -129,8 +129,38 @@ pub fn run(a: TrainClassifierArgs) -> anyhow::Result<()> {
         );
     })
     .map_err(flat)?;
+    export(&a, &summary).map_err(flat)?;
     crate::outln!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// `RUN/classifier.fmw`: the best epoch in the frozen format (FP16, checksummed) with what a
+/// user must know in its metadata; `fmseg classify --classifier` reads it.
+fn export(a: &TrainClassifierArgs, s: &crate::train::classifier::TrainSummary) -> crate::error::Result<()> {
+    use crate::weights::{self, DType, Format};
+    let best = weights::load(&a.out.join("best.safetensors"))?;
+    let b = s.best.as_ref();
+    let variant = if a.clinical { "image+clinical" } else { "image" };
+    let epochs = s.epochs_done.to_string();
+    let best_epoch = b.map_or(String::new(), |b| b.epoch.to_string());
+    let auc = b.and_then(|b| b.val_auc).map_or(String::new(), |v| format!("{v:.4}"));
+    let caveat = format!(
+        "trained by fmseg train-classifier on {} ({} masks), {epochs} epochs, best validation AUC {auc} at epoch \
+         {best_epoch}: a demonstration, not for clinical use",
+        a.data,
+        serde_json::to_value(a.masks).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    );
+    let meta = [
+        ("model", "fmseg axSpA classifier"),
+        ("variant", variant),
+        ("trained", "true"),
+        ("threshold", "0.5"),
+        ("epochs", epochs.as_str()),
+        ("best_epoch", best_epoch.as_str()),
+        ("val_auc", auc.as_str()),
+        ("caveat", caveat.as_str()),
+    ];
+    weights::save_with_metadata(&best, &a.out.join("classifier.fmw"), Format::Frozen, DType::F16, &meta)
 }
 
 fn flat(e: crate::error::Error) -> anyhow::Error {

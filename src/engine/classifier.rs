@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::backend::Backend;
-use crate::engine::{check_input, Device};
+use crate::engine::{check_finite, Device};
 use crate::error::{Error, Result};
 use crate::model::catalog::ClassifierSpec;
 use crate::model::classifier::Classifier;
@@ -98,7 +98,10 @@ impl<B: Backend> ClassifierEngine<B> {
 
     /// `x` `(N, 2, H, W, D)`; `clinical` `(N, 9, 1, 1, 1)` for the image+clinical variant.
     pub fn run(&self, x: &HostTensor, clinical: Option<&HostTensor>) -> Result<ClassifierPass> {
-        check_input(x)?;
+        check_finite(x)?;
+        if let Some(c) = clinical {
+            check_finite(c)?;
+        }
         let be = &self.backend;
         let xd = be.upload(x)?;
         let cd = clinical.map(|c| be.upload(c)).transpose()?;

@@ -74,6 +74,11 @@ pub fn check_input(x: &HostTensor) -> Result<()> {
         return Err(Error::Shape("empty batch".into()));
     }
     unet25d::check_input(c, dims)?;
+    check_finite(x)
+}
+
+/// Every value finite (what the backends' `upload` contract asks of each network input).
+pub fn check_finite(x: &HostTensor) -> Result<()> {
     if let Some(i) = x.first_non_finite() {
         let count = x.data.iter().filter(|v| !v.is_finite()).count();
         return Err(Error::Value(format!(

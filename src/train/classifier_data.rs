@@ -6,8 +6,8 @@
 //! - `phantom:A..B`: case `case_<seed>` is the synthetic study of that seed; its label and
 //!   clinical variables come from its patient (the manifest's), its image is the rendered study.
 //! - `DIR`: `DIR/cases.csv` (`id,label,age_years,sex,hla_b27,crp_mg_per_l,esr_mm_per_h`; see
-//!   [`crate::pipeline::clinical`]) and, per id, `DIR/<id>/` holding a DICOM series or
-//!   `DIR/<id>/image.nii.gz`, and `DIR/<id>/fm_mask.nii.gz` if `--masks given`.
+//!   [`crate::pipeline::clinical`]) and, per id, `DIR/<id>/` holding `image.nii.gz`, a DICOM
+//!   series in `dicom/` (as `fmseg phantom` writes a set) or a DICOM series itself, and `DIR/<id>/fm_mask.nii.gz` if `--masks given`.
 //!
 //! The FM mask of the ROI map is the segmentation network's (`--masks predicted`, the default:
 //! what `fmseg classify` will see), the study's ground truth (`truth`, synthetic studies only)
@@ -87,8 +87,15 @@ pub fn cases_of(spec: &str) -> Result<Vec<CaseSpec>> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
         let case_dir = dir.join(&r.id);
-        let nii = case_dir.join("image.nii.gz");
-        let image = if nii.is_file() { nii } else { case_dir.clone() };
+        // `image.nii.gz`, else a `dicom/` folder (as `fmseg phantom` writes), else the folder.
+        let (nii, dcm) = (case_dir.join("image.nii.gz"), case_dir.join("dicom"));
+        let image = if nii.is_file() {
+            nii
+        } else if dcm.is_dir() {
+            dcm
+        } else {
+            case_dir.clone()
+        };
         if !case_dir.is_dir() {
             return Err(Error::format(&csv, format!("case '{}': no directory {}", r.id, case_dir.display())));
         }

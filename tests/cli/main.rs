@@ -11,6 +11,7 @@ mod dicom_support;
 
 mod batch;
 mod bench_cli;
+mod classify;
 mod cli_forward;
 mod dicom_cli;
 mod embed_c;

@@ -541,8 +541,14 @@ impl Worker<'_> {
         timings.extend(result.timings.iter().cloned());
         let rel = Path::new(RESULTS_DIR).join(safe_component(study_uid)).join(safe_component(series_uid));
         let out = self.node.dir.join(&rel);
-        let extras =
-            Extras { truth: None, seg: Some(self.parameters.to_string()), timings, started: t0, sidecar: None };
+        let extras = Extras {
+            truth: None,
+            seg: Some(self.parameters.to_string()),
+            timings,
+            started: t0,
+            sidecar: None,
+            classified: None,
+        };
         let written = OutputDir::open(&out)
             .map_err(|err| WriteError::Write(anyhow::anyhow!("{err}")))
             .and_then(|o| write_result(o, &result, self.cfg, &self.models.info, extras));
