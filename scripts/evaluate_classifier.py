@@ -91,11 +91,11 @@ def main():
         print(f"{i}: done {n + 1}/{len(ids)} ({time.time() - t0:.0f} s)", file=sys.stderr)
     if args.segment_only:
         return
-    ev = os.path.join(out, "evaluation")
     print(run([args.fmseg, "evaluate", "--truth", set_dir, "--pred", os.path.join(out, "seg"),
-               "--labels", os.path.join(set_dir, "cases.csv"), "--scores", os.path.join(out, "image"),
-               "--scores-b", os.path.join(out, "clinical"), "--name-a", "image", "--name-b", "image+clinical",
-               "--out", ev]))
+               "--name-a", "segmentation (bundled weights)", "--out", os.path.join(out, "evaluation-segmentation")]))
+    print(run([args.fmseg, "evaluate", "--labels", os.path.join(set_dir, "cases.csv"),
+               "--scores", os.path.join(out, "image"), "--scores-b", os.path.join(out, "clinical"),
+               "--name-a", "image", "--name-b", "image+clinical", "--out", os.path.join(out, "evaluation")]))
 
     labels = {r["id"]: r["label"] == "axSpA" for r in csv.DictReader(open(os.path.join(set_dir, "cases.csv")))}
     score = lambda v, i: json.load(open(os.path.join(out, v, i, "classification.json")))["probability_axspa"]

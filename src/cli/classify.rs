@@ -158,20 +158,18 @@ impl ClassifierSetup {
         Ok(ClassifierSetup { path, weights, engine, clinical, threshold })
     }
 
-    /// Classifies `image` (read from `image_path`) with its FM `mask` (`mask_path` names it in
-    /// errors, `mask_name` in the result: a path or "predicted").
+    /// Classifies `image` (read from `image_path`) with its FM mask; `segmenter` names the
+    /// segmentation weights when the mask is predicted.
     pub fn classify(
         &self,
         image: &Volume,
         image_path: &Path,
-        mask: &Volume,
-        mask_path: &Path,
-        mask_name: String,
+        mask: &FmMask,
         segmenter: Option<Vec<ModelRef>>,
         notices: Vec<String>,
     ) -> anyhow::Result<Classified> {
         let t0 = Instant::now();
-        let c = crop(image, image_path, mask, mask_path, &SegmentConfig::default().preprocess).map_err(flat)?;
+        let c = crop(image, image_path, mask.volume, mask.path, &SegmentConfig::default().preprocess).map_err(flat)?;
         let features = self.clinical.as_ref().map(|(_, c)| c.features());
         let clin = features.map(|f| HostTensor { shape: vec![1, CLINICAL_FEATURES, 1, 1, 1], data: f.to_vec() });
         let pass = self.engine.run(&c.tensor(), clin.as_ref()).map_err(flat)?;
@@ -190,7 +188,7 @@ impl ClassifierSetup {
             variant: self.weights.spec.name(),
             inputs: Inputs {
                 image: image_path.display().to_string(),
-                mask: mask_name,
+                mask: mask.name.clone(),
                 clinical: self.clinical.as_ref().map(|(p, _)| p.display().to_string()),
                 clinical_features: features.map(|f| FEATURE_NAMES.iter().copied().zip(f).collect()),
             },
@@ -211,6 +209,14 @@ impl ClassifierSetup {
             probability: p,
         })
     }
+}
+
+/// The FM mask a classification uses: its voxels, the file that names it in errors, and how
+/// the result names it (a path, or "predicted").
+pub struct FmMask<'a> {
+    pub volume: &'a Volume,
+    pub path: &'a Path,
+    pub name: String,
 }
 
 /// What a classification writes: `classification.json`, `gradcam.nii.gz`, `gradcam.png`.
@@ -258,7 +264,8 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         eprintln!("fmseg classify: NOTICE: {n}");
     }
     let mask_path = a.mask.clone().unwrap_or_else(|| a.input.clone());
-    let c = setup.classify(&loaded.image, &a.input, &mask, &mask_path, mask_name, segmenter, notices)?;
+    let fm = FmMask { volume: &mask, path: &mask_path, name: mask_name };
+    let c = setup.classify(&loaded.image, &a.input, &fm, segmenter, notices)?;
     // All outputs under temporary names, then committed together.
     let stage = |out: &mut OutputDir, name: &str| (out.stage(name), out.dest(name));
     let (tmp, dest) = stage(&mut out, GRADCAM_FILE);

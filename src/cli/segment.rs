@@ -292,15 +292,8 @@ pub fn run(a: SegmentArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|w| classify::ModelRef { path: w.path.display().to_string(), sha256: w.sha256.clone() })
                 .collect();
-            let r = c.classify(
-                &result.image,
-                &a.input,
-                &result.mask,
-                &a.input,
-                "predicted".into(),
-                Some(refs),
-                models.info.notices.clone(),
-            )?;
+            let fm = classify::FmMask { volume: &result.mask, path: &a.input, name: "predicted".into() };
+            let r = c.classify(&result.image, &a.input, &fm, Some(refs), models.info.notices.clone())?;
             eprintln!("fmseg segment: {}", r.summary);
             Some(r)
         }

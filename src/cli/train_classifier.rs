@@ -109,7 +109,8 @@ pub fn run(a: TrainClassifierArgs) -> anyhow::Result<()> {
         }
     })
     .map_err(flat)?;
-    drop(segment_mask);
+    // The segmentation network is not needed for training: free it.
+    drop(models);
     let pos = examples.iter().filter(|e| e.label).count();
     eprintln!(
         "fmseg train-classifier: {} cases ({pos} axSpA, {} non-axSpA), {} variant, {} epochs",

@@ -637,3 +637,30 @@ fn bundled_weights_are_the_trained_ones() {
     eprintln!("bundled weights vs the seed-0 initialisation: rel L2 {rel:.4}");
     assert!(rel > 0.05, "the bundled weights are (nearly) the initialisation: rel L2 {rel}");
 }
+
+/// The bundled classifiers (`weights/fmseg-classifier-{image,clinical}.fmw`): checksums as the
+/// model card states, each the variant its name says, trained (metadata, and not the seed-0
+/// initialisation they started from), with the model card's threshold.
+#[test]
+fn bundled_classifiers_are_the_trained_ones() {
+    use fmseg::engine::classifier::ClassifierWeights;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    for (name, clinical) in [("image", false), ("clinical", true)] {
+        let path = dir.join(format!("fmseg-classifier-{name}.fmw"));
+        let w = ClassifierWeights::load(&path).expect("the bundled classifier is in the repository");
+        let want = std::fs::read_to_string(dir.join(format!("fmseg-classifier-{name}.fmw.sha256"))).unwrap();
+        assert_eq!(w.sha256, format!("sha256:{}", want.split_whitespace().next().unwrap()));
+        assert_eq!(w.spec, fmseg::model::catalog::ClassifierSpec::new(clinical));
+        assert_eq!(w.metadata.get("trained").map(String::as_str), Some("true"));
+        assert_eq!(w.threshold(&path).unwrap(), 0.5);
+        let init = fmseg::model::init::random_state_dict_for(&w.spec.layers(), 0);
+        let (mut diff, mut norm) = (0f64, 0f64);
+        for (key, _) in w.spec.tensor_keys() {
+            for (x, y) in w.state.get(&key).unwrap().data.iter().zip(&init.get(&key).unwrap().data) {
+                diff += ((x - y) as f64).powi(2);
+                norm += (*y as f64).powi(2);
+            }
+        }
+        assert!((diff / norm).sqrt() > 0.05, "{name}: the bundled classifier is (nearly) its initialisation");
+    }
+}

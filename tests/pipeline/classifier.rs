@@ -231,3 +231,15 @@ fn training_learns_and_resumes_exactly() {
     assert!(err.to_string().contains("state.json"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The description's sizes, as `docs/classifier.md` states them.
+#[test]
+fn classifier_description() {
+    let (image, clinical) = (ClassifierSpec::new(false), ClassifierSpec::new(true));
+    assert_eq!((image.parameter_count(), clinical.parameter_count()), (40_721, 40_730));
+    assert_eq!(image.feature_dims(PATCH), [12, 12, 4]);
+    assert_eq!(image.tensor_keys().len(), 4 * 2 + 2);
+    assert_eq!(ClassifierSpec::of_head_width(73), Some(clinical));
+    assert_eq!(ClassifierSpec::of_head_width(64), Some(image));
+    assert_eq!(ClassifierSpec::of_head_width(65), None);
+}

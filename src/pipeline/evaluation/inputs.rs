@@ -22,9 +22,6 @@ pub const CLASSIFICATION_FILE: &str = "classification.json";
 /// The probability column (CSV) or field (JSON) of a score.
 pub const PROBABILITY: &str = "probability_axspa";
 
-/// Two masks' grids must agree to this (mm, each affine entry): both are float32 in the file.
-const AFFINE_TOLERANCE_MM: f64 = 1e-3;
-
 /// The case ids of a mask set: every directory under `dir` not starting with `.` (an
 /// interrupted writer's temporary), sorted; each must hold [`MASK_FILE`].
 pub fn mask_set(dir: &Path) -> Result<Vec<String>> {
@@ -76,19 +73,24 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
     })
 }
 
-fn same_grid(a: &Mask, b: &Mask) -> Result<()> {
-    let close =
-        a.affine.iter().flatten().zip(b.affine.iter().flatten()).all(|(x, y)| (x - y).abs() <= AFFINE_TOLERANCE_MM);
-    if a.dims != b.dims || !close {
-        return Err(Error::Shape(format!(
-            "{} (dims {:?}) and {} (dims {:?}) are not on the same voxel grid (dims or affine differ)",
-            a.path.display(),
-            a.dims,
-            b.path.display(),
-            b.dims
-        )));
-    }
-    Ok(())
+/// The truth's 0/1 values in the prediction's voxel order: the same grid up to voxel order
+/// (`truth::align_to`: both oriented to LPS, affines within its tolerance), as `segment
+/// --truth` compares them. Anything else is an error naming both files.
+fn truth_on(pred: &Mask, truth: &Mask) -> Result<Vec<u8>> {
+    let vol = |m: &Mask| crate::volume::Volume {
+        dims: m.dims,
+        data: m.data.iter().map(|&v| v as f32).collect(),
+        affine: m.affine,
+    };
+    crate::pipeline::truth::align_to(&truth.path, &vol(truth), &vol(pred)).map_err(|e| {
+        Error::Shape(format!(
+            "{} (dims {:?}) and {} (dims {:?}) are not on the same voxel grid: {e}",
+            pred.path.display(),
+            pred.dims,
+            truth.path.display(),
+            truth.dims
+        ))
+    })
 }
 
 /// The per-case metrics of each prediction set against the truth set, in the truth's case
@@ -116,8 +118,8 @@ pub fn seg_cases(truth_dir: &Path, pred_dirs: &[&Path]) -> Result<Vec<Vec<SegCas
         let truth = read_mask(&truth_dir.join(id).join(MASK_FILE))?;
         for (k, p) in pred_dirs.iter().enumerate() {
             let pred = read_mask(&p.join(id).join(MASK_FILE))?;
-            same_grid(&truth, &pred)?;
-            let case = SegCase::of(id, &truth.data, &pred.data, truth.dims, truth.spacing, truth.voxel_mm3)
+            let t = truth_on(&pred, &truth)?;
+            let case = SegCase::of(id, &t, &pred.data, pred.dims, pred.spacing, pred.voxel_mm3)
                 .map_err(|e| Error::format(&pred.path, e.to_string()))?;
             out[k].push(case);
         }
