@@ -47,29 +47,35 @@ fn max_nan(a: f32, b: f32) -> f32 {
     }
 }
 
+/// Channels summed together in [`adaptive_avg_pool`]'s stack accumulator.
+const POOL_BLOCK: usize = 16;
+
 pub fn adaptive_avg_pool(x: &[f32], dims: Dims, c: usize, od: Dims, out: &mut [f32]) {
     out.par_chunks_mut(od[1] * od[2] * c).enumerate().for_each(|(oh, plane)| {
         let (h0, h1) = adaptive_window(oh, dims[0], od[0]);
-        let mut acc = vec![0f64; c];
         for ow in 0..od[1] {
             let (w0, w1) = adaptive_window(ow, dims[1], od[1]);
             for oz in 0..od[2] {
                 let (z0, z1) = adaptive_window(oz, dims[2], od[2]);
-                // Float64 sums: a global pool (the classifier's) adds thousands of values.
-                acc.fill(0.0);
-                for h in h0..h1 {
-                    for w in w0..w1 {
-                        for z in z0..z1 {
-                            let src = &x[((h * dims[1] + w) * dims[2] + z) * c..][..c];
-                            for (a, &v) in acc.iter_mut().zip(src) {
-                                *a += v as f64;
+                let inv = 1.0 / ((h1 - h0) * (w1 - w0) * (z1 - z0)) as f64;
+                let dst = &mut plane[(ow * od[2] + oz) * c..][..c];
+                // Float64 sums (a global pool, the classifier's, adds thousands of values), in
+                // blocks of channels on the stack: no allocation on the inference path.
+                for c0 in (0..c).step_by(POOL_BLOCK) {
+                    let n = POOL_BLOCK.min(c - c0);
+                    let mut acc = [0f64; POOL_BLOCK];
+                    for h in h0..h1 {
+                        for w in w0..w1 {
+                            for z in z0..z1 {
+                                let src = &x[((h * dims[1] + w) * dims[2] + z) * c + c0..][..n];
+                                for (a, &v) in acc.iter_mut().zip(src) {
+                                    *a += v as f64;
+                                }
                             }
                         }
                     }
+                    dst[c0..c0 + n].iter_mut().zip(&acc).for_each(|(d, a)| *d = (a * inv) as f32);
                 }
-                let inv = 1.0 / ((h1 - h0) * (w1 - w0) * (z1 - z0)) as f64;
-                let dst = &mut plane[(ow * od[2] + oz) * c..][..c];
-                dst.iter_mut().zip(&acc).for_each(|(d, a)| *d = (a * inv) as f32);
             }
         }
     });
