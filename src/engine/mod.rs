@@ -2,8 +2,8 @@
 //! PyTorch layout, logits and attention maps out. The pipeline, the benches, the CLI and an
 //! embedding application all go through it.
 
-#[cfg(feature = "cuda")]
 pub mod classifier;
+#[cfg(feature = "cuda")]
 pub mod graphed;
 
 #[cfg(feature = "cuda")]
