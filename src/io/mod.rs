@@ -1,10 +1,11 @@
 //! File formats at the crate's boundary: DICOM (series in, MR series out), NIfTI-1 images,
-//! NumPy `.npy` arrays.
+//! NumPy `.npy` arrays, CSV tables.
 //!
 //! Every reader names the file in its errors; every writer is atomic (a temporary file in the
 //! destination's directory, renamed into place only once it is complete), so a failed write
 //! never leaves a partial output behind.
 
+pub mod csv;
 pub mod dicom;
 pub mod nifti;
 pub mod npy;

@@ -10,6 +10,7 @@
 //! wrong patient.
 
 use crate::error::{Error, Result};
+use crate::io::csv::Csv;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -240,16 +241,13 @@ pub const CASE_COLUMNS: [&str; 2] = ["id", "label"];
 /// `non-axSpA`, 1, 0) and [`CLINICAL_KEYS`], in any order; then one row per case. An empty
 /// cell is missing. Fields may be double-quoted (RFC 4180: `""` is a quote inside one).
 pub fn read_cases_csv(path: &Path) -> Result<Vec<CaseRecord>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::format(path, msg);
-    let mut rows = parse_csv(&text).map_err(bad)?.into_iter();
-    let Some((_, header)) = rows.next() else {
-        return Err(bad("empty: expected a header row naming at least `id`".into()));
-    };
+    let csv = Csv::read(path)?;
+    let header = &csv.header;
     let accepted = || CASE_COLUMNS.iter().chain(CLINICAL_KEYS.iter()).copied().collect::<Vec<_>>().join(", ");
     let mut col: HashMap<&str, usize> = HashMap::new();
     for (i, name) in header.iter().enumerate() {
-        let name = name.trim();
+        let name = name.as_str();
         if !CASE_COLUMNS.contains(&name) && !CLINICAL_KEYS.contains(&name) {
             return Err(bad(format!("line 1: unknown column \"{name}\" (accepted: {})", accepted())));
         }
@@ -260,14 +258,13 @@ pub fn read_cases_csv(path: &Path) -> Result<Vec<CaseRecord>> {
     if !col.contains_key("id") {
         return Err(bad(format!("line 1: no `id` column (columns: {})", header.join(", "))));
     }
+    csv.check_widths()?;
 
     let mut cases = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (line, row) in rows {
-        if row.len() != header.len() {
-            return Err(bad(format!("line {line}: {} fields, the header has {}", row.len(), header.len())));
-        }
-        let cell = |name: &str| col.get(name).map(|&i| row[i].trim()).filter(|s| !s.is_empty());
+    for (line, row) in &csv.rows {
+        let line = *line;
+        let cell = |name: &str| col.get(name).map(|&i| row[i].as_str()).filter(|s| !s.is_empty());
         // Parses column `name` with `parse`; an error names the line, column and cell.
         let get = |name: &str, parse: &dyn Fn(&str) -> std::result::Result<f64, String>| {
             cell(name).map(|s| parse(s).map_err(|m| bad(format!("line {line}: {name} = \"{s}\": {m}")))).transpose()
@@ -297,88 +294,4 @@ pub fn read_cases_csv(path: &Path) -> Result<Vec<CaseRecord>> {
         });
     }
     Ok(cases)
-}
-
-/// Splits CSV text into records, each with the 1-based line it starts on. The RFC 4180 subset:
-/// comma separators, LF or CRLF line ends, double-quoted fields (which may hold commas, line
-/// breaks and `""`); a leading UTF-8 byte-order mark and blank lines are skipped.
-fn parse_csv(text: &str) -> std::result::Result<Vec<(usize, Vec<String>)>, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut records = Vec::new();
-    let (mut record, mut field) = (Vec::new(), String::new());
-    let (mut line, mut start) = (1usize, 1usize);
-    // `quoted`: inside quotes; `was_quoted`: this field was quoted (only a separator may follow).
-    let (mut quoted, mut was_quoted) = (false, false);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                c => {
-                    if c == '\n' {
-                        line += 1;
-                    }
-                    field.push(c);
-                }
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() && !was_quoted => (quoted, was_quoted) = (true, true),
-            ',' => {
-                record.push(std::mem::take(&mut field));
-                was_quoted = false;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                record.push(std::mem::take(&mut field));
-                was_quoted = false;
-                // A blank line is a record of one empty field: skip it.
-                if !(record.len() == 1 && record[0].is_empty()) {
-                    records.push((start, std::mem::take(&mut record)));
-                }
-                record.clear();
-                line += 1;
-                start = line;
-            }
-            '"' => return Err(format!("line {line}: a quote inside an unquoted field (quote the whole field)")),
-            c if was_quoted && !c.is_whitespace() => {
-                return Err(format!("line {line}: text after a closing quote (write \"\" for a quote inside one)"))
-            }
-            c => field.push(c),
-        }
-    }
-    if quoted {
-        return Err(format!("line {start}: a quoted field is not closed"));
-    }
-    record.push(field);
-    if !(record.len() == 1 && record[0].is_empty()) {
-        records.push((start, record));
-    }
-    Ok(records)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_subset() {
-        let r = parse_csv("\u{feff}id,sex\r\n\"a,1\",M\n\n\"b\"\"\nc\",F\n").unwrap();
-        assert_eq!(
-            r,
-            vec![
-                (1, vec!["id".to_string(), "sex".to_string()]),
-                (2, vec!["a,1".to_string(), "M".to_string()]),
-                (4, vec!["b\"\nc".to_string(), "F".to_string()]),
-            ]
-        );
-        assert!(parse_csv("id\n\"a").unwrap_err().starts_with("line 2:"));
-        assert!(parse_csv("id\na\"b").unwrap_err().starts_with("line 2:"));
-        assert!(parse_csv("id\n\"a\"b").unwrap_err().starts_with("line 2:"));
-    }
 }

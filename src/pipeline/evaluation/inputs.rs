@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::SegCase;
 use crate::error::{Error, Result};
+use crate::io::csv::Csv;
 use crate::io::nifti;
 use crate::pipeline::report::voxel_volume_ml;
 use crate::volume::Affine;
@@ -127,78 +128,6 @@ pub fn seg_cases(truth_dir: &Path, pred_dirs: &[&Path]) -> Result<Vec<Vec<SegCas
     Ok(out)
 }
 
-// ---------------------------------------------------------------------------------------------
-// CSV
-
-/// A CSV file: the header and the data rows with their 1-based line numbers.
-pub struct Csv {
-    pub path: PathBuf,
-    pub header: Vec<String>,
-    pub rows: Vec<(usize, Vec<String>)>,
-}
-
-impl Csv {
-    /// Read a comma-separated file with a header line (UTF-8, optional BOM, `\r\n` or `\n`,
-    /// fields optionally in double quotes with `""` for a quote; blank lines skipped).
-    pub fn read(path: &Path) -> Result<Csv> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let Some((hl, h)) = lines.next() else { return Err(Error::format(path, "empty: no header line")) };
-        let header = split(h).map_err(|m| Error::format(path, format!("line {}: {m}", hl + 1)))?;
-        let mut rows = Vec::new();
-        for (i, l) in lines {
-            let f = split(l).map_err(|m| Error::format(path, format!("line {}: {m}", i + 1)))?;
-            rows.push((i + 1, f));
-        }
-        Ok(Csv { path: path.to_path_buf(), header, rows })
-    }
-
-    /// The index of column `name`, or an error naming the file and the columns it has.
-    pub fn column(&self, name: &str) -> Result<usize> {
-        self.header.iter().position(|h| h == name).ok_or_else(|| {
-            Error::format(&self.path, format!("missing column {name:?} (the header has {:?})", self.header))
-        })
-    }
-
-    /// Field `col` of a row, or an error naming the line.
-    pub fn field<'a>(&self, line: usize, row: &'a [String], col: usize) -> Result<&'a str> {
-        row.get(col).map(|s| s.as_str()).ok_or_else(|| {
-            Error::format(
-                &self.path,
-                format!("line {line}: {} fields, the header has {}", row.len(), self.header.len()),
-            )
-        })
-    }
-}
-
-fn split(line: &str) -> std::result::Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (false, '"') if cur.trim().is_empty() => {
-                cur.clear();
-                quoted = true
-            }
-            (false, ',') => fields.push(std::mem::take(&mut cur).trim().to_string()),
-            (_, c) => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    fields.push(cur.trim().to_string());
-    Ok(fields)
-}
-
 /// `(id, is axSpA)` per case of a labels CSV (columns `id` and `label`; `axSpA` / `non-axSpA`,
 /// any case, or `1` / `0`; other columns ignored), in file order.
 pub fn read_labels(path: &Path) -> Result<Vec<(String, bool)>> {
@@ -279,17 +208,5 @@ fn json_score(path: &Path, id: &str) -> Result<f64> {
         Some(serde_json::Value::Number(n)) => probability(path, &format!("field {PROBABILITY}"), &n.to_string()),
         Some(other) => Err(Error::format(path, format!("field {PROBABILITY} is {other}, not a number"))),
         None => Err(Error::format(path, format!("missing field {PROBABILITY}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields() {
-        assert_eq!(split(" a , \"b, c\" ,\"d\"\"e\"").unwrap(), ["a", "b, c", "d\"e"]);
-        assert_eq!(split("a,,").unwrap(), ["a", "", ""]);
-        assert!(split("\"a").is_err());
     }
 }
