@@ -109,6 +109,10 @@ fn seg_values(c: &SegCase) -> [Option<f64>; 7] {
 
 const SEG_FMT: [Fmt; 7] = [PCT, PCT, PCT, MM, ML, ML, ML];
 
+/// The Markdown column titles of [`SEG_METRICS`], in the same order.
+const SEG_TITLES: [&str; 7] =
+    ["DSC (%)", "Precision (%)", "Recall (%)", "HD95 (mm)", "Truth (ml)", "Predicted (ml)", "Difference (ml)"];
+
 impl Segmentation {
     /// The model table (Table 2's layout) and the paired tests: `fmseg evaluate`'s stdout.
     pub fn summary_markdown(&self) -> String {
@@ -172,19 +176,8 @@ impl Segmentation {
                 r
             })
             .collect();
-        s.push_str(&md_table(
-            &[
-                "Model",
-                "DSC (%)",
-                "Precision (%)",
-                "Recall (%)",
-                "HD95 (mm)",
-                "Truth (ml)",
-                "Predicted (ml)",
-                "Difference (ml)",
-            ],
-            &rows,
-        ));
+        let header: Vec<&str> = std::iter::once("Model").chain(SEG_TITLES).collect();
+        s.push_str(&md_table(&header, &rows));
         s.push_str("\n### Cases\n\n");
         let rows: Vec<Vec<String>> = self
             .models
@@ -197,20 +190,8 @@ impl Segmentation {
                 })
             })
             .collect();
-        s.push_str(&md_table(
-            &[
-                "Case",
-                "Model",
-                "DSC (%)",
-                "Precision (%)",
-                "Recall (%)",
-                "HD95 (mm)",
-                "Truth (ml)",
-                "Predicted (ml)",
-                "Difference (ml)",
-            ],
-            &rows,
-        ));
+        let header: Vec<&str> = ["Case", "Model"].into_iter().chain(SEG_TITLES).collect();
+        s.push_str(&md_table(&header, &rows));
         s
     }
 
