@@ -25,6 +25,20 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (set, paths[0].clone(), paths[1].clone())
 }
 
+/// `fmseg classify` of the case's DICOM series with `mask` and classifier `cls` on the CPU into
+/// `out`; callers add the rest.
+fn classify(case: &Path, mask: &Path, cls: &Path, out: &Path) -> Fmseg {
+    Fmseg::new()
+        .arg("classify")
+        .arg(case.join("dicom"))
+        .arg("--mask")
+        .arg(mask)
+        .arg("--classifier")
+        .arg(cls)
+        .args(["--device", "cpu", "--out"])
+        .arg(out)
+}
+
 fn json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -35,17 +49,10 @@ fn classify_with_a_mask_writes_the_probability_and_gradcam() {
     let (set, image_cls, clinical_cls) = setup(dir.path());
     let case = set.join("case_000");
     let out = dir.path().join("out");
-    let run = Fmseg::new()
-        .arg("classify")
-        .arg(case.join("dicom"))
-        .arg("--mask")
-        .arg(case.join("fm_mask.nii.gz"))
+    let run = classify(&case, &case.join("fm_mask.nii.gz"), &clinical_cls, &out)
         .arg("--clinical")
         .arg(case.join("clinical.json"))
-        .arg("--classifier")
-        .arg(&clinical_cls)
-        .args(["--device", "cpu", "--threads", "2", "--out"])
-        .arg(&out)
+        .args(["--threads", "2"])
         .run()
         .success();
     let c = json(&out.join("classification.json"));
@@ -67,17 +74,7 @@ fn classify_with_a_mask_writes_the_probability_and_gradcam() {
 
     // The same crop through the image-only model gives the logit the library computes.
     let out2 = dir.path().join("out2");
-    Fmseg::new()
-        .arg("classify")
-        .arg(case.join("dicom"))
-        .arg("--mask")
-        .arg(case.join("fm_mask.nii.gz"))
-        .arg("--classifier")
-        .arg(&image_cls)
-        .args(["--device", "cpu", "--out"])
-        .arg(&out2)
-        .run()
-        .success();
+    classify(&case, &case.join("fm_mask.nii.gz"), &image_cls, &out2).run().success();
     let c2 = json(&out2.join("classification.json"));
     let loaded = fmseg::pipeline::segment::load_input(&case.join("dicom"), None).unwrap();
     let mask = fmseg::io::nifti::read(case.join("fm_mask.nii.gz")).unwrap();
@@ -102,17 +99,7 @@ fn classify_refuses_bad_inputs_naming_them() {
     let (set, image_cls, clinical_cls) = setup(dir.path());
     let case = set.join("case_000");
     let out = dir.path().join("out");
-    let base = |cls: &Path| {
-        Fmseg::new()
-            .arg("classify")
-            .arg(case.join("dicom"))
-            .arg("--mask")
-            .arg(case.join("fm_mask.nii.gz"))
-            .arg("--classifier")
-            .arg(cls)
-            .args(["--device", "cpu", "--out"])
-            .arg(&out)
-    };
+    let base = |cls: &Path| classify(&case, &case.join("fm_mask.nii.gz"), cls, &out);
     let write = |name: &str, text: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
@@ -136,17 +123,7 @@ fn classify_refuses_bad_inputs_naming_them() {
     .unwrap();
     let other = dir.path().join("other.nii.gz");
     fmseg::io::nifti::write(&other, &slab, fmseg::io::nifti::WriteType::U8).unwrap();
-    Fmseg::new()
-        .arg("classify")
-        .arg(case.join("dicom"))
-        .arg("--mask")
-        .arg(&other)
-        .arg("--classifier")
-        .arg(&image_cls)
-        .args(["--device", "cpu", "--out"])
-        .arg(&out)
-        .run()
-        .fails_naming(&["other.nii.gz", "grid"]);
+    classify(&case, &other, &image_cls, &out).run().fails_naming(&["other.nii.gz", "grid"]);
     // The segmentation network's weights are no classifier.
     let unet = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/fmseg-unet25d.fmw");
     base(&unet).run().fails_naming(&["fmseg-unet25d.fmw", "classifier"]);
@@ -174,6 +151,23 @@ fn segment_classify_and_train_classifier() {
         .success()
         .stderr_has(&["epoch 2/2"]);
     assert_eq!(std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap().lines().count(), 3);
+    // A cases.csv row without its folder, or a folder without an image: refused by name, no run.
+    for (name, folder, needles) in
+        [("missing", None, ["cases.csv", "ghost"]), ("empty", Some("ghost"), ["ghost", "DICOM"])]
+    {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(folder.map_or(data.clone(), |f| data.join(f))).unwrap();
+        std::fs::write(data.join("cases.csv"), "id,label\nghost,axSpA\n").unwrap();
+        let bad_run = dir.path().join(format!("run-{name}"));
+        Fmseg::new()
+            .args(["train-classifier", "--data"])
+            .arg(&data)
+            .args(["--masks", "given", "--epochs", "1", "--out"])
+            .arg(&bad_run)
+            .run()
+            .fails_naming(&needles);
+        assert!(!bad_run.join("classifier.fmw").exists(), "{name}: no weights after a refusal");
+    }
     let fmw = run_dir.join("classifier.fmw");
     let w = fmseg::engine::classifier::ClassifierWeights::load(&fmw).unwrap();
     assert_eq!((w.spec.clinical, w.metadata["variant"].as_str()), (9, "image+clinical"));
