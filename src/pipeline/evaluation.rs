@@ -212,8 +212,7 @@ impl PairedDice {
         };
         let wilcoxon = match (da.is_empty(), stats::wilcoxon(&da, &db)) {
             (false, Ok(w)) => Some(WilcoxonResult {
-                // + 0.0: an empty rank sum is -0.0, which would print as "-0"
-                statistic: w.statistic + 0.0,
+                statistic: w.statistic,
                 p: w.p,
                 method: format!("{:?}", w.method).to_lowercase(),
             }),

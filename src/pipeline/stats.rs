@@ -372,8 +372,9 @@ pub fn wilcoxon(a: &[f64], b: &[f64]) -> Result<Wilcoxon> {
     }
     let abs: Vec<f64> = nz.iter().map(|x| x.abs()).collect();
     let (ranks, ties) = midranks(&abs);
-    let w_plus: f64 = nz.iter().zip(&ranks).filter(|(x, _)| **x > 0.0).map(|(_, r)| r).sum();
-    let w_minus: f64 = nz.iter().zip(&ranks).filter(|(x, _)| **x < 0.0).map(|(_, r)| r).sum();
+    // `+ 0.0`: an empty f64 sum is -0.0, which would print as "-0".
+    let w_plus = nz.iter().zip(&ranks).filter(|(x, _)| **x > 0.0).map(|(_, r)| r).sum::<f64>() + 0.0;
+    let w_minus = nz.iter().zip(&ranks).filter(|(x, _)| **x < 0.0).map(|(_, r)| r).sum::<f64>() + 0.0;
     let statistic = w_plus.min(w_minus);
     let has_ties = ties.iter().any(|&t| t > 1);
     let zeros = n_all > m;

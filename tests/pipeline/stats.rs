@@ -108,6 +108,7 @@ fn stats_hand_worked_tests() {
     // All five differences positive: W+ = 15, exact p = 2/2⁵.
     let w = wilcoxon(&[1.0, 2.0, 3.0, 4.0, 5.0], &[0.0; 5]).unwrap();
     assert_eq!((w.statistic, w.p, w.method), (0.0, 0.0625, WilcoxonMethod::Exact));
+    assert!(w.statistic.is_sign_positive(), "W- is an empty sum: +0, not -0 (which prints as \"-0\")");
     // A zero among six: the sign-flip distribution over 2⁶ patterns of 5 non-zero ranks,
     // P(T >= 15) = 2/64 (the zero's flip doubles every count).
     let w = wilcoxon(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[0.0, 0.0, 0.0, 0.0, 0.0, 6.0]).unwrap();
