@@ -11,7 +11,7 @@ threshold at which each reaches the image-only model's sensitivity at 0.5).
     scripts/evaluate_classifier.py --image weights/fmseg-classifier-image.fmw
         --clinical weights/fmseg-classifier-clinical.fmw [--set-seed 60606] [--cases 60]
         [--out /tmp/fmseg-cls-eval] [--fmseg target/release/fmseg] [--exclude-seeds 3000..3120]
-        [--keep] [--threads 0]
+        [--keep] [--threads 0] [--weights SEGMENTATION.fmw]
 
 The set's case seeds are `case_seed(set_seed, i)`; the script checks that none falls in
 --exclude-seeds (the training run's `phantom:A..B`). With --keep, studies, segmentations and
@@ -22,16 +22,10 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 
-
-def run(cmd):
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
-    return r.stdout
+from phantom_set import add_set_args, fresh_set, run
 
 
 def spec_at_sensitivity(scores, labels, target):
@@ -50,31 +44,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", required=True, help="image-only classifier weights")
     ap.add_argument("--clinical", required=True, help="image+clinical classifier weights")
-    ap.add_argument("--set-seed", type=int, default=60606)
-    ap.add_argument("--cases", type=int, default=60)
-    ap.add_argument("--out", default="/tmp/fmseg-cls-eval")
-    ap.add_argument("--fmseg", default="target/release/fmseg")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--exclude-seeds", default="3000..3120", help="training seeds A..B (phantom:A..B)")
-    ap.add_argument("--keep", action="store_true", help="reuse what OUT already holds")
+    add_set_args(ap, set_seed=60606, cases=60, out="/tmp/fmseg-cls-eval", exclude_seeds="3000..3120")
+    ap.add_argument("--weights", help="segmentation weights (default: the bundled network)")
     ap.add_argument("--segment-only", action="store_true", help="stop after the segmentations")
     args = ap.parse_args()
 
-    lo, hi = (int(v) for v in args.exclude_seeds.split(".."))
     out = os.path.abspath(args.out)
-    set_dir = os.path.join(out, "set")
-    if not (args.keep and os.path.exists(os.path.join(set_dir, "cases.csv"))):
-        run([args.fmseg, "phantom", "--out", set_dir, "--seed", str(args.set_seed), "--cases", str(args.cases), "--force"])
-    ids = [row["id"] for row in csv.DictReader(open(os.path.join(set_dir, "cases.csv")))]
+    set_dir, cases = fresh_set(args)
+    ids = [case_id for case_id, _ in cases]
     t0 = time.time()
     for n, i in enumerate(ids):
-        seed = json.load(open(os.path.join(set_dir, i, "manifest.json")))["seed"]
-        if lo <= seed < hi:
-            sys.exit(f"{i}: seed {seed} is one of the training seeds {args.exclude_seeds}")
         dicom = os.path.join(set_dir, i, "dicom")
         seg = os.path.join(out, "seg", i)
         if not (args.keep and os.path.exists(os.path.join(seg, "fm_mask.nii.gz"))):
-            run([args.fmseg, "segment", dicom, "--out", seg, "--threads", str(args.threads)])
+            run([args.fmseg, "segment", dicom, "--out", seg, "--threads", str(args.threads)]
+                + (["--weights", args.weights] if args.weights else []))
         if args.segment_only:
             print(f"{i}: segmented ({time.time() - t0:.0f} s)", file=sys.stderr)
             continue

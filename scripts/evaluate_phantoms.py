@@ -18,55 +18,32 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
-
-def parse_range(text):
-    a, b = text.split("..")
-    return int(a), int(b)
+from phantom_set import add_set_args, fresh_set, run
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True)
-    ap.add_argument("--set-seed", type=int, default=424242)
-    ap.add_argument("--cases", type=int, default=20)
-    ap.add_argument("--out", default="/tmp/fmseg-eval")
-    ap.add_argument("--fmseg", default="target/release/fmseg")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--exclude-seeds", default="1000..1200", help="training seeds A..B (phantom:A..B)")
-    ap.add_argument("--keep", action="store_true", help="reuse an existing set in OUT/set")
+    add_set_args(ap, set_seed=424242, cases=20, out="/tmp/fmseg-eval", exclude_seeds="1000..1200")
     args = ap.parse_args()
 
-    lo, hi = parse_range(args.exclude_seeds)
-    set_dir = os.path.join(args.out, "set")
-    if not (args.keep and os.path.exists(os.path.join(set_dir, "manifest.json"))):
-        subprocess.run(
-            [args.fmseg, "phantom", "--out", set_dir, "--seed", str(args.set_seed), "--cases", str(args.cases), "--force"],
-            check=True,
-        )
+    set_dir, cases = fresh_set(args)
     rows = []
     pooled = {"tp": 0, "fp": 0, "fn": 0}
     t0 = time.time()
-    for i in range(args.cases):
-        case = os.path.join(set_dir, f"case_{i:03d}")
-        manifest = json.load(open(os.path.join(case, "manifest.json")))
-        seed = manifest["seed"]
-        if lo <= seed < hi:
-            sys.exit(f"case {case}: seed {seed} is one of the training seeds {args.exclude_seeds}")
-        res = os.path.join(args.out, "results", f"case_{i:03d}")
-        cmd = [args.fmseg, "segment", os.path.join(case, "dicom"), "--out", res, "--weights", args.weights,
-               "--truth", os.path.join(case, "fm_mask.nii.gz"), "--threads", str(args.threads)]
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        if p.returncode != 0:
-            sys.exit(f"case {case}: fmseg segment failed ({p.returncode}):\n{p.stderr}")
+    for case_id, seed in cases:
+        case = os.path.join(set_dir, case_id)
+        res = os.path.join(args.out, "results", case_id)
+        run([args.fmseg, "segment", os.path.join(case, "dicom"), "--out", res, "--weights", args.weights,
+             "--truth", os.path.join(case, "fm_mask.nii.gz"), "--threads", str(args.threads)])
         t = json.load(open(os.path.join(res, "report.json")))["truth"]
         pooled["tp"] += t["true_positive_voxels"]
         pooled["fp"] += t["false_positive_voxels"]
         pooled["fn"] += t["false_negative_voxels"]
-        row = {"case": f"case_{i:03d}", "seed": seed, "dice": t["dice"], "precision": t["precision"],
+        row = {"case": case_id, "seed": seed, "dice": t["dice"], "precision": t["precision"],
                "recall": t["recall"], "truth_ml": t["truth_ml"], "predicted_ml": t["predicted_ml"],
                "lesions": t["truth_lesions"], "found": t["lesions_found"], "false_lesions": t["false_lesions"]}
         rows.append(row)
