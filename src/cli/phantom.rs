@@ -18,7 +18,7 @@ use crate::phantom::manifest::{write_json, SetEntry, SetManifest, GENERATOR_VERS
 use crate::phantom::patient::Diagnosis;
 use crate::phantom::preview::{even_slices, montage, write_png};
 use crate::phantom::rng::case_seed;
-use crate::phantom::{generate_case, Case, PhantomConfig, Sex};
+use crate::phantom::{generate_case, Case, PhantomConfig};
 use crate::pipeline::clinical::Clinical;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -178,11 +178,7 @@ fn write_cases_csv(dir: &Path, set: &SetManifest) -> anyhow::Result<()> {
         let path = dir.join(&c.id).join(CLINICAL_FILE);
         let k = Clinical::from_json_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let label = if c.diagnosis == Diagnosis::AxSpA { "axSpA" } else { "non-axSpA" };
-        let sex = match k.sex {
-            Some(crate::pipeline::clinical::Sex::Male) => "M",
-            Some(crate::pipeline::clinical::Sex::Female) => "F",
-            None => "",
-        };
+        let sex = k.sex.map_or("", |s| s.code());
         let hla = match k.hla_b27 {
             Some(true) => "positive",
             Some(false) => "negative",
@@ -221,10 +217,7 @@ pub fn write_case(dir: &Path, case: &Case, preview: bool) -> anyhow::Result<Vec<
         patient_name: format!("PHANTOM^{}", id.to_uppercase()),
         patient_id: format!("PH{:016X}", case.seed),
         patient_birth_date: format!("{}0101", 2024 - m.patient.age_years as i64),
-        patient_sex: match m.patient.sex {
-            Sex::Male => "M".into(),
-            Sex::Female => "F".into(),
-        },
+        patient_sex: m.patient.sex.code().into(),
         study_description: "SIJ MRI (synthetic)".into(),
         series_description: series.into(),
         protocol_name: protocol.into(),

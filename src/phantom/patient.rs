@@ -7,7 +7,9 @@
 //! case made before it kept all of its draws, images and other manifest fields bit for bit.
 
 use super::rng::{stream, Rng};
-use crate::pipeline::clinical::{self, Clinical};
+use crate::pipeline::clinical::Clinical;
+/// The one sex type of the project: the clinical variables' (same JSON spelling, "M" / "F").
+pub use crate::pipeline::clinical::Sex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,14 +18,6 @@ pub enum Diagnosis {
     AxSpA,
     #[serde(rename = "non-axSpA")]
     NonAxSpA,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sex {
-    #[serde(rename = "M")]
-    Male,
-    #[serde(rename = "F")]
-    Female,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,10 +84,7 @@ impl From<&Patient> for Clinical {
     fn from(p: &Patient) -> Clinical {
         Clinical {
             age_years: Some(p.age_years as f64),
-            sex: Some(match p.sex {
-                Sex::Male => clinical::Sex::Male,
-                Sex::Female => clinical::Sex::Female,
-            }),
+            sex: Some(p.sex),
             hla_b27: p.hla_b27_positive,
             crp_mg_per_l: Some(p.crp_mg_per_l),
             esr_mm_per_h: p.esr_mm_per_h,

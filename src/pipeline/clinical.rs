@@ -24,6 +24,16 @@ pub enum Sex {
     Female,
 }
 
+impl Sex {
+    /// The DICOM Patient's Sex code (and the spelling of JSON and CSV files): "M" or "F".
+    pub fn code(self) -> &'static str {
+        match self {
+            Sex::Male => "M",
+            Sex::Female => "F",
+        }
+    }
+}
+
 /// One patient's clinical variables; `None` is "not recorded".
 ///
 /// Serialises (serde) to the JSON that [`Clinical::from_json_file`] reads back.
