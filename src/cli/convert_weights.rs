@@ -1,5 +1,6 @@
 //! `fmseg convert-weights IN OUT`: any supported weights file to `.pth`, safetensors or the
-//! frozen format, checked against the network on the way.
+//! frozen format, checked against the network on the way (the segmentation network, or the
+//! axSpA classifier when the file has its `head.weight`).
 
 use std::path::PathBuf;
 
@@ -55,7 +56,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DTypeArg::F32 => DType::F32,
         DTypeArg::F16 => DType::F16,
     };
-    let sd = weights::load_canonical(&args.input).context("reading weights")?;
+    // A `head.weight` is the axSpA classifier's (the segmentation network has none): checked
+    // against the classifier variant its head's width names, else against the UNet.
+    let raw = weights::load(&args.input).context("reading weights")?;
+    let sd = if raw.get("head.weight").is_some() {
+        crate::engine::classifier::ClassifierWeights::load(&args.input).context("reading weights")?.state
+    } else {
+        weights::load_canonical(&args.input).context("reading weights")?
+    };
     let source = args.input.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut meta: Vec<(&str, &str)> = vec![("source", &source)];
     for m in &args.meta {

@@ -171,6 +171,17 @@ fn segment_classify_and_train_classifier() {
     let fmw = run_dir.join("classifier.fmw");
     let w = fmseg::engine::classifier::ClassifierWeights::load(&fmw).unwrap();
     assert_eq!((w.spec.clinical, w.metadata["variant"].as_str()), (9, "image+clinical"));
+    // convert-weights knows the classifier: the run's best checkpoint to the frozen format.
+    let converted = dir.path().join("converted.fmw");
+    Fmseg::new()
+        .arg("convert-weights")
+        .arg(run_dir.join("best.safetensors"))
+        .arg(&converted)
+        .args(["--dtype", "f16", "--meta", "variant=image+clinical"])
+        .run()
+        .success();
+    let c = fmseg::engine::classifier::ClassifierWeights::load(&converted).unwrap();
+    assert_eq!((c.spec.clinical, c.state.len()), (9, w.state.len()));
 
     let case = set.join("case_000");
     let out = dir.path().join("seg");
