@@ -32,7 +32,7 @@ cp "$metrics" "weights/training/$leg-metrics.csv"
 py="${PLOT_PYTHON:-$HOME/.cache/fmseg-plot/bin/python}"
 if [ -x "$py" ]; then
     # shellcheck disable=SC2046
-    "$py" scripts/plot_training.py weights/training/curve.png $(ls weights/training/*-metrics.csv | sort)
+    "$py" scripts/plot_training.py weights/training/curve.png $(ls weights/training/20*-metrics.csv | sort)
 else
     echo "ship-weights: no matplotlib at $py: curve not redrawn" >&2
 fi
