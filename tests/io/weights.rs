@@ -663,4 +663,20 @@ fn bundled_classifiers_are_the_trained_ones() {
         }
         assert!((diff / norm).sqrt() > 0.05, "{name}: the bundled classifier is (nearly) its initialisation");
     }
+    // The image+clinical model is the image model stacked with the clinical features
+    // (scripts/fit_clinical_head.py): the same encoder, and a head whose image part is the image
+    // head scaled by one factor.
+    let load = |name: &str| ClassifierWeights::load(&dir.join(format!("fmseg-classifier-{name}.fmw"))).unwrap();
+    let (image, clinical) = (load("image"), load("clinical"));
+    for (key, _) in image.spec.tensor_keys() {
+        if !key.starts_with("head.") {
+            assert_eq!(image.state.get(&key).unwrap().data, clinical.state.get(&key).unwrap().data, "{key}");
+        }
+    }
+    let (wi, wc) = (&image.state.get("head.weight").unwrap().data, &clinical.state.get("head.weight").unwrap().data);
+    let a = wc[..64].iter().zip(wi.iter()).map(|(c, i)| c * i).sum::<f32>() / wi.iter().map(|i| i * i).sum::<f32>();
+    assert!(a > 0.0, "the image logit keeps its sign in the joint head");
+    for (c, i) in wc[..64].iter().zip(wi.iter()) {
+        assert!((c - a * i).abs() <= 2e-3 * (a * i).abs().max(1e-2), "head: {c} vs {a} * {i}");
+    }
 }
