@@ -1195,10 +1195,11 @@ impl OpCase for ClassifierCase {
     }
     tol_and_grad_fields!();
     /// The first layers' weight gradients are sums over every voxel of terms that cancel (the
-    /// instance norms after them remove each channel's mean and scale), accumulated in float32:
-    /// measured 2e-4 to 3e-3 (worst with the smallest last stage).
+    /// instance norms after them remove each channel's mean and scale), accumulated in float32
+    /// in an order that follows the threads' split of the work: measured 2e-4 to 5.1e-3 (worst
+    /// with the smallest last stage, on a loaded machine). A wrong gradient is off by O(1).
     fn grad_tol(&self) -> f64 {
-        5e-3
+        1e-2
     }
     fn args(&self, rng: &mut Rng) -> Args {
         use fmseg::model::catalog::{CLASSIFIER_INPUT_CHANNELS, CLINICAL_FEATURES};
