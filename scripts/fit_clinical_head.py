@@ -24,7 +24,6 @@ import csv
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
@@ -32,6 +31,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from phantom_set import run
 
 # The clinical features in the order of the network's input (src/pipeline/clinical.rs).
 FEATURES = ["age_z", "male", "hla_b27_positive", "hla_b27_negative", "hla_b27_missing", "log_crp_z",
@@ -65,13 +66,6 @@ def write_safetensors(path, tensors):
     h += b" " * ((8 - len(h) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
-def run(cmd):
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stderr}")
-    return r.stdout
 
 
 def main():
