@@ -138,6 +138,8 @@ pub const TAPE_BUFFER_LIMIT_BYTES: usize = 6 << 30;
 
 impl TapeBackend {
     pub fn new(cpu: CpuBackend) -> Self {
+        // F(2x2, 3x3) only: see `CpuBackend::with_winograd_tile`.
+        let cpu = cpu.with_winograd_tile(2);
         cpu.set_buffer_limit(TAPE_BUFFER_LIMIT_BYTES);
         TapeBackend { cpu, nodes: Mutex::new(Vec::new()), dropout: Mutex::new(None) }
     }

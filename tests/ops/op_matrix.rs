@@ -9,13 +9,16 @@ use common::op_cases::{self, Family, OpCase, Runner};
 use common::Rng;
 use fmseg::backend::cpu::CpuBackend;
 
-/// The cases on the CPU engine; with `direct`, on the direct conv kernel alone as well.
+/// The cases on the CPU engine; with `direct`, on the direct conv kernel alone and with
+/// Winograd F(2x2, 3x3) only (the training tape's) as well.
 fn run<C: OpCase>(cases: Vec<C>, direct: bool) {
     let engine = CpuBackend::new(2).unwrap();
     let direct_only = CpuBackend::new(2).unwrap().with_winograd(false);
+    let f2_only = CpuBackend::new(2).unwrap().with_winograd_tile(2);
     let mut backends = vec![("cpu", &engine)];
     if direct {
         backends.push(("cpu, direct conv", &direct_only));
+        backends.push(("cpu, Winograd F(2x2) only", &f2_only));
     }
     Runner::new(Family::Cpu, backends, |_| {}, &format!("op_{}", C::OP)).check(&cases);
 }

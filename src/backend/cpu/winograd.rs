@@ -1,17 +1,23 @@
-//! In-plane 3x3 convolutions by Winograd's F(2x2, 3x3): 16 multiplies per 2x2 output tile and
-//! input channel instead of 36. Covers `(3,3,1)` kernels (the network's most common) and
-//! `(3,3,3)` ones, the latter as three in-plane kernels over the input shifted along D.
+//! In-plane 3x3 convolutions by Winograd's minimal filtering: F(4x4, 3x3) (36 multiplies per
+//! 4x4 output tile and input channel instead of 144) for the narrow high-resolution layers, and
+//! F(2x2, 3x3) (16 instead of 36) for the wide ones, whose larger transformed tiles would not
+//! stay in L2. Covers `(3,3,1)` kernels (the network's most common) and `(3,3,3)` ones, the
+//! latter as three in-plane kernels over the input shifted along D.
 //!
 //! Along D the kernel is a plain 1-D correlation, so every `(d, channel)` pair of a tile
 //! position is an independent 2-D problem: the input and output transforms run over contiguous
-//! `D * C` vectors of the channels-last layout, and the 16 element-wise products become 16 small
-//! GEMMs (rows = tiles x D, K = kd x cin, N = cout) on the same register-tiled micro-kernel as
-//! the direct convolution, with the D taps as row offsets. Each tile's rows carry a zero row
-//! above and below when kd = 3 (the D padding). Tiles are processed a few at a time so the
-//! transformed data stays in L2. The transforms use only 0, +-1/2, +-1, so float32 error stays
-//! within a few ulps of direct summation. Zero padding in-plane is applied while gathering: no
-//! padded copy is made.
+//! `D * C` vectors of the channels-last layout, and the `(m+2)^2` element-wise products become
+//! as many small GEMMs (rows = tiles x D, K = kd x cin, N = cout) on the same register-tiled
+//! micro-kernel as the direct convolution, with the D taps as row offsets. Each tile's rows carry
+//! a zero row above and below when kd = 3 (the D padding). Tiles are processed a few at a time so
+//! the transformed data stays in L2. F(2x2)'s transforms use only 0, +-1/2, +-1 (float32 error
+//! within a few ulps of direct summation); F(4x4)'s use 1/4, 1/6, 1/24 and +-2, 4, 5, 8, which
+//! costs about a decimal digit (relative L2 error about 1e-6 against the float64 oracle, inside
+//! the convolution tolerance of 1e-5; `tests/ops`). Zero padding in-plane is applied while
+//! gathering: no padded copy is made.
 
+#[cfg(target_arch = "x86_64")]
+use super::conv::has_avx2_fma;
 use super::conv::{par_chunks_with_sums, select_kernel, Kernel, MR, NR};
 use super::scratch::Scratch;
 use crate::backend::ConvSpec;
@@ -21,9 +27,28 @@ use crate::tensor::Dims;
 /// (half the 512 KiB L2 of the machines this was tuned on).
 const BLOCK_BYTES: usize = 256 << 10;
 
-/// Transformed weights `U = G g G^T` per D tap, packed `[16][panel][kd][cin][NR]`.
+/// F(4x4, 3x3) for convolutions with at most this many input plus output channels; F(2x2, 3x3)
+/// above (a 4x4 tile's 36 transformed rows of 128 + 128 channels would not fit L2).
+const F4_MAX_CHANNELS: usize = 256;
+
+/// `G` of F(2x2, 3x3): the weight transform `U = G g G^T`.
+const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+
+/// `G` of F(4x4, 3x3) (interpolation points 0, +-1, +-2 and infinity).
+const G4: [[f64; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Transformed weights `U = G g G^T` per D tap, packed `[(m+2)^2][panel][kd][cin][NR]`.
 pub struct WinogradConv {
     pub spec: ConvSpec,
+    /// Output tile edge `m` of F(m x m, 3x3): 2 or 4.
+    m: usize,
     u: Vec<f32>,
     bias: Vec<f32>,
     panels: usize,
@@ -40,28 +65,40 @@ impl WinogradConv {
         dims[2] + 2 * (self.spec.k[2] / 2) >= MR && dims[0] >= 2 && dims[1] >= 2
     }
 
-    /// `weight` is PyTorch's `(cout, cin, 3, 3, kd)`.
-    pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>) -> Self {
+    /// The output tile edge this convolution runs with (2 or 4).
+    pub fn tile(&self) -> usize {
+        self.m
+    }
+
+    /// `weight` is PyTorch's `(cout, cin, 3, 3, kd)`; the tile is chosen by the channel count,
+    /// at most `max_tile` (2 or 4).
+    pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>, max_tile: usize) -> Self {
+        let m = if spec.cin + spec.cout <= F4_MAX_CHANNELS { 4 } else { 2 };
+        Self::with_tile(spec, weight, bias, m.min(max_tile))
+    }
+
+    /// As [`WinogradConv::new`] with the output tile edge `m` (2 or 4) given.
+    pub fn with_tile(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>, m: usize) -> Self {
         assert!(Self::handles(&spec), "Winograd for {:?}", spec.k);
+        let g: &[[f64; 3]] = match m {
+            2 => &G2,
+            4 => &G4,
+            _ => panic!("Winograd F({m}x{m}, 3x3) is not implemented"),
+        };
+        let a = m + 2;
         let kd = spec.k[2];
         let panels = spec.cout.div_ceil(NR);
-        let mut u = vec![0f32; 16 * panels * kd * spec.cin * NR];
+        let mut u = vec![0f32; a * a * panels * kd * spec.cin * NR];
         for co in 0..spec.cout {
             for ci in 0..spec.cin {
                 for c in 0..kd {
-                    let gm = |r: usize, col: usize| weight[((co * spec.cin + ci) * 9 + r * 3 + col) * kd + c] as f64;
-                    // G g G^T with G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]], in f64.
-                    let mut t = [[0f64; 3]; 4]; // G g
-                    for col in 0..3 {
-                        t[0][col] = gm(0, col);
-                        t[1][col] = 0.5 * (gm(0, col) + gm(1, col) + gm(2, col));
-                        t[2][col] = 0.5 * (gm(0, col) - gm(1, col) + gm(2, col));
-                        t[3][col] = gm(2, col);
-                    }
-                    for (xi, row) in t.iter().enumerate() {
-                        let v = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
-                        for (nu, &val) in v.iter().enumerate() {
-                            let e = xi * 4 + nu;
+                    let w = |r: usize, col: usize| weight[((co * spec.cin + ci) * 9 + r * 3 + col) * kd + c] as f64;
+                    // G w G^T in float64, rounded once.
+                    for (xi, gx) in g.iter().enumerate() {
+                        let gw: [f64; 3] = std::array::from_fn(|col| (0..3).map(|r| gx[r] * w(r, col)).sum());
+                        for (nu, gn) in g.iter().enumerate() {
+                            let val: f64 = (0..3).map(|col| gw[col] * gn[col]).sum();
+                            let e = xi * a + nu;
                             u[(((e * panels + co / NR) * kd + c) * spec.cin + ci) * NR + co % NR] = val as f32;
                         }
                     }
@@ -72,7 +109,7 @@ impl WinogradConv {
         if let Some(bias) = bias {
             b.copy_from_slice(&bias[..spec.cout]);
         }
-        WinogradConv { spec, u, bias: b, panels }
+        WinogradConv { spec, m, u, bias: b, panels }
     }
 
     /// Convolves one channels-last sample `x` of `dims` into `out`; with `sums`, also returns the
@@ -81,17 +118,25 @@ impl WinogradConv {
         let plane_out = dims[1] * dims[2] * self.spec.cout;
         let kernel = select_kernel();
         let Scratch { slots, totals, .. } = scratch;
-        par_chunks_with_sums(out, 2 * plane_out, self.spec.cout, sums.then_some((slots, totals)), |th, pair, acc| {
-            TILE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut ws) => self.tile_row(&mut ws, x, dims, th, pair, kernel, acc),
-                // Only if a tile row ever ran inside another on this thread (it does not: the
-                // row is serial code), fall back to fresh buffers rather than fail.
-                Err(_) => self.tile_row(&mut TileScratch::default(), x, dims, th, pair, kernel, acc),
-            })
-        });
+        par_chunks_with_sums(
+            out,
+            self.m * plane_out,
+            self.spec.cout,
+            sums.then_some((slots, totals)),
+            |th, rows, acc| {
+                TILE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut ws) => self.tile_row(&mut ws, x, dims, th, rows, kernel, acc),
+                    // Only if a tile row ever ran inside another on this thread (it does not: the
+                    // row is serial code), fall back to fresh buffers rather than fail.
+                    Err(_) => self.tile_row(&mut TileScratch::default(), x, dims, th, rows, kernel, acc),
+                })
+            },
+        );
     }
 
-    /// One row of tiles: output rows `2*th` and `2*th + 1` (the second may not exist).
+    /// One row of tiles: output rows `m*th .. m*th + m` (the last ones may not exist). The
+    /// transforms and the epilogue are plain loops that LLVM vectorises: compiled for AVX2 where
+    /// the CPU has it (8 lanes instead of SSE's 4), the same arithmetic element by element.
     #[allow(clippy::too_many_arguments)]
     fn tile_row(
         &self,
@@ -101,15 +146,72 @@ impl WinogradConv {
         th: usize,
         out: &mut [f32],
         kernel: Kernel,
+        sums: Option<&mut [(f64, f64)]>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { self.tile_row_avx2(ws, x, dims, th, out, kernel, sums) };
+        }
+        self.tile_row_any(ws, x, dims, th, out, kernel, sums)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_row_avx2(
+        &self,
+        ws: &mut TileScratch,
+        x: &[f32],
+        dims: Dims,
+        th: usize,
+        out: &mut [f32],
+        kernel: Kernel,
+        sums: Option<&mut [(f64, f64)]>,
+    ) {
+        self.tile_row_any(ws, x, dims, th, out, kernel, sums)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn tile_row_any(
+        &self,
+        ws: &mut TileScratch,
+        x: &[f32],
+        dims: Dims,
+        th: usize,
+        out: &mut [f32],
+        kernel: Kernel,
+        sums: Option<&mut [(f64, f64)]>,
+    ) {
+        match self.m {
+            2 => self.tile_row_body::<2, 4>(ws, x, dims, th, out, kernel, sums),
+            _ => self.tile_row_body::<4, 6>(ws, x, dims, th, out, kernel, sums),
+        }
+    }
+
+    /// [`WinogradConv::tile_row`] for F(M x M, 3x3), whose transformed tile is `A = M + 2` wide.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn tile_row_body<const M: usize, const A: usize>(
+        &self,
+        ws: &mut TileScratch,
+        x: &[f32],
+        dims: Dims,
+        th: usize,
+        out: &mut [f32],
+        kernel: Kernel,
         mut sums: Option<&mut [(f64, f64)]>,
     ) {
+        debug_assert_eq!(A, M + 2);
         let (cin, cout, d, kd) = (self.spec.cin, self.spec.cout, dims[2], self.spec.k[2]);
+        let n_e = A * A;
         let pd = kd / 2;
         // GEMM rows per tile: the D voxels plus a zero row at each end when kd = 3.
         let dr = d + 2 * pd;
         let (lin, lout) = (d * cin, d * cout);
-        let tiles_w = dims[1].div_ceil(2);
-        let tiles = (BLOCK_BYTES / (16 * dr * (cin + cout) * 4)).clamp(1, tiles_w);
+        let tiles_w = dims[1].div_ceil(M);
+        let tiles = (BLOCK_BYTES / (n_e * dr * (cin + cout) * 4)).clamp(1, tiles_w);
         let out_rows = out.len() / (dims[1] * lout);
         // V rows per transform e: tiles * dr, plus kd - 1 rows of slack read by the last
         // tile's discarded rows.
@@ -121,7 +223,7 @@ impl WinogradConv {
         // Its slack rows past the last tile only feed output rows that are discarded. The rest
         // is written before it is read.
         let zeros = grown(zeros, lin);
-        let v = grown(v, 16 * vstride);
+        let v = grown(v, n_e * vstride);
         if pd > 0 {
             for ve in v.chunks_exact_mut(vstride) {
                 for t in 0..tiles {
@@ -130,10 +232,14 @@ impl WinogradConv {
                 }
             }
         }
-        let scratch = grown(scratch, 16 * lin);
-        let m = grown(m, 16 * mstride);
-        let [y00, y01, y10, y11] = ybuf;
-        let (y00, y01, y10, y11) = (grown(y00, lout), grown(y01, lout), grown(y10, lout), grown(y11, lout));
+        let scratch = grown(scratch, n_e * lin);
+        let m = grown(m, n_e * mstride);
+        if ybuf.len() < M * M {
+            ybuf.resize_with(M * M, Vec::new);
+        }
+        for y in ybuf.iter_mut() {
+            grown(y, lout);
+        }
         let offsets = [0, cin, 2 * cin];
         let offsets = &offsets[..kd];
         let mut acc = [[0f32; NR]; MR];
@@ -145,20 +251,20 @@ impl WinogradConv {
             for t in 0..nt {
                 let tw = tw0 + t;
                 let src = |i: usize, j: usize| -> &[f32] {
-                    let (h, w) = ((2 * th + i) as isize - 1, (2 * tw + j) as isize - 1);
+                    let (h, w) = ((M * th + i) as isize - 1, (M * tw + j) as isize - 1);
                     if h < 0 || w < 0 || h >= dims[0] as isize || w >= dims[1] as isize {
                         &*zeros
                     } else {
                         &x[(h as usize * dims[1] + w as usize) * lin..][..lin]
                     }
                 };
-                let p: [[&[f32]; 4]; 4] = std::array::from_fn(|i| std::array::from_fn(|j| src(i, j)));
-                input_transform(&p, v, (t * dr + pd) * cin, vstride, lin, scratch);
+                let p: [[&[f32]; A]; A] = std::array::from_fn(|i| std::array::from_fn(|j| src(i, j)));
+                input_transform::<A>(&p, v, (t * dr + pd) * cin, vstride, lin, scratch);
             }
-            // 16 GEMMs: M[e] (rows = nt * dr) = sum over D taps of V[e] shifted by the tap (rows x
-            // cin) * U[e][tap] (cin x cout).
+            // A^2 GEMMs: M[e] (rows = nt * dr) = sum over D taps of V[e] shifted by the tap
+            // (rows x cin) * U[e][tap] (cin x cout).
             let rows = nt * dr;
-            for e in 0..16 {
+            for e in 0..n_e {
                 let ve = &v[e * vstride..][..vstride];
                 let me = &mut m[e * mstride..][..rows * cout];
                 for p in 0..self.panels {
@@ -178,28 +284,26 @@ impl WinogradConv {
                     }
                 }
             }
-            // Output transform Y = A^T M A (one vectorised pass over (d, co)), bias, stats, store.
+            // Output transform Y = A^T M A (vectorised over (d, co)), bias, stats, store.
             for t in 0..nt {
                 let tw = tw0 + t;
-                let mt: [&[f32]; 16] = std::array::from_fn(|e| &m[e * mstride + t * dr * cout..][..lout]);
-                output_transform(&mt, y00, y01, y10, y11);
-                let w0 = 2 * tw;
-                let targets = [(0, 0, &*y00), (0, 1, &*y01), (1, 0, &*y10), (1, 1, &*y11)];
-                for (a, b, y) in targets {
-                    if a >= out_rows || w0 + b >= dims[1] {
-                        continue;
-                    }
-                    let dst = &mut out[(a * dims[1] + w0 + b) * lout..][..lout];
-                    for (dc, yc) in dst.chunks_exact_mut(cout).zip(y.chunks_exact(cout)) {
-                        for ((o, &v), &bv) in dc.iter_mut().zip(yc).zip(&self.bias) {
-                            *o = v + bv;
+                output_transform::<M, A>(m, mstride, t * dr * cout, lout, ybuf);
+                let w0 = M * tw;
+                for a in 0..out_rows {
+                    for b in 0..M.min(dims[1] - w0) {
+                        let y = &ybuf[a * M + b][..lout];
+                        let dst = &mut out[(a * dims[1] + w0 + b) * lout..][..lout];
+                        for (dc, yc) in dst.chunks_exact_mut(cout).zip(y.chunks_exact(cout)) {
+                            for ((o, &v), &bv) in dc.iter_mut().zip(yc).zip(&self.bias) {
+                                *o = v + bv;
+                            }
                         }
-                    }
-                    if let Some(s) = sums.as_deref_mut() {
-                        for dc in dst.chunks_exact(cout) {
-                            for (acc, &v) in s.iter_mut().zip(dc) {
-                                acc.0 += v as f64;
-                                acc.1 += v as f64 * v as f64;
+                        if let Some(s) = sums.as_deref_mut() {
+                            for dc in dst.chunks_exact(cout) {
+                                for (acc, &v) in s.iter_mut().zip(dc) {
+                                    acc.0 += v as f64;
+                                    acc.1 += v as f64 * v as f64;
+                                }
                             }
                         }
                     }
@@ -217,7 +321,8 @@ struct TileScratch {
     zeros: Vec<f32>,
     v: Vec<f32>,
     scratch: Vec<f32>,
-    ybuf: [Vec<f32>; 4],
+    /// One `(d, co)` vector per output position of a tile.
+    ybuf: Vec<Vec<f32>>,
     m: Vec<f32>,
 }
 
@@ -233,89 +338,130 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// `V[e] = (B^T P B)[xi][nu]` with `B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]`,
-/// written at `v[e * stride + offset ..][..len]`; `scratch` holds `16 * len` floats. Every loop
-/// is a zip over equal-length slices so it compiles to straight vector code.
-fn input_transform(p: &[[&[f32]; 4]; 4], v: &mut [f32], offset: usize, stride: usize, len: usize, scratch: &mut [f32]) {
-    // Rows first: r[i][j] = (B^T P)[i][j], stored at scratch[(4i + j) * len ..].
-    for j in 0..4 {
-        let (p0, p1, p2, p3) = (&p[0][j][..len], &p[1][j][..len], &p[2][j][..len], &p[3][j][..len]);
-        let mut rows = scratch.chunks_exact_mut(len).skip(j).step_by(4);
-        let (r0, r1, r2, r3) = (rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap(), rows.next().unwrap());
-        bt_rows(p0, p1, p2, p3, r0, r1, r2, r3);
+/// `V[e] = (B^T P B)[xi][nu]` (`e = xi * A + nu`), written at `v[e * stride + offset ..][..len]`;
+/// `scratch` holds `A * A * len` floats. Every loop runs over equal-length slices so it
+/// compiles to straight vector code.
+#[inline(always)]
+fn input_transform<const A: usize>(
+    p: &[[&[f32]; A]; A],
+    v: &mut [f32],
+    offset: usize,
+    stride: usize,
+    len: usize,
+    scratch: &mut [f32],
+) {
+    // Rows first: r[i][j] = (B^T P)[i][j], stored at scratch[(A i + j) * len ..].
+    for j in 0..A {
+        let col: [&[f32]; A] = std::array::from_fn(|i| &p[i][j][..len]);
+        let mut rows = scratch.chunks_exact_mut(len).skip(j).step_by(A);
+        let outs: [&mut [f32]; A] = std::array::from_fn(|_| rows.next().unwrap());
+        bt::<A>(col, outs);
     }
     let r = &*scratch;
-    for i in 0..4 {
-        let row = |k: usize| &r[(4 * i + k) * len..][..len];
-        let (q0, q1, q2, q3) = (row(0), row(1), row(2), row(3));
-        let mut outs = v.chunks_exact_mut(stride).skip(4 * i);
-        let mut next = || &mut outs.next().unwrap()[offset..][..len];
-        let (o0, o1, o2, o3) = (next(), next(), next(), next());
-        bt_rows(q0, q1, q2, q3, o0, o1, o2, o3);
+    for i in 0..A {
+        let row: [&[f32]; A] = std::array::from_fn(|k| &r[(A * i + k) * len..][..len]);
+        let mut outs = v.chunks_exact_mut(stride).skip(A * i);
+        let outs: [&mut [f32]; A] = std::array::from_fn(|_| &mut outs.next().unwrap()[offset..][..len]);
+        bt::<A>(row, outs);
     }
 }
 
-/// One application of `B^T` to four equal-length vectors.
-#[allow(clippy::too_many_arguments)]
+/// One application of `B^T` to `A` equal-length vectors. F(2x2): `B^T = [[1,0,-1,0], [0,1,1,0],
+/// [0,-1,1,0], [0,1,0,-1]]`; F(4x4): `B^T = [[4,0,-5,0,1,0], [0,-4,-4,1,1,0], [0,4,-4,-1,1,0],
+/// [0,-2,-1,2,1,0], [0,2,-1,-2,1,0], [0,4,0,-5,0,1]]`.
 #[inline(always)]
-fn bt_rows(
-    p0: &[f32],
-    p1: &[f32],
-    p2: &[f32],
-    p3: &[f32],
-    o0: &mut [f32],
-    o1: &mut [f32],
-    o2: &mut [f32],
-    o3: &mut [f32],
-) {
-    for ((o, a), b) in o0.iter_mut().zip(p0).zip(p2) {
-        *o = a - b;
-    }
-    for ((o, a), b) in o1.iter_mut().zip(p1).zip(p2) {
-        *o = a + b;
-    }
-    for ((o, a), b) in o2.iter_mut().zip(p2).zip(p1) {
-        *o = a - b;
-    }
-    for ((o, a), b) in o3.iter_mut().zip(p1).zip(p3) {
-        *o = a - b;
+fn bt<const A: usize>(p: [&[f32]; A], mut o: [&mut [f32]; A]) {
+    let n = o[0].len();
+    if A == 4 {
+        let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
+        let [o0, o1, o2, o3, ..] = &mut o[..] else { unreachable!() };
+        let (o0, o1, o2, o3) = (&mut o0[..n], &mut o1[..n], &mut o2[..n], &mut o3[..n]);
+        for l in 0..n {
+            o0[l] = p0[l] - p2[l];
+            o1[l] = p1[l] + p2[l];
+            o2[l] = p2[l] - p1[l];
+            o3[l] = p1[l] - p3[l];
+        }
+    } else {
+        let (p0, p1, p2, p3, p4, p5) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n], &p[4][..n], &p[5][..n]);
+        let [o0, o1, o2, o3, o4, o5, ..] = &mut o[..] else { unreachable!() };
+        let (o0, o1, o2) = (&mut o0[..n], &mut o1[..n], &mut o2[..n]);
+        let (o3, o4, o5) = (&mut o3[..n], &mut o4[..n], &mut o5[..n]);
+        for l in 0..n {
+            let (a1, a2, a3, a4) = (p1[l], p2[l], p3[l], p4[l]);
+            o0[l] = (4.0 * p0[l] - 5.0 * a2) + a4;
+            o1[l] = (a3 + a4) - 4.0 * (a1 + a2);
+            o2[l] = (a4 - a3) + 4.0 * (a1 - a2);
+            o3[l] = (a4 - a2) - 2.0 * (a1 - a3);
+            o4[l] = (a4 - a2) + 2.0 * (a1 - a3);
+            o5[l] = (4.0 * a1 - 5.0 * a3) + p5[l];
+        }
     }
 }
 
-/// The four outputs of a tile, `A^T M A` with `A^T = [[1,1,1,0],[0,1,-1,-1]]`, over
-/// contiguous `(d, co)` vectors.
-fn output_transform(m: &[&[f32]; 16], y00: &mut [f32], y01: &mut [f32], y10: &mut [f32], y11: &mut [f32]) {
-    let n = y00.len();
-    let m: [&[f32]; 16] = std::array::from_fn(|e| &m[e][..n]);
-    let (y01, y10, y11) = (&mut y01[..n], &mut y10[..n], &mut y11[..n]);
-    // Columns of each row xi: s = m0 + m1 + m2, t = m1 - m2 - m3; then rows the same way.
-    let mut s = [[0f32; 8]; 4];
-    let mut t = [[0f32; 8]; 4];
+/// One application of `A^T` to `A` vectors of `W` lanes, giving `M`. F(2x2): `A^T =
+/// [[1,1,1,0], [0,1,-1,-1]]`; F(4x4): `A^T = [[1,1,1,1,1,0], [0,1,-1,2,-2,0], [0,1,1,4,4,0],
+/// [0,1,-1,8,-8,1]]`.
+#[inline(always)]
+fn at<const M: usize, const A: usize, const W: usize>(q: &[[f32; W]; A]) -> [[f32; W]; M] {
+    let mut r = [[0f32; W]; M];
+    for k in 0..W {
+        if A == 4 {
+            r[0][k] = q[0][k] + q[1][k] + q[2][k];
+            r[1][k] = q[1][k] - q[2][k] - q[3][k];
+        } else {
+            let (d12, s12) = (q[1][k] - q[2][k], q[1][k] + q[2][k]);
+            let (d34, s34) = (q[3][k] - q[4][k], q[3][k] + q[4][k]);
+            r[0][k] = q[0][k] + s12 + s34;
+            r[1][k] = d12 + 2.0 * d34;
+            r[2][k] = s12 + 4.0 * s34;
+            r[3][k] = (d12 + 8.0 * d34) + q[5][k];
+        }
+    }
+    r
+}
+
+/// The `M x M` outputs of one tile, `A^T M A`, from the `A^2` products at `m[e * stride + offset
+/// ..][..len]`, into `y[a * M + b][..len]`, over contiguous `(d, co)` vectors 8 lanes at a time.
+#[inline(always)]
+fn output_transform<const M: usize, const A: usize>(
+    m: &[f32],
+    stride: usize,
+    offset: usize,
+    len: usize,
+    y: &mut [Vec<f32>],
+) {
     let mut l = 0;
-    while l + 8 <= n {
-        for xi in 0..4 {
-            let (a, b, c, d) =
-                (&m[4 * xi][l..l + 8], &m[4 * xi + 1][l..l + 8], &m[4 * xi + 2][l..l + 8], &m[4 * xi + 3][l..l + 8]);
-            for k in 0..8 {
-                s[xi][k] = a[k] + b[k] + c[k];
-                t[xi][k] = b[k] - c[k] - d[k];
-            }
-        }
-        for k in 0..8 {
-            y00[l + k] = s[0][k] + s[1][k] + s[2][k];
-            y01[l + k] = t[0][k] + t[1][k] + t[2][k];
-            y10[l + k] = s[1][k] - s[2][k] - s[3][k];
-            y11[l + k] = t[1][k] - t[2][k] - t[3][k];
-        }
+    while l + 8 <= len {
+        output_lanes::<M, A, 8>(m, stride, offset, l, y);
         l += 8;
     }
-    for l in l..n {
-        let g = |e: usize| m[e][l];
-        let sx = |xi: usize| g(4 * xi) + g(4 * xi + 1) + g(4 * xi + 2);
-        let tx = |xi: usize| g(4 * xi + 1) - g(4 * xi + 2) - g(4 * xi + 3);
-        y00[l] = sx(0) + sx(1) + sx(2);
-        y01[l] = tx(0) + tx(1) + tx(2);
-        y10[l] = sx(1) - sx(2) - sx(3);
-        y11[l] = tx(1) - tx(2) - tx(3);
+    for l in l..len {
+        output_lanes::<M, A, 1>(m, stride, offset, l, y);
+    }
+}
+
+#[inline(always)]
+fn output_lanes<const M: usize, const A: usize, const W: usize>(
+    m: &[f32],
+    stride: usize,
+    offset: usize,
+    l: usize,
+    y: &mut [Vec<f32>],
+) {
+    // Columns of each row xi, then rows of each output column b.
+    let mut cols = [[[0f32; W]; M]; A];
+    for (xi, c) in cols.iter_mut().enumerate() {
+        let q: [[f32; W]; A] = std::array::from_fn(|nu| {
+            let s = &m[(xi * A + nu) * stride + offset + l..][..W];
+            std::array::from_fn(|k| s[k])
+        });
+        *c = at::<M, A, W>(&q);
+    }
+    for b in 0..M {
+        let q: [[f32; W]; A] = std::array::from_fn(|xi| cols[xi][b]);
+        for (a, r) in at::<M, A, W>(&q).iter().enumerate() {
+            y[a * M + b][l..l + W].copy_from_slice(r);
+        }
     }
 }
