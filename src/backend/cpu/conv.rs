@@ -154,22 +154,37 @@ pub fn conv_sample(padded: &[f32], dims: Dims, conv: &PackedConv, out: &mut [f32
     let offsets = &offsets[..];
     let plane_out = dims[1] * dims[2] * g.cout;
     let kernel = select_kernel();
-    let narrow = g.cout <= NARROW_COUT;
     par_chunks_with_sums(out, plane_out, g.cout, sums.then_some((slots, totals)), |h, out_plane, acc| {
-        if narrow {
-            conv_plane_narrow(padded, &g, conv, offsets, h, out_plane);
-            if let Some(acc) = acc {
-                for v in out_plane.chunks_exact(g.cout) {
-                    for (a, &x) in acc.iter_mut().zip(v) {
-                        a.0 += x as f64;
-                        a.1 += x as f64 * x as f64;
-                    }
-                }
-            }
-        } else {
-            conv_plane_best(padded, &g, conv, offsets, h, out_plane, kernel, acc);
-        }
+        conv_plane_best(padded, &g, conv, offsets, h, out_plane, kernel, acc)
     });
+}
+
+/// One output plane by the kernel that suits the output width: dot products for a few
+/// channels, the register-tiled micro-kernel otherwise.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn conv_plane_any(
+    padded: &[f32],
+    g: &Geometry,
+    conv: &PackedConv,
+    offsets: &[usize],
+    h: usize,
+    out_plane: &mut [f32],
+    kernel: Kernel,
+    sums: Option<&mut [(f64, f64)]>,
+) {
+    if g.cout > NARROW_COUT {
+        return conv_plane(padded, g, conv, offsets, h, out_plane, kernel, sums);
+    }
+    conv_plane_narrow(padded, g, conv, offsets, h, out_plane);
+    if let Some(acc) = sums {
+        for v in out_plane.chunks_exact(g.cout) {
+            for (a, &x) in acc.iter_mut().zip(v) {
+                a.0 += x as f64;
+                a.1 += x as f64 * x as f64;
+            }
+        }
+    }
 }
 
 /// Per-chunk partial sums and their totals (see [`par_chunks_with_sums`]).
@@ -207,6 +222,7 @@ const NARROW_COUT: usize = 4;
 
 /// Convolution to very few output channels (the attention maps' 1, the logits' 2): one dot
 /// product per output over `taps x cin`, vectorised over 8 input channels at a time.
+#[inline(always)]
 fn conv_plane_narrow(
     padded: &[f32],
     g: &Geometry,
@@ -267,8 +283,9 @@ pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
-/// [`conv_plane`] compiled for AVX2: its epilogue (bias, stores, f64 statistics) vectorises 8
-/// floats / 4 doubles wide instead of SSE's 4 / 2, with the same arithmetic per element.
+/// [`conv_plane_any`] compiled for AVX2: the dot products and the epilogue (bias, stores, f64
+/// statistics) vectorise 8 floats / 4 doubles wide instead of SSE's 4 / 2, with the same
+/// arithmetic per element.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -282,10 +299,10 @@ unsafe fn conv_plane_avx2(
     kernel: Kernel,
     sums: Option<&mut [(f64, f64)]>,
 ) {
-    conv_plane(padded, g, conv, offsets, h, out_plane, kernel, sums)
+    conv_plane_any(padded, g, conv, offsets, h, out_plane, kernel, sums)
 }
 
-/// [`conv_plane`] on the widest vector code this CPU runs.
+/// [`conv_plane_any`] on the widest vector code this CPU runs.
 #[allow(clippy::too_many_arguments)]
 fn conv_plane_best(
     padded: &[f32],
@@ -302,7 +319,7 @@ fn conv_plane_best(
         // SAFETY: the CPU has AVX2 and FMA (checked at run time).
         return unsafe { conv_plane_avx2(padded, g, conv, offsets, h, out_plane, kernel, sums) };
     }
-    conv_plane(padded, g, conv, offsets, h, out_plane, kernel, sums)
+    conv_plane_any(padded, g, conv, offsets, h, out_plane, kernel, sums)
 }
 
 #[allow(clippy::too_many_arguments)]
