@@ -5,6 +5,9 @@
 //!     cargo bench --bench cpu -- forward # the whole network only
 //!     cargo bench --bench cpu -- latency # a 448x448x24 series, last slice in -> mask out,
 //!                                        # Rust API and C ABI (fmseg bench --latency gives p99)
+//!     cargo bench --bench cpu -- train   # one training step at batch 2: forward, the
+//!                                        # reference's losses, backward (fmseg bench --train
+//!                                        # gives seconds per phase)
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fmseg::backend::cpu::CpuBackend;
@@ -71,5 +74,23 @@ fn latency(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, layers, latency);
+/// One training step as `fmseg train` runs it (batch 2, 192x192x16 patches, Dice + CE +
+/// attention losses, forward and backward on the gradient tape), as `fmseg bench --train` times it.
+fn train_step(c: &mut Criterion) {
+    use fmseg::train::{step, tape::TapeBackend};
+    let tape = TapeBackend::new(CpuBackend::new(0).unwrap());
+    let sd = random_state_dict(0);
+    let x = random_input(1, 2, PATCH);
+    let label: Vec<u8> = x.data.iter().map(|&v| (v > 1.5) as u8).collect();
+    let mut g = c.benchmark_group("cpu_train");
+    g.sample_size(10);
+    g.measurement_time(std::time::Duration::from_secs(120));
+    g.throughput(Throughput::Elements(2));
+    g.bench_function("train_step_batch2_192x192x16", |b| {
+        b.iter(|| step::forward_backward(&tape, &sd, &x, &label).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forward, layers, latency, train_step);
 criterion_main!(benches);

@@ -24,8 +24,8 @@ const SUM_CHUNK_ROWS: usize = 2048;
 ///
 /// A gradient sums hundreds of thousands of products of both signs, often to a small result,
 /// so float32 accumulation over the whole volume loses digits: rows go in chunks of
-/// [`SUM_CHUNK_ROWS`] through a float32 matrix product, and the chunk results are added in
-/// float64. Rows are split into `parts` contiguous ranges summed in parallel and the partial sums
+/// [`SUM_CHUNK_ROWS`] through a float32 product ([`at_b_chunk`]), and the chunk results are
+/// added in float64. Rows are split into `parts` contiguous ranges summed in parallel and the partial sums
 /// are added in a fixed order, so the result does not depend on scheduling.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_at_b(
@@ -48,6 +48,7 @@ fn accumulate_at_b(
     assert!(b_first + rows * n <= b.len(), "accumulate_at_b: B out of bounds");
     let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
     let parts = parts.clamp(1, chunks);
+    let outer = select_outer();
     let partials: Vec<Vec<f64>> = (0..parts)
         .into_par_iter()
         .map(|p| {
@@ -56,25 +57,16 @@ fn accumulate_at_b(
             for chunk in chunks * p / parts..chunks * (p + 1) / parts {
                 let r0 = chunk * SUM_CHUNK_ROWS;
                 let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
-                // SAFETY: the asserts above bound every row of A and B read here; `c` is m x n.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        r1 - r0,
-                        n,
-                        1.0,
-                        a.as_ptr().add(a_first + r0 * a_stride),
-                        1,
-                        a_stride as isize,
-                        b.as_ptr().add(b_first + r0 * n),
-                        n as isize,
-                        1,
-                        0.0,
-                        c.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    );
-                }
+                at_b_chunk(
+                    &a[a_first + r0 * a_stride..],
+                    a_stride,
+                    m,
+                    &b[b_first + r0 * n..],
+                    n,
+                    r1 - r0,
+                    &mut c,
+                    outer,
+                );
                 for (s, &v) in sum.iter_mut().zip(&c) {
                     *s += v as f64;
                 }
@@ -90,6 +82,158 @@ fn accumulate_at_b(
     }
     for (d, t) in acc.iter_mut().zip(total) {
         *d = (*d as f64 + t) as f32;
+    }
+}
+
+/// Rows of one register-tile pass over a chunk: a pass's A and B rows stay in L1/L2 while
+/// every (row-block, column-block) tile of the result sweeps them.
+const PASS_ROWS: usize = 64;
+/// Register tile of [`outer_6x16`]: 6 rows of the result (A's columns) by 16 columns (B's).
+const OMR: usize = 6;
+const ONR: usize = 16;
+
+type Outer =
+    unsafe fn(a: *const f32, a_stride: usize, b: *const f32, b_stride: usize, rows: usize, acc: &mut [[f32; ONR]; OMR]);
+
+fn select_outer() -> Outer {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return avx2::outer_6x16;
+        }
+    }
+    outer_generic
+}
+
+/// `c (m x n) = A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
+/// `a[r * a_stride ..]` and row `r` of `B` the `n` floats at `b[r * n ..]`: sums of outer
+/// products of rows, register-tiled and read straight from the channels-last volumes (a weight
+/// gradient's A and B are its input and output gradient; nothing is packed or copied).
+fn at_b_chunk(a: &[f32], a_stride: usize, m: usize, b: &[f32], n: usize, rows: usize, c: &mut [f32], outer: Outer) {
+    assert!(rows == 0 || ((rows - 1) * a_stride + m <= a.len() && rows * n <= b.len()), "at_b_chunk: out of bounds");
+    c.fill(0.0);
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = PASS_ROWS.min(rows - r0);
+        for (i0, skip_i) in blocks(m, OMR) {
+            let mi = OMR.min(m - i0);
+            for (j0, skip_j) in blocks(n, ONR) {
+                let nj = ONR.min(n - j0);
+                let mut acc = [[0f32; ONR]; OMR];
+                let (ap, bp) = (&a[r0 * a_stride + i0..], &b[r0 * n + j0..]);
+                if mi == OMR && nj == ONR {
+                    // SAFETY: the kernel reads ap[r * a_stride + i] for r < nr, i < 6, inside A's
+                    // rows (i0 + 6 <= m, asserted above), and bp[r * n + j], j < 16, inside B's.
+                    unsafe { outer(ap.as_ptr(), a_stride, bp.as_ptr(), n, nr, &mut acc) };
+                } else {
+                    outer_edge(ap, a_stride, mi, bp, n, nj, nr, &mut acc);
+                }
+                for (i, row) in acc.iter().enumerate().take(mi).skip(skip_i) {
+                    for (d, &v) in c[(i0 + i) * n + j0 + skip_j..][..nj - skip_j].iter_mut().zip(&row[skip_j..]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+        r0 += nr;
+    }
+}
+
+/// Blocks of `w` covering `0..len`: `(start, skip)`, where the last block is shifted back to stay
+/// whole (when `len >= w`) and its first `skip` entries were covered by the block before.
+fn blocks(len: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len.div_ceil(w)).map(move |k| {
+        let start = k * w;
+        if len >= w && start + w > len {
+            (len - w, start - (len - w))
+        } else {
+            (start, 0)
+        }
+    })
+}
+
+/// A partial tile (`mi <= 6` by `nj <= 16`) of [`at_b_chunk`], in plain loops.
+#[allow(clippy::too_many_arguments)]
+fn outer_edge(
+    a: &[f32],
+    a_stride: usize,
+    mi: usize,
+    b: &[f32],
+    b_stride: usize,
+    nj: usize,
+    rows: usize,
+    acc: &mut [[f32; ONR]; OMR],
+) {
+    for r in 0..rows {
+        let br = &b[r * b_stride..][..nj];
+        for (i, row) in acc.iter_mut().enumerate().take(mi) {
+            let x = a[r * a_stride + i];
+            for (s, &y) in row.iter_mut().zip(br) {
+                *s += x * y;
+            }
+        }
+    }
+}
+
+/// Portable [`Outer`] (any CPU).
+///
+/// # Safety
+/// As for [`avx2::outer_6x16`].
+unsafe fn outer_generic(
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    b_stride: usize,
+    rows: usize,
+    acc: &mut [[f32; ONR]; OMR],
+) {
+    if rows == 0 {
+        return;
+    }
+    // SAFETY: the caller guarantees these extents are readable.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, (rows - 1) * a_stride + OMR),
+            std::slice::from_raw_parts(b, (rows - 1) * b_stride + ONR),
+        )
+    };
+    outer_edge(a, a_stride, OMR, b, b_stride, ONR, rows, acc);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{OMR, ONR};
+    use std::arch::x86_64::*;
+
+    /// `acc[i][j] = sum over r < rows of a[r * a_stride + i] * b[r * b_stride + j]` for a 6 x 16
+    /// tile: 12 accumulator registers, two B vectors and one broadcast per A element.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `a` is readable at `r * a_stride + i` (`i < 6`) and `b` at
+    /// `r * b_stride + j` (`j < 16`) for every `r < rows`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn outer_6x16(
+        a: *const f32,
+        a_stride: usize,
+        b: *const f32,
+        b_stride: usize,
+        rows: usize,
+        acc: &mut [[f32; ONR]; OMR],
+    ) {
+        let mut c = [_mm256_setzero_ps(); 2 * OMR];
+        for r in 0..rows {
+            let (ar, br) = (a.add(r * a_stride), b.add(r * b_stride));
+            let (b0, b1) = (_mm256_loadu_ps(br), _mm256_loadu_ps(br.add(8)));
+            for i in 0..OMR {
+                let x = _mm256_broadcast_ss(&*ar.add(i));
+                c[2 * i] = _mm256_fmadd_ps(x, b0, c[2 * i]);
+                c[2 * i + 1] = _mm256_fmadd_ps(x, b1, c[2 * i + 1]);
+            }
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            _mm256_storeu_ps(row.as_mut_ptr(), c[2 * i]);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), c[2 * i + 1]);
+        }
     }
 }
 
@@ -147,27 +291,45 @@ pub fn conv_weight_grad(
     let q0 = lin(pad[0], pad[1], pad[2]);
     let q1 = lin(pad[0] + dims[0] - 1, pad[1] + dims[1] - 1, pad[2] + dims[2] - 1);
     let rows = q1 - q0 + 1;
-    let mut tap = 0;
-    for a in 0..k[0] {
-        for b in 0..k[1] {
-            for c in 0..k[2] {
-                // q0 + off(t) >= 0 because q0 is the offset of the farthest tap.
-                let first = lin(a, b, c);
-                accumulate_at_b(
-                    xpad,
-                    first * cin,
-                    cin,
-                    cin,
-                    dypad,
-                    q0 * cout,
-                    cout,
-                    rows,
-                    parts,
-                    &mut acc[tap * cin * cout..][..cin * cout],
-                );
-                tap += 1;
+    let firsts: Vec<usize> =
+        (0..k[0]).flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| lin(a, b, c)))).collect();
+    let taps = firsts.len();
+    let (m, n) = (cin, cout);
+    assert!(acc.len() == taps * m * n, "conv_weight_grad: accumulator of {} for {taps}x{m}x{n}", acc.len());
+    // q0 + off(t) >= 0 because q0 is the offset of the farthest tap; the last row of the last
+    // tap ends inside the padded volume.
+    assert!((firsts[taps - 1] + rows) * m <= xpad.len() && (q0 + rows) * n <= dypad.len());
+    // Chunk-major, taps inside: a chunk of the output gradient stays in cache across the taps,
+    // and the input rows the taps read overlap (they are a few image rows apart).
+    let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
+    let parts = parts.clamp(1, chunks);
+    let outer = select_outer();
+    let partials: Vec<Vec<f64>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut sum = vec![0f64; taps * m * n];
+            let mut c = vec![0f32; m * n];
+            for chunk in chunks * p / parts..chunks * (p + 1) / parts {
+                let r0 = chunk * SUM_CHUNK_ROWS;
+                let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
+                for (t, &first) in firsts.iter().enumerate() {
+                    at_b_chunk(&xpad[(first + r0) * m..], m, m, &dypad[(q0 + r0) * n..], n, r1 - r0, &mut c, outer);
+                    for (s, &v) in sum[t * m * n..][..m * n].iter_mut().zip(&c) {
+                        *s += v as f64;
+                    }
+                }
             }
+            sum
+        })
+        .collect();
+    let mut total = vec![0f64; taps * m * n];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
         }
+    }
+    for (d, t) in acc.iter_mut().zip(total) {
+        *d = (*d as f64 + t) as f32;
     }
 }
 
