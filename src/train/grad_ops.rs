@@ -109,6 +109,7 @@ fn select_outer() -> Outer {
 /// `a[r * a_stride ..]` and row `r` of `B` the `n` floats at `b[r * n ..]`: sums of outer
 /// products of rows, register-tiled and read straight from the channels-last volumes (a weight
 /// gradient's A and B are its input and output gradient; nothing is packed or copied).
+#[allow(clippy::too_many_arguments)]
 fn at_b_chunk(a: &[f32], a_stride: usize, m: usize, b: &[f32], n: usize, rows: usize, c: &mut [f32], outer: Outer) {
     assert!(rows == 0 || ((rows - 1) * a_stride + m <= a.len() && rows * n <= b.len()), "at_b_chunk: out of bounds");
     c.fill(0.0);

@@ -439,8 +439,9 @@ pub fn conv() -> Vec<ConvCase> {
 }
 
 /// (dims, Cin, Cout, kD) that put Winograd's tiles across odd edges.
-/// The engine runs F(4x4, 3x3) up to 256 channels in and out together (the last two cases:
-/// 4x4 tiles cut by every edge), F(2x2, 3x3) above (the third-last).
+/// The engine runs F(4x4, 3x3) on planes of at least 24x24 with up to 256 channels in and out
+/// together (the last two cases: 4x4 tiles cut by every edge), F(2x2, 3x3) otherwise (the
+/// others; the third-last for its channels).
 const WINOGRAD: [(Dims, usize, usize, usize); 12] = [
     ([7, 9, 6], 8, 5, 1),
     ([5, 4, 7], 17, 33, 1),
@@ -452,8 +453,8 @@ const WINOGRAD: [(Dims, usize, usize, usize); 12] = [
     ([7, 5, 9], 16, 6, 3),
     ([3, 3, 4], 8, 8, 3),
     ([6, 11, 6], 200, 72, 3),
-    ([10, 7, 5], 32, 32, 1),
-    ([9, 6, 7], 24, 40, 3),
+    ([26, 25, 5], 32, 32, 1),
+    ([25, 27, 6], 24, 40, 3),
 ];
 
 // ---------------------------------------------------------------------------------------

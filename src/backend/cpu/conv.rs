@@ -66,6 +66,13 @@ impl PackedConv {
         PackedConv { spec, w, bias: b, panels, narrow }
     }
 
+    /// Tap `t` of output channel `co`, input channel `ci`, as PyTorch's `(cout, cin, taps)`
+    /// weight holds it (the packing is a permutation, so this is exact).
+    pub fn weight(&self, co: usize, ci: usize, t: usize) -> f32 {
+        let taps = self.spec.taps();
+        self.w[(((co / NR) * taps + t) * self.spec.cin + ci) * NR + co % NR]
+    }
+
     /// Packs a transposed convolution with kernel = stride as a 1x1 convolution whose output
     /// channels are `(tap, cout)`: `weight` is PyTorch's `(cin, cout, kH, kW, kD)`.
     pub fn from_transposed(cin: usize, cout: usize, k: Dims, weight: &[f32], bias: &[f32]) -> Self {

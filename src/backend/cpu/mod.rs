@@ -171,7 +171,7 @@ impl CpuBackend {
             for s in 0..x.n {
                 let dst = &mut out.data[s * out_len..][..out_len];
                 match (wg, pad.as_mut()) {
-                    (Some(w), _) => w.conv_sample(x.sample(s), x.dims, dst, sc, sums),
+                    (Some(w), _) => w.conv_sample(x.sample(s), x.dims, conv, dst, sc, sums),
                     (None, Some(p)) => {
                         conv::pad_input(x.sample(s), x.dims, x.c, spec.pad(), p);
                         conv::conv_sample(p, x.dims, conv, dst, sc, sums)
@@ -251,8 +251,8 @@ impl Backend for CpuBackend {
             }
         }
         let bias = bias.map(|b| b.data.as_slice());
-        let winograd = winograd::WinogradConv::handles(&spec)
-            .then(|| winograd::WinogradConv::new(spec, &weight.data, bias, self.winograd_tile));
+        let winograd =
+            winograd::WinogradConv::handles(&spec).then(|| winograd::WinogradConv::new(spec, bias, self.winograd_tile));
         Ok(CpuConv { direct: PackedConv::new(spec, &weight.data, bias), winograd })
     }
 
