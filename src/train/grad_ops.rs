@@ -19,18 +19,21 @@ const CHUNK_VOX: usize = 4096;
 /// relative error at worst), and the chunk results are added in float64.
 const SUM_CHUNK_ROWS: usize = 2048;
 
-/// `acc (m x n) += A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
-/// `a[a_first + r * a_stride ..]` and row `r` of `B` the `n` floats at `b[b_first + r * n ..]`.
+/// `acc[t] (m x n) += A_t^T B` for every tap `t`, over `rows` rows, where row `r` of `A_t` is
+/// the `m` floats at `a[a_firsts[t] + r * a_stride ..]` and row `r` of `B` the `n` floats at
+/// `b[b_first + r * n ..]`; `acc` is `[tap][m][n]`.
 ///
 /// A gradient sums hundreds of thousands of products of both signs, often to a small result,
 /// so float32 accumulation over the whole volume loses digits: rows go in chunks of
 /// [`SUM_CHUNK_ROWS`] through a float32 product ([`at_b_chunk`]), and the chunk results are
-/// added in float64. Rows are split into `parts` contiguous ranges summed in parallel and the partial sums
-/// are added in a fixed order, so the result does not depend on scheduling.
+/// added in float64. Chunks are the outer loop and taps the inner one, so a chunk of `B` stays
+/// in cache across the taps (whose `A` rows, a few image rows apart, overlap too). Chunks are
+/// split into `parts` contiguous ranges summed in parallel and the partial sums are added in a
+/// fixed order, so the result does not depend on scheduling.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_at_b(
     a: &[f32],
-    a_first: usize,
+    a_firsts: &[usize],
     a_stride: usize,
     m: usize,
     b: &[f32],
@@ -40,11 +43,14 @@ fn accumulate_at_b(
     parts: usize,
     acc: &mut [f32],
 ) {
-    assert!(acc.len() == m * n, "accumulate_at_b: accumulator of {} for {m}x{n}", acc.len());
+    let taps = a_firsts.len();
+    assert!(acc.len() == taps * m * n, "accumulate_at_b: accumulator of {} for {taps}x{m}x{n}", acc.len());
     if rows == 0 {
         return;
     }
-    assert!(a_first + (rows - 1) * a_stride + m <= a.len(), "accumulate_at_b: A out of bounds");
+    for &a_first in a_firsts {
+        assert!(a_first + (rows - 1) * a_stride + m <= a.len(), "accumulate_at_b: A out of bounds");
+    }
     assert!(b_first + rows * n <= b.len(), "accumulate_at_b: B out of bounds");
     let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
     let parts = parts.clamp(1, chunks);
@@ -52,29 +58,23 @@ fn accumulate_at_b(
     let partials: Vec<Vec<f64>> = (0..parts)
         .into_par_iter()
         .map(|p| {
-            let mut sum = vec![0f64; m * n];
+            let mut sum = vec![0f64; taps * m * n];
             let mut c = vec![0f32; m * n];
             for chunk in chunks * p / parts..chunks * (p + 1) / parts {
                 let r0 = chunk * SUM_CHUNK_ROWS;
                 let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
-                at_b_chunk(
-                    &a[a_first + r0 * a_stride..],
-                    a_stride,
-                    m,
-                    &b[b_first + r0 * n..],
-                    n,
-                    r1 - r0,
-                    &mut c,
-                    outer,
-                );
-                for (s, &v) in sum.iter_mut().zip(&c) {
-                    *s += v as f64;
+                let bc = &b[b_first + r0 * n..];
+                for (t, &a_first) in a_firsts.iter().enumerate() {
+                    at_b_chunk(&a[a_first + r0 * a_stride..], a_stride, m, bc, n, r1 - r0, &mut c, outer);
+                    for (s, &v) in sum[t * m * n..][..m * n].iter_mut().zip(&c) {
+                        *s += v as f64;
+                    }
                 }
             }
             sum
         })
         .collect();
-    let mut total = vec![0f64; m * n];
+    let mut total = vec![0f64; taps * m * n];
     for part in partials {
         for (t, v) in total.iter_mut().zip(part) {
             *t += v;
@@ -292,46 +292,11 @@ pub fn conv_weight_grad(
     let q0 = lin(pad[0], pad[1], pad[2]);
     let q1 = lin(pad[0] + dims[0] - 1, pad[1] + dims[1] - 1, pad[2] + dims[2] - 1);
     let rows = q1 - q0 + 1;
-    let firsts: Vec<usize> =
-        (0..k[0]).flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| lin(a, b, c)))).collect();
-    let taps = firsts.len();
-    let (m, n) = (cin, cout);
-    assert!(acc.len() == taps * m * n, "conv_weight_grad: accumulator of {} for {taps}x{m}x{n}", acc.len());
-    // q0 + off(t) >= 0 because q0 is the offset of the farthest tap; the last row of the last
-    // tap ends inside the padded volume.
-    assert!((firsts[taps - 1] + rows) * m <= xpad.len() && (q0 + rows) * n <= dypad.len());
-    // Chunk-major, taps inside: a chunk of the output gradient stays in cache across the taps,
-    // and the input rows the taps read overlap (they are a few image rows apart).
-    let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
-    let parts = parts.clamp(1, chunks);
-    let outer = select_outer();
-    let partials: Vec<Vec<f64>> = (0..parts)
-        .into_par_iter()
-        .map(|p| {
-            let mut sum = vec![0f64; taps * m * n];
-            let mut c = vec![0f32; m * n];
-            for chunk in chunks * p / parts..chunks * (p + 1) / parts {
-                let r0 = chunk * SUM_CHUNK_ROWS;
-                let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
-                for (t, &first) in firsts.iter().enumerate() {
-                    at_b_chunk(&xpad[(first + r0) * m..], m, m, &dypad[(q0 + r0) * n..], n, r1 - r0, &mut c, outer);
-                    for (s, &v) in sum[t * m * n..][..m * n].iter_mut().zip(&c) {
-                        *s += v as f64;
-                    }
-                }
-            }
-            sum
-        })
-        .collect();
-    let mut total = vec![0f64; taps * m * n];
-    for part in partials {
-        for (t, v) in total.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
-    for (d, t) in acc.iter_mut().zip(total) {
-        *d = (*d as f64 + t) as f32;
-    }
+    // Tap t's input row for output row q0 + r sits at voxel lin(tap) + r: q0 is the offset of
+    // the farthest tap, so every start is in the volume.
+    let a_firsts: Vec<usize> =
+        (0..k[0]).flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| lin(a, b, c) * cin))).collect();
+    accumulate_at_b(xpad, &a_firsts, cin, cin, dypad, q0 * cout, cout, rows, parts, acc);
 }
 
 /// `[tap][cin][cout]` (as [`conv_weight_grad`] accumulates) to PyTorch's `(cout, cin, taps)`.
@@ -599,7 +564,7 @@ pub fn up_add_backward(
     }
     // Weight: dW[ci][(tap, co)] = sum_v x[v][ci] * dwide[v][(tap, co)].
     let mut acc = vec![0f32; cin * wide];
-    accumulate_at_b(x, 0, cin, cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
+    accumulate_at_b(x, &[0], cin, cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
     for ci in 0..cin {
         for t in 0..taps {
             for co in 0..cout {
