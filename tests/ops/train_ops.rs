@@ -149,3 +149,50 @@ fn dropout_in_conv_norm_relu_blocks() {
     assert!(count(DropoutSite::Fixed) > 30);
     assert_eq!(count(DropoutSite::Network), 0, "p = 0 at the network's rate here");
 }
+
+/// A convolution reading a conv -> norm -> ReLU -> dropout output keeps the norm's xhat and
+/// recomputes its input from it in the backward (instead of keeping a second full-size tensor):
+/// every gradient must be the same, to the bit, as when it keeps the value itself, for a padded
+/// (3x3x1) and an unpadded (1x1x1) reader.
+#[test]
+fn recomputed_conv_input_gives_identical_gradients() {
+    use fmseg::backend::DropoutSite;
+    use fmseg::train::tape::Dropout;
+    let mut rng = Rng::fresh("recomputed_conv_input_gives_identical_gradients");
+    let (n, cin, c, d) = (2, 3, 8, [7, 6, 4]);
+    let first = ConvSpec { cin, cout: c, k: [3, 3, 1], bias: true };
+    let k331 = ConvSpec { cin: c, cout: 5, k: [3, 3, 1], bias: true };
+    let k111 = ConvSpec { cin: c, cout: 4, k: [1, 1, 1], bias: false };
+    let x = rng.tensor(&[n, cin, d[0], d[1], d[2]]);
+    let params: Vec<(ConvSpec, HostTensor, HostTensor)> =
+        [first, k331, k111].into_iter().map(|s| (s, rng.tensor(&s.weight_shape()), rng.tensor(&[s.cout]))).collect();
+    let (r1, r2) = (rng.tensor(&[n, 5, d[0], d[1], d[2]]), rng.tensor(&[n, 4, d[0], d[1], d[2]]));
+    let run = |keep_value: bool| {
+        let t = tape();
+        t.set_dropout(Some(Dropout { p: 0.5, fixed: 0.2, seed: 11 }));
+        let convs: Vec<_> = params
+            .iter()
+            .enumerate()
+            .map(|(i, (s, w, b))| t.prepare_conv(&format!("layer{i}"), *s, w, s.bias.then_some(b)).unwrap())
+            .collect();
+        let xv = t.upload(&x).unwrap();
+        let a = t.dropout(t.conv_norm(&xv, &convs[0], None, true).unwrap(), DropoutSite::Network).unwrap();
+        assert!(a.recomputable(), "a norm + ReLU + dropout output is recomputable");
+        // A one-term sum is a copy the tape keeps as a value.
+        let a = if keep_value { t.sum(&[&a], false).unwrap() } else { a };
+        assert_eq!(a.recomputable(), !keep_value);
+        let (y1, y2) = (t.conv(&a, &convs[1]).unwrap(), t.conv(&a, &convs[2]).unwrap());
+        drop(a);
+        let g = t.backward(vec![(&y1, t.cpu().upload(&r1).unwrap()), (&y2, t.cpu().upload(&r2).unwrap())]).unwrap();
+        let gx = t.cpu().download(g.of(&xv).unwrap()).unwrap();
+        (g.params, gx.data)
+    };
+    let (p_kept, gx_kept) = run(true);
+    let (p_recomputed, gx_recomputed) = run(false);
+    assert_eq!(p_kept.keys().collect::<Vec<_>>(), p_recomputed.keys().collect::<Vec<_>>());
+    for (name, g) in &p_kept {
+        assert!(g.iter().any(|&v| v != 0.0), "{name}: an all-zero gradient proves nothing");
+        assert_eq!(g, &p_recomputed[name], "{name}");
+    }
+    assert_eq!(gx_kept, gx_recomputed, "input gradient");
+}

@@ -105,6 +105,20 @@ struct Geometry {
 /// `slack` extra zero rows at the end (garbage rows of the last plane read up to `kd - 1` rows
 /// past the padded volume).
 pub fn pad_input(x: &[f32], dims: Dims, c: usize, pad: Dims, out: &mut [f32]) {
+    pad_input_with(x, dims, c, pad, out, |dst, src| dst.copy_from_slice(src));
+}
+
+/// [`pad_input`] with each row of `dims[2] * c` values written by `copy(dst, src)` instead of
+/// copied: the training tape recomputes a saved activation from what it was made of while
+/// padding it.
+pub fn pad_input_with(
+    x: &[f32],
+    dims: Dims,
+    c: usize,
+    pad: Dims,
+    out: &mut [f32],
+    copy: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
     let padded = [dims[0] + 2 * pad[0], dims[1] + 2 * pad[1], dims[2] + 2 * pad[2]];
     let plane = padded[1] * padded[2] * c;
     let (body, tail) = out.split_at_mut(padded[0] * plane);
@@ -123,7 +137,7 @@ pub fn pad_input(x: &[f32], dims: Dims, c: usize, pad: Dims, out: &mut [f32]) {
             let w = wp - pad[1];
             let src = &x[(h * dims[1] + w) * dims[2] * c..][..dims[2] * c];
             run[..pad[2] * c].fill(0.0);
-            run[pad[2] * c..][..dims[2] * c].copy_from_slice(src);
+            copy(&mut run[pad[2] * c..][..dims[2] * c], src);
             run[(pad[2] + dims[2]) * c..].fill(0.0);
         }
     });
