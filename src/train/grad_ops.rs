@@ -54,7 +54,7 @@ fn accumulate_at_b(
     assert!(b_first + rows * n <= b.len(), "accumulate_at_b: B out of bounds");
     let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
     let parts = parts.clamp(1, chunks);
-    let outer = select_outer();
+    let outer = select_outer(n);
     let partials: Vec<Vec<f64>> = (0..parts)
         .into_par_iter()
         .map(|p| {
@@ -88,21 +88,55 @@ fn accumulate_at_b(
 /// Rows of one register-tile pass over a chunk: a pass's A and B rows stay in L1/L2 while
 /// every (row-block, column-block) tile of the result sweeps them.
 const PASS_ROWS: usize = 64;
-/// Register tile of [`outer_6x16`]: 6 rows of the result (A's columns) by 16 columns (B's).
+/// Register tile of the outer-product kernels: 6 rows of the result (A's columns) by 16
+/// (AVX2) or 32 (AVX-512) columns (B's).
 const OMR: usize = 6;
-const ONR: usize = 16;
+const ONR_MAX: usize = 32;
 
-type Outer =
-    unsafe fn(a: *const f32, a_stride: usize, b: *const f32, b_stride: usize, rows: usize, acc: &mut [[f32; ONR]; OMR]);
+type Tile = [[f32; ONR_MAX]; OMR];
 
-fn select_outer() -> Outer {
+/// `acc[i][j] = sum over r < rows of a[r * a_stride + i] * b[r * b_stride + j]` for `i < 6` and
+/// `j <` the kernel's width; each sum runs over `r` in order with fused multiply-adds.
+type OuterFn = unsafe fn(a: *const f32, a_stride: usize, b: *const f32, b_stride: usize, rows: usize, acc: &mut Tile);
+
+/// An outer-product kernel and its tile width.
+#[derive(Clone, Copy)]
+struct Outer {
+    f: OuterFn,
+    nr: usize,
+}
+
+/// The widest kernel this CPU runs whose tile fits `n` columns.
+fn select_outer(n: usize) -> Outer {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return avx2::outer_6x16;
+        use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
+        if n >= 32 && has_avx512f() {
+            return Outer { f: avx512::outer_6x32, nr: 32 };
+        }
+        if has_avx2_fma() {
+            return Outer { f: avx2::outer_6x16, nr: 16 };
         }
     }
-    outer_generic
+    let _ = n;
+    Outer { f: outer_generic, nr: 16 }
+}
+
+/// Every kernel this CPU runs (for the tests: they must agree).
+#[cfg(test)]
+fn available_outers() -> Vec<Outer> {
+    let mut v = vec![Outer { f: outer_generic, nr: 16 }];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
+        if has_avx2_fma() {
+            v.push(Outer { f: avx2::outer_6x16, nr: 16 });
+        }
+        if has_avx512f() {
+            v.push(Outer { f: avx512::outer_6x32, nr: 32 });
+        }
+    }
+    v
 }
 
 /// `c (m x n) = A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
@@ -118,14 +152,15 @@ fn at_b_chunk(a: &[f32], a_stride: usize, m: usize, b: &[f32], n: usize, rows: u
         let nr = PASS_ROWS.min(rows - r0);
         for (i0, skip_i) in blocks(m, OMR) {
             let mi = OMR.min(m - i0);
-            for (j0, skip_j) in blocks(n, ONR) {
-                let nj = ONR.min(n - j0);
-                let mut acc = [[0f32; ONR]; OMR];
+            for (j0, skip_j) in blocks(n, outer.nr) {
+                let nj = outer.nr.min(n - j0);
+                let mut acc = [[0f32; ONR_MAX]; OMR];
                 let (ap, bp) = (&a[r0 * a_stride + i0..], &b[r0 * n + j0..]);
-                if mi == OMR && nj == ONR {
+                if mi == OMR && nj == outer.nr {
                     // SAFETY: the kernel reads ap[r * a_stride + i] for r < nr, i < 6, inside A's
-                    // rows (i0 + 6 <= m, asserted above), and bp[r * n + j], j < 16, inside B's.
-                    unsafe { outer(ap.as_ptr(), a_stride, bp.as_ptr(), n, nr, &mut acc) };
+                    // rows (i0 + 6 <= m, asserted above), and bp[r * n + j], j < its width,
+                    // inside B's (j0 + width <= n).
+                    unsafe { (outer.f)(ap.as_ptr(), a_stride, bp.as_ptr(), n, nr, &mut acc) };
                 } else {
                     outer_edge(ap, a_stride, mi, bp, n, nj, nr, &mut acc);
                 }
@@ -153,7 +188,7 @@ fn blocks(len: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// A partial tile (`mi <= 6` by `nj <= 16`) of [`at_b_chunk`], in plain loops.
+/// A partial tile (`mi <= 6` by `nj <=` the kernel's width) of [`at_b_chunk`], in plain loops.
 #[allow(clippy::too_many_arguments)]
 fn outer_edge(
     a: &[f32],
@@ -163,7 +198,7 @@ fn outer_edge(
     b_stride: usize,
     nj: usize,
     rows: usize,
-    acc: &mut [[f32; ONR]; OMR],
+    acc: &mut Tile,
 ) {
     for r in 0..rows {
         let br = &b[r * b_stride..][..nj];
@@ -176,18 +211,11 @@ fn outer_edge(
     }
 }
 
-/// Portable [`Outer`] (any CPU).
+/// Portable [`OuterFn`] (any CPU), 16 columns wide.
 ///
 /// # Safety
 /// As for [`avx2::outer_6x16`].
-unsafe fn outer_generic(
-    a: *const f32,
-    a_stride: usize,
-    b: *const f32,
-    b_stride: usize,
-    rows: usize,
-    acc: &mut [[f32; ONR]; OMR],
-) {
+unsafe fn outer_generic(a: *const f32, a_stride: usize, b: *const f32, b_stride: usize, rows: usize, acc: &mut Tile) {
     if rows == 0 {
         return;
     }
@@ -195,19 +223,19 @@ unsafe fn outer_generic(
     let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, (rows - 1) * a_stride + OMR),
-            std::slice::from_raw_parts(b, (rows - 1) * b_stride + ONR),
+            std::slice::from_raw_parts(b, (rows - 1) * b_stride + 16),
         )
     };
-    outer_edge(a, a_stride, OMR, b, b_stride, ONR, rows, acc);
+    outer_edge(a, a_stride, OMR, b, b_stride, 16, rows, acc);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{OMR, ONR};
+    use super::{Tile, OMR};
     use std::arch::x86_64::*;
 
-    /// `acc[i][j] = sum over r < rows of a[r * a_stride + i] * b[r * b_stride + j]` for a 6 x 16
-    /// tile: 12 accumulator registers, two B vectors and one broadcast per A element.
+    /// [`super::OuterFn`] for a 6 x 16 tile: 12 accumulator registers, two B vectors and one
+    /// broadcast per A element.
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA; `a` is readable at `r * a_stride + i` (`i < 6`) and `b` at
@@ -219,7 +247,7 @@ mod avx2 {
         b: *const f32,
         b_stride: usize,
         rows: usize,
-        acc: &mut [[f32; ONR]; OMR],
+        acc: &mut Tile,
     ) {
         let mut c = [_mm256_setzero_ps(); 2 * OMR];
         for r in 0..rows {
@@ -234,6 +262,43 @@ mod avx2 {
         for (i, row) in acc.iter_mut().enumerate() {
             _mm256_storeu_ps(row.as_mut_ptr(), c[2 * i]);
             _mm256_storeu_ps(row.as_mut_ptr().add(8), c[2 * i + 1]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Tile, OMR};
+    use std::arch::x86_64::*;
+
+    /// [`super::OuterFn`] for a 6 x 32 tile: [`super::avx2::outer_6x16`] on 16-float registers,
+    /// the same fused multiply-adds in the same order per element.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `a` is readable at `r * a_stride + i` (`i < 6`) and `b` at
+    /// `r * b_stride + j` (`j < 32`) for every `r < rows`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn outer_6x32(
+        a: *const f32,
+        a_stride: usize,
+        b: *const f32,
+        b_stride: usize,
+        rows: usize,
+        acc: &mut Tile,
+    ) {
+        let mut c = [_mm512_setzero_ps(); 2 * OMR];
+        for r in 0..rows {
+            let (ar, br) = (a.add(r * a_stride), b.add(r * b_stride));
+            let (b0, b1) = (_mm512_loadu_ps(br), _mm512_loadu_ps(br.add(16)));
+            for i in 0..OMR {
+                let x = _mm512_set1_ps(*ar.add(i));
+                c[2 * i] = _mm512_fmadd_ps(x, b0, c[2 * i]);
+                c[2 * i + 1] = _mm512_fmadd_ps(x, b1, c[2 * i + 1]);
+            }
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            _mm512_storeu_ps(row.as_mut_ptr(), c[2 * i]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), c[2 * i + 1]);
         }
     }
 }
@@ -665,4 +730,42 @@ pub fn attend_backward(x: &[f32], w: &[f32], c: usize, wc: usize, dy: &[f32], dx
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `A^T B` against float64 for every kernel this CPU runs, on shapes that put partial and
+    /// shifted tiles on both edges (m, n not multiples of 6, 16 or 32) and rows across passes.
+    #[test]
+    fn every_outer_kernel_computes_at_b() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for (m, n, rows, a_stride) in
+            [(32, 32, 200, 32), (16, 33, 129, 20), (7, 48, 64, 7), (1, 40, 3, 1), (13, 16, 70, 13)]
+        {
+            let a: Vec<f32> = (0..rows * a_stride + m).map(|_| next()).collect();
+            let b: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+            let want: Vec<f64> = (0..m * n)
+                .map(|e| (0..rows).map(|r| a[r * a_stride + e / n] as f64 * b[r * n + e % n] as f64).sum())
+                .collect();
+            for outer in available_outers() {
+                let mut c = vec![f32::NAN; m * n];
+                at_b_chunk(&a, a_stride, m, &b, n, rows, &mut c, outer);
+                for (e, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "width {} m {m} n {n} rows {rows}: entry {e} is {got}, float64 {w}",
+                        outer.nr
+                    );
+                }
+            }
+        }
+    }
 }

@@ -304,6 +304,12 @@ pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU runs AVX-512F code (the training tape's weight-gradient kernel).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512f() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
 /// [`conv_plane_any`] compiled for AVX2: the dot products and the epilogue (bias, stores, f64
 /// statistics) vectorise 8 floats / 4 doubles wide instead of SSE's 4 / 2, with the same
 /// arithmetic per element.
