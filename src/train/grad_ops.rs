@@ -419,6 +419,11 @@ pub enum NormSaved<'a> {
 /// Backward of `y = relu?(xhat + r)` with `xhat` the instance norm of `x`: turns `dy` into
 /// `g = dy * relu'(y)` in place (which is also the residual's gradient) and writes
 /// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))` per channel.
+///
+/// Two passes over the sample, both memory-bound: the masked gradient and its float64 sums
+/// (per chunk into a slot of its own, the slots added in chunk order, so the result does not
+/// depend on which thread ran which chunk), then `dx`. xhat is read where it is kept or
+/// recomputed in registers (`y - r`), never copied.
 pub fn norm_backward(
     dy: &mut [f32],
     y: &[f32],
@@ -429,67 +434,146 @@ pub fn norm_backward(
     dx: &mut [f32],
 ) {
     let vox = dy.len() / c;
-    // xhat of the voxels in a chunk, into `buf` (the hot loops below then run over plain slices).
-    let xhat_into = |base: usize, buf: &mut [f32]| match &saved {
-        NormSaved::Xhat(x) => buf.copy_from_slice(&x[base..][..buf.len()]),
+    let chunk = CHUNK_VOX * c;
+    let xhat_at = |base: usize, len: usize| match saved {
+        NormSaved::Xhat(x) => Xhat { a: &x[base..][..len], minus: None },
         NormSaved::FromOutput { y, residual } => {
-            let yv = &y[base..][..buf.len()];
-            match residual {
-                Some(r) => {
-                    for ((b, &a), &q) in buf.iter_mut().zip(yv).zip(&r[base..][..yv.len()]) {
-                        *b = a - q;
-                    }
-                }
-                None => buf.copy_from_slice(yv),
-            }
+            Xhat { a: &y[base..][..len], minus: residual.map(|r| &r[base..][..len]) }
         }
     };
-    let (sg, sgx) = dy
-        .par_chunks_mut(CHUNK_VOX * c)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let base = i * CHUNK_VOX * c;
-            let mut xh = vec![0f32; chunk.len()];
-            xhat_into(base, &mut xh);
-            let mut sg = vec![0f64; c];
-            let mut sgx = vec![0f64; c];
-            let yv = &y[base..][..chunk.len()];
-            for ((g, x), yy) in chunk.chunks_exact_mut(c).zip(xh.chunks_exact(c)).zip(yv.chunks_exact(c)) {
-                for ch in 0..c {
-                    if relu && yy[ch] <= 0.0 {
-                        g[ch] = 0.0;
-                    }
-                    sg[ch] += g[ch] as f64;
-                    sgx[ch] += g[ch] as f64 * x[ch] as f64;
-                }
-            }
-            (sg, sgx)
-        })
-        .reduce(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut a, mut b), (x, y)| {
-                for ch in 0..c {
-                    a[ch] += x[ch];
-                    b[ch] += y[ch];
-                }
-                (a, b)
-            },
-        );
+    let mut slots = vec![0f64; dy.len().div_ceil(chunk) * 2 * c];
+    dy.par_chunks_mut(chunk).zip(slots.par_chunks_mut(2 * c)).enumerate().for_each(|(i, (g, slot))| {
+        let base = i * chunk;
+        let (sg, sgx) = slot.split_at_mut(c);
+        let (x, yv) = (xhat_at(base, g.len()), &y[base..][..g.len()]);
+        best!(norm_sums(g, x, yv, relu, sg, sgx))
+    });
+    let (mut sg, mut sgx) = (vec![0f64; c], vec![0f64; c]);
+    for slot in slots.chunks_exact(2 * c) {
+        for ch in 0..c {
+            sg[ch] += slot[ch];
+            sgx[ch] += slot[c + ch];
+        }
+    }
     let mg: Vec<f32> = sg.iter().map(|s| (s / vox as f64) as f32).collect();
     let mgx: Vec<f32> = sgx.iter().map(|s| (s / vox as f64) as f32).collect();
     let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
     let dy = &*dy;
-    dx.par_chunks_mut(CHUNK_VOX * c).enumerate().for_each(|(i, chunk)| {
-        let base = i * CHUNK_VOX * c;
-        let mut xh = vec![0f32; chunk.len()];
-        xhat_into(base, &mut xh);
-        let gv = &dy[base..][..chunk.len()];
-        for ((d, x), g) in chunk.chunks_exact_mut(c).zip(xh.chunks_exact(c)).zip(gv.chunks_exact(c)) {
-            for ch in 0..c {
-                d[ch] = rstd[ch] * (g[ch] - mg[ch] - x[ch] * mgx[ch]);
+    dx.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| {
+        let base = i * chunk;
+        let (x, g) = (xhat_at(base, d.len()), &dy[base..][..d.len()]);
+        best!(norm_dx(d, x, g, &mg, &mgx, &rstd))
+    });
+}
+
+/// A run of xhat: `a`, or `a - minus` (the output minus the residual).
+#[derive(Clone, Copy)]
+struct Xhat<'a> {
+    a: &'a [f32],
+    minus: Option<&'a [f32]>,
+}
+
+impl Xhat<'_> {
+    #[inline(always)]
+    fn voxel(&self, v: usize, c: usize) -> impl Fn(usize) -> f32 + '_ {
+        let a = &self.a[v * c..][..c];
+        let m = self.minus.map(|m| &m[v * c..][..c]);
+        move |ch| match m {
+            Some(m) => a[ch] - m[ch],
+            None => a[ch],
+        }
+    }
+}
+
+/// Calls `$f` compiled for the widest vector unit this CPU has: the bodies are
+/// `#[inline(always)]`, so each wrapper holds its own copy of the loops (the same arithmetic,
+/// element by element, whichever runs).
+macro_rules! best {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
+            if has_avx512f() {
+                // SAFETY: the CPU has AVX-512F (checked at run time).
+                unsafe { isa::avx512::$f($($arg),*) }
+            } else if has_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                unsafe { isa::avx2::$f($($arg),*) }
+            } else {
+                isa::$f($($arg),*)
             }
         }
-    });
+        #[cfg(not(target_arch = "x86_64"))]
+        isa::$f($($arg),*)
+    }};
+}
+use best;
+
+/// The bodies of [`norm_backward`]'s passes and their per-ISA builds.
+mod isa {
+    use super::Xhat;
+
+    /// `g = dy` masked by `y > 0` (with `relu`), and per channel `sum g`, `sum g * xhat` in f64.
+    #[inline(always)]
+    pub fn norm_sums(g: &mut [f32], x: Xhat<'_>, y: &[f32], relu: bool, sg: &mut [f64], sgx: &mut [f64]) {
+        let c = sg.len();
+        let sgx = &mut sgx[..c];
+        for (v, (gv, yv)) in g.chunks_exact_mut(c).zip(y.chunks_exact(c)).enumerate() {
+            let xh = x.voxel(v, c);
+            for ch in 0..c {
+                if relu && yv[ch] <= 0.0 {
+                    gv[ch] = 0.0;
+                }
+                sg[ch] += gv[ch] as f64;
+                sgx[ch] += gv[ch] as f64 * xh(ch) as f64;
+            }
+        }
+    }
+
+    /// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`.
+    #[inline(always)]
+    pub fn norm_dx(d: &mut [f32], x: Xhat<'_>, g: &[f32], mg: &[f32], mgx: &[f32], rstd: &[f32]) {
+        let c = mg.len();
+        let (mgx, rstd) = (&mgx[..c], &rstd[..c]);
+        for (v, (dv, gv)) in d.chunks_exact_mut(c).zip(g.chunks_exact(c)).enumerate() {
+            let xh = x.voxel(v, c);
+            for ch in 0..c {
+                dv[ch] = rstd[ch] * (gv[ch] - mg[ch] - xh(ch) * mgx[ch]);
+            }
+        }
+    }
+
+    macro_rules! build {
+        ($name:ident, $feature:literal) => {
+            #[cfg(target_arch = "x86_64")]
+            pub mod $name {
+                use super::Xhat;
+
+                /// # Safety
+                /// The CPU has the module's target features.
+                #[target_feature(enable = $feature)]
+                pub unsafe fn norm_sums(
+                    g: &mut [f32],
+                    x: Xhat<'_>,
+                    y: &[f32],
+                    relu: bool,
+                    sg: &mut [f64],
+                    sgx: &mut [f64],
+                ) {
+                    super::norm_sums(g, x, y, relu, sg, sgx)
+                }
+
+                /// # Safety
+                /// The CPU has the module's target features.
+                #[target_feature(enable = $feature)]
+                pub unsafe fn norm_dx(d: &mut [f32], x: Xhat<'_>, g: &[f32], mg: &[f32], mgx: &[f32], rstd: &[f32]) {
+                    super::norm_dx(d, x, g, mg, mgx, rstd)
+                }
+            }
+        };
+    }
+    build!(avx2, "avx2,fma");
+    build!(avx512, "avx512f");
 }
 
 /// Max pool (kernel = stride) backward: each output's gradient goes to the first maximum of
@@ -736,17 +820,86 @@ pub fn attend_backward(x: &[f32], w: &[f32], c: usize, wc: usize, dy: &[f32], dx
 mod tests {
     use super::*;
 
+    fn noise(seed: &mut u64) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+
+    /// The instance norm's backward against float64, the same bits on 1 and 3 threads (its sums
+    /// are added in chunk order), and each ISA build of its passes giving the same bits.
+    #[test]
+    fn norm_backward_is_exact_and_deterministic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let (c, vox) = (5, 3 * CHUNK_VOX + 17);
+        let xhat: Vec<f32> = (0..c * vox).map(|_| 2.0 * noise(&mut seed)).collect();
+        let r: Vec<f32> = (0..c * vox).map(|_| noise(&mut seed)).collect();
+        let y: Vec<f32> = xhat.iter().zip(&r).map(|(x, r)| (x + r).max(0.0)).collect();
+        let dy: Vec<f32> = (0..c * vox).map(|_| noise(&mut seed)).collect();
+        let stats: Vec<Stats> = (0..c).map(|ch| Stats { mean_hi: 0.0, mean_lo: 0.0, rstd: 0.5 + ch as f32 }).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (mut g, mut dx) = (dy.clone(), vec![0f32; dy.len()]);
+            pool.install(|| norm_backward(&mut g, &y, NormSaved::Xhat(&xhat), &stats, c, true, &mut dx));
+            (g, dx)
+        };
+        let (g1, dx1) = run(1);
+        let (g3, dx3) = run(3);
+        assert!(g1 == g3 && dx1.iter().zip(&dx3).all(|(a, b)| a.to_bits() == b.to_bits()), "thread count changed bits");
+        for ch in 0..c {
+            let at = |v: usize| v * c + ch;
+            let g = |v: usize| if y[at(v)] > 0.0 { dy[at(v)] as f64 } else { 0.0 };
+            let mg = (0..vox).map(g).sum::<f64>() / vox as f64;
+            let mgx = (0..vox).map(|v| g(v) * xhat[at(v)] as f64).sum::<f64>() / vox as f64;
+            for v in 0..vox {
+                let want = stats[ch].rstd as f64 * (g(v) - mg - xhat[at(v)] as f64 * mgx);
+                assert!((dx1[at(v)] as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()), "dx[{v}][{ch}]");
+                assert_eq!(g1[at(v)] as f64, g(v));
+            }
+        }
+        // Without a ReLU the tape keeps no xhat: recomputed as `y - r`, it agrees with the kept
+        // form to float32 rounding.
+        let linear: Vec<f32> = xhat.iter().zip(&r).map(|(x, r)| x + r).collect();
+        let no_relu = |saved| {
+            let (mut g, mut dx) = (dy.clone(), vec![0f32; dy.len()]);
+            norm_backward(&mut g, &linear, saved, &stats, c, false, &mut dx);
+            dx
+        };
+        let kept = no_relu(NormSaved::Xhat(&xhat));
+        let recomputed = no_relu(NormSaved::FromOutput { y: &linear, residual: Some(&r) });
+        for (a, b) in recomputed.iter().zip(&kept) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
+            let x = Xhat { a: &xhat, minus: None };
+            let sums = |f: &dyn Fn(&mut [f32], &mut [f64], &mut [f64])| {
+                let (mut g, mut sg, mut sgx) = (dy.clone(), vec![0f64; c], vec![0f64; c]);
+                f(&mut g, &mut sg, &mut sgx);
+                (g, sg, sgx)
+            };
+            let plain = sums(&|g, sg, sgx| isa::norm_sums(g, x, &y, true, sg, sgx));
+            if has_avx2_fma() {
+                // SAFETY: checked above.
+                let v = sums(&|g, sg, sgx| unsafe { isa::avx2::norm_sums(g, x, &y, true, sg, sgx) });
+                assert!(v == plain, "AVX2 build differs");
+            }
+            if has_avx512f() {
+                // SAFETY: checked above.
+                let v = sums(&|g, sg, sgx| unsafe { isa::avx512::norm_sums(g, x, &y, true, sg, sgx) });
+                assert!(v == plain, "AVX-512 build differs");
+            }
+        }
+    }
+
     /// `A^T B` against float64 for every kernel this CPU runs, on shapes that put partial and
     /// shifted tiles on both edges (m, n not multiples of 6, 16 or 32) and rows across passes.
     #[test]
     fn every_outer_kernel_computes_at_b() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
+        let mut next = || noise(&mut seed);
         for (m, n, rows, a_stride) in
             [(32, 32, 200, 32), (16, 33, 129, 20), (7, 48, 64, 7), (1, 40, 3, 1), (13, 16, 70, 13)]
         {
