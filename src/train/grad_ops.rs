@@ -875,7 +875,8 @@ mod tests {
         {
             use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
             let x = Xhat { a: &xhat, minus: None };
-            let sums = |f: &dyn Fn(&mut [f32], &mut [f64], &mut [f64])| {
+            type Pass<'a> = &'a dyn Fn(&mut [f32], &mut [f64], &mut [f64]);
+            let sums = |f: Pass<'_>| {
                 let (mut g, mut sg, mut sgx) = (dy.clone(), vec![0f64; c], vec![0f64; c]);
                 f(&mut g, &mut sg, &mut sgx);
                 (g, sg, sgx)
