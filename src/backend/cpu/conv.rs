@@ -191,7 +191,7 @@ fn conv_plane_any(
     offsets: &[usize],
     h: usize,
     out_plane: &mut [f32],
-    kernel: Kernel,
+    kernel: Kernels,
     sums: Option<&mut [(f64, f64)]>,
 ) {
     if g.cout > NARROW_COUT {
@@ -288,14 +288,87 @@ fn conv_plane_narrow(
 pub(crate) type Kernel =
     unsafe fn(a: *const f32, cin: usize, offsets: &[usize], b: *const f32, acc: &mut [[f32; NR]; MR]);
 
-pub(crate) fn select_kernel() -> Kernel {
+/// A micro-kernel over two panels at once (`b0`, `b1`: the same `(tap, cin)` walk of panels `p`
+/// and `p + 1`), `MR x 2NR` outputs.
+pub(crate) type PairKernel = unsafe fn(
+    a: *const f32,
+    cin: usize,
+    offsets: &[usize],
+    b0: *const f32,
+    b1: *const f32,
+    acc: &mut [[f32; 2 * NR]; MR],
+);
+
+/// The micro-kernels this CPU runs: one panel, and two at once where the vector unit is wide
+/// enough (AVX-512). Every output is the same sum of fused multiply-adds in the same order in
+/// both (on AVX2 machines too), so the choice does not change a bit of the result.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    pub one: Kernel,
+    pub pair: Option<PairKernel>,
+}
+
+impl Kernels {
+    /// Panels to take at `p` (of `panels`): 2 where the pair kernel runs, else 1.
+    pub fn step(&self, p: usize, panels: usize) -> usize {
+        if self.pair.is_some() && p + 1 < panels {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `MR` rows from `a` against panels `p` (and `p + 1` when `width` is 2 NR) of `wpanels`
+    /// (`panel_len` floats each), into `acc`; returns the rows as slices of `width` floats.
+    ///
+    /// # Safety
+    /// As for [`Kernel`]: `a` readable at `r * cin + off + ci` for `r < MR`, every offset,
+    /// `ci < cin`; each panel holds `offsets.len() * cin * NR` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run<'a>(
+        &self,
+        a: *const f32,
+        cin: usize,
+        offsets: &[usize],
+        panel: *const f32,
+        panel_len: usize,
+        width: usize,
+        acc: &'a mut Acc,
+    ) -> [&'a [f32]; MR] {
+        match (width == 2 * NR, self.pair) {
+            (true, Some(k2)) => {
+                k2(a, cin, offsets, panel, panel.add(panel_len), &mut acc.pair);
+                acc.pair.each_ref().map(|r| &r[..])
+            }
+            _ => {
+                (self.one)(a, cin, offsets, panel, &mut acc.one);
+                acc.one.each_ref().map(|r| &r[..])
+            }
+        }
+    }
+}
+
+/// Accumulator tiles for [`Kernels::run`].
+pub(crate) struct Acc {
+    one: [[f32; NR]; MR],
+    pair: [[f32; 2 * NR]; MR],
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Acc { one: [[0.0; NR]; MR], pair: [[0.0; 2 * NR]; MR] }
+    }
+}
+
+pub(crate) fn select_kernel() -> Kernels {
     #[cfg(target_arch = "x86_64")]
     {
         if has_avx2_fma() {
-            return avx2::kernel_6x16;
+            let pair = has_avx512f().then_some(avx512::kernel_6x32 as PairKernel);
+            return Kernels { one: avx2::kernel_6x16, pair };
         }
     }
-    kernel_generic
+    Kernels { one: kernel_generic, pair: None }
 }
 
 /// Whether this CPU runs AVX2 and FMA code (detected once, then a cached load).
@@ -323,7 +396,7 @@ unsafe fn conv_plane_avx2(
     offsets: &[usize],
     h: usize,
     out_plane: &mut [f32],
-    kernel: Kernel,
+    kernel: Kernels,
     sums: Option<&mut [(f64, f64)]>,
 ) {
     conv_plane_any(padded, g, conv, offsets, h, out_plane, kernel, sums)
@@ -338,7 +411,7 @@ fn conv_plane_best(
     offsets: &[usize],
     h: usize,
     out_plane: &mut [f32],
-    kernel: Kernel,
+    kernel: Kernels,
     sums: Option<&mut [(f64, f64)]>,
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -358,7 +431,7 @@ fn conv_plane(
     offsets: &[usize],
     h: usize,
     out_plane: &mut [f32],
-    kernel: Kernel,
+    kernel: Kernels,
     mut sums: Option<&mut [(f64, f64)]>,
 ) {
     let rows = g.dims[1] * g.padded[2];
@@ -366,11 +439,15 @@ fn conv_plane(
     let taps = offsets.len();
     let panel_len = taps * g.cin * NR;
     let max_off = offsets.last().copied().unwrap_or(0);
-    let mut acc = [[0f32; NR]; MR];
-    for p in 0..conv.panels {
-        let wpanel = &conv.w[p * panel_len..][..panel_len];
-        let bias = &conv.bias[p * NR..][..NR];
-        let cols = NR.min(g.cout - p * NR);
+    let mut acc = Acc::default();
+    let mut checked = [[0f32; 2 * NR]; MR];
+    let mut p = 0;
+    while p < conv.panels {
+        let step = kernel.step(p, conv.panels);
+        let width = step * NR;
+        let wpanels = &conv.w[p * panel_len..][..step * panel_len];
+        let bias = &conv.bias[p * NR..][..width];
+        let cols = width.min(g.cout - p * NR);
         let mut q0 = 0;
         // Rows already counted in the sums (the shifted last block recomputes a few).
         let mut counted = 0;
@@ -379,14 +456,33 @@ fn conv_plane(
             let start = if q0 + MR <= rows || rows < MR { q0 } else { rows - MR };
             let n_rows = MR.min(rows - start);
             let a_first = plane_base + start * g.cin;
-            if n_rows == MR && a_first + (MR - 1) * g.cin + max_off + g.cin <= padded.len() {
-                // SAFETY: every A row read, `a_first + r*cin + off + ci` for r < MR, off <= max_off,
-                // ci < cin, is inside `padded` (checked above); the weight panel holds taps*cin*NR floats.
-                unsafe { kernel(padded.as_ptr().add(a_first), g.cin, offsets, wpanel.as_ptr(), &mut acc) };
+            let rows_out: [&[f32]; MR] = if n_rows == MR && a_first + (MR - 1) * g.cin + max_off + g.cin <= padded.len()
+            {
+                // SAFETY: every A row read, `a_first + r*cin + off + ci` for r < MR, off <=
+                // max_off, ci < cin, is inside `padded` (checked above); `wpanels` holds `step`
+                // panels of taps*cin*NR floats.
+                unsafe {
+                    kernel.run(
+                        padded.as_ptr().add(a_first),
+                        g.cin,
+                        offsets,
+                        wpanels.as_ptr(),
+                        panel_len,
+                        width,
+                        &mut acc,
+                    )
+                }
             } else {
-                kernel_checked(padded, a_first, n_rows, g.cin, offsets, wpanel, &mut acc);
-            }
-            for (r, acc_row) in acc.iter().enumerate().take(n_rows) {
+                for (k, wpanel) in wpanels.chunks_exact(panel_len).enumerate() {
+                    let mut one = [[0f32; NR]; MR];
+                    kernel_checked(padded, a_first, n_rows, g.cin, offsets, wpanel, &mut one);
+                    for (dst, src) in checked.iter_mut().zip(&one) {
+                        dst[k * NR..][..NR].copy_from_slice(src);
+                    }
+                }
+                checked.each_ref().map(|r| &r[..])
+            };
+            for (r, acc_row) in rows_out.iter().enumerate().take(n_rows) {
                 let q = start + r;
                 let (w, d) = (q / g.padded[2], q % g.padded[2]);
                 if d >= g.dims[2] {
@@ -409,6 +505,7 @@ fn conv_plane(
             counted = start + n_rows;
             q0 = start + MR;
         }
+        p += step;
     }
 }
 
@@ -520,6 +617,49 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// 6x32 AVX-512 micro-kernel over two panels: 12 accumulator registers of 16 floats, one
+    /// weight vector from each panel and one broadcast per row. Each output is the same chain
+    /// of fused multiply-adds as in `avx2::kernel_6x16`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `a` as for `kernel_generic`, `b0` and `b1` each valid for
+    /// `offsets.len()*cin*NR` floats.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_6x32(
+        a: *const f32,
+        cin: usize,
+        offsets: &[usize],
+        b0: *const f32,
+        b1: *const f32,
+        acc: &mut [[f32; 2 * NR]; MR],
+    ) {
+        let mut c = [_mm512_setzero_ps(); 2 * MR];
+        let (mut p0, mut p1) = (b0, b1);
+        for &off in offsets {
+            let a0 = a.add(off);
+            for ci in 0..cin {
+                let (w0, w1) = (_mm512_loadu_ps(p0), _mm512_loadu_ps(p1));
+                p0 = p0.add(NR);
+                p1 = p1.add(NR);
+                for r in 0..MR {
+                    let x = _mm512_set1_ps(*a0.add(r * cin + ci));
+                    c[2 * r] = _mm512_fmadd_ps(x, w0, c[2 * r]);
+                    c[2 * r + 1] = _mm512_fmadd_ps(x, w1, c[2 * r + 1]);
+                }
+            }
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            _mm512_storeu_ps(row.as_mut_ptr(), c[2 * r]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(NR), c[2 * r + 1]);
+        }
+    }
+}
+
 /// Host-tensor convenience used by tests: PyTorch-layout in and out, one thread pool's worth.
 pub fn conv_host(x: &HostTensor, weight: &HostTensor, bias: Option<&[f32]>) -> HostTensor {
     let (n, cin, dims) = x.ncdims().expect("5-D input");
@@ -542,4 +682,44 @@ pub fn conv_host(x: &HostTensor, weight: &HostTensor, bias: Option<&[f32]>) -> H
             .copy_from_slice(&super::layout::to_channels_first(&o, spec.cout, vox));
     }
     HostTensor { shape: vec![n, spec.cout, dims[0], dims[1], dims[2]], data: out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-panel kernel must give the one-panel kernel's bits (the README's and the tests'
+    /// numbers then hold on AVX2 and AVX-512 machines alike). Runs where the CPU has both.
+    #[test]
+    fn pair_kernel_matches_two_single_panels_bit_for_bit() {
+        let k = select_kernel();
+        let Some(pair) = k.pair else {
+            eprintln!("no two-panel kernel on this CPU: nothing to compare");
+            return;
+        };
+        let (cin, offsets) = (7, [0usize, 7, 70, 77]);
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let a: Vec<f32> = (0..MR * cin + 77 + cin).map(|_| next()).collect();
+        let panel_len = offsets.len() * cin * NR;
+        let w: Vec<f32> = (0..2 * panel_len).map(|_| next()).collect();
+        let mut both = [[0f32; 2 * NR]; MR];
+        let (mut p0, mut p1) = ([[0f32; NR]; MR], [[0f32; NR]; MR]);
+        // SAFETY: `a` holds MR rows of cin past the largest offset; each panel holds
+        // offsets.len() * cin * NR floats.
+        unsafe {
+            pair(a.as_ptr(), cin, &offsets, w.as_ptr(), w.as_ptr().add(panel_len), &mut both);
+            (k.one)(a.as_ptr(), cin, &offsets, w.as_ptr(), &mut p0);
+            (k.one)(a.as_ptr(), cin, &offsets, w.as_ptr().add(panel_len), &mut p1);
+        }
+        for r in 0..MR {
+            assert_eq!(both[r][..NR], p0[r], "row {r}, first panel");
+            assert_eq!(both[r][NR..], p1[r], "row {r}, second panel");
+        }
+    }
 }

@@ -18,7 +18,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::conv::has_avx2_fma;
-use super::conv::{par_chunks_with_sums, select_kernel, Kernel, PackedConv, MR, NR};
+use super::conv::{par_chunks_with_sums, select_kernel, Acc, Kernels, PackedConv, MR, NR};
 use super::scratch::Scratch;
 use crate::backend::ConvSpec;
 use crate::tensor::Dims;
@@ -247,7 +247,7 @@ impl WinogradConv {
         }
         let offsets = [0, cin, 2 * cin];
         let offsets = &offsets[..kd];
-        let mut acc = [[0f32; NR]; MR];
+        let mut acc = Acc::default();
         let mut tw0 = 0;
         while tw0 < tiles_w {
             let nt = tiles.min(tiles_w - tw0);
@@ -272,21 +272,35 @@ impl WinogradConv {
             for e in 0..n_e {
                 let ve = &v[e * vstride..][..vstride];
                 let me = &mut m[e * mstride..][..rows * cout];
-                for p in 0..self.panels {
-                    let up = &u[((e * self.panels + p) * kd * cin) * NR..][..kd * cin * NR];
-                    let cols = NR.min(cout - p * NR);
+                let panel_len = kd * cin * NR;
+                let mut p = 0;
+                while p < self.panels {
+                    let step = kernel.step(p, self.panels);
+                    let up = &u[(e * self.panels + p) * panel_len..][..step * panel_len];
+                    let cols = (step * NR).min(cout - p * NR);
                     let mut r0 = 0;
                     while r0 < rows {
                         let start = if r0 + MR <= rows { r0 } else { rows - MR };
                         // SAFETY: rows >= dr >= MR (checked by `suits`); a block reads V rows
                         // start .. start + MR + kd - 1 <= rows + kd - 1, all inside `ve`; `up`
-                        // holds kd * cin * NR floats.
-                        unsafe { kernel(ve.as_ptr().add(start * cin), cin, offsets, up.as_ptr(), &mut acc) };
-                        for (r, a) in acc.iter().enumerate() {
+                        // holds `step` panels of kd * cin * NR floats.
+                        let block = unsafe {
+                            kernel.run(
+                                ve.as_ptr().add(start * cin),
+                                cin,
+                                offsets,
+                                up.as_ptr(),
+                                panel_len,
+                                step * NR,
+                                &mut acc,
+                            )
+                        };
+                        for (r, a) in block.iter().enumerate() {
                             me[(start + r) * cout + p * NR..][..cols].copy_from_slice(&a[..cols]);
                         }
                         r0 = start + MR;
                     }
+                    p += step;
                 }
             }
             // Output transform Y = A^T M A (vectorised over (d, co)), bias, stats, store.
@@ -325,7 +339,7 @@ impl WinogradConv {
 struct Job<'a> {
     u: &'a [f32],
     m: usize,
-    kernel: Kernel,
+    kernel: Kernels,
 }
 
 /// `U = G g G^T` for F(m x m, 3x3), packed `[(m+2)^2][panel][kd][cin][NR]`, in float64 and
