@@ -20,8 +20,8 @@ const CHUNK_VOX: usize = 4096;
 const SUM_CHUNK_ROWS: usize = 2048;
 
 /// `acc[t] (m x n) += A_t^T B` for every tap `t`, over `rows` rows, where row `r` of `A_t` is
-/// the `m` floats at `a[a_firsts[t] + r * a_stride ..]` and row `r` of `B` the `n` floats at
-/// `b[b_first + r * n ..]`; `acc` is `[tap][m][n]`.
+/// the `m` floats at `a[a_firsts[t] + r * m ..]` (a channels-last volume of `m` channels) and
+/// row `r` of `B` the `n` floats at `b[b_first + r * n ..]`; `acc` is `[tap][m][n]`.
 ///
 /// A gradient sums hundreds of thousands of products of both signs, often to a small result,
 /// so float32 accumulation over the whole volume loses digits: rows go in chunks of
@@ -34,7 +34,6 @@ const SUM_CHUNK_ROWS: usize = 2048;
 fn accumulate_at_b(
     a: &[f32],
     a_firsts: &[usize],
-    a_stride: usize,
     m: usize,
     b: &[f32],
     b_first: usize,
@@ -49,7 +48,7 @@ fn accumulate_at_b(
         return;
     }
     for &a_first in a_firsts {
-        assert!(a_first + (rows - 1) * a_stride + m <= a.len(), "accumulate_at_b: A out of bounds");
+        assert!(a_first + rows * m <= a.len(), "accumulate_at_b: A out of bounds");
     }
     assert!(b_first + rows * n <= b.len(), "accumulate_at_b: B out of bounds");
     let chunks = rows.div_ceil(SUM_CHUNK_ROWS);
@@ -65,7 +64,7 @@ fn accumulate_at_b(
                 let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
                 let bc = &b[b_first + r0 * n..];
                 for (t, &a_first) in a_firsts.iter().enumerate() {
-                    at_b_chunk(&a[a_first + r0 * a_stride..], a_stride, m, bc, n, r1 - r0, &mut c, outer);
+                    at_b_chunk(&a[a_first + r0 * m..], m, m, bc, n, r1 - r0, &mut c, outer);
                     for (s, &v) in sum[t * m * n..][..m * n].iter_mut().zip(&c) {
                         *s += v as f64;
                     }
@@ -361,7 +360,7 @@ pub fn conv_weight_grad(
     // the farthest tap, so every start is in the volume.
     let a_firsts: Vec<usize> =
         (0..k[0]).flat_map(|a| (0..k[1]).flat_map(move |b| (0..k[2]).map(move |c| lin(a, b, c) * cin))).collect();
-    accumulate_at_b(xpad, &a_firsts, cin, cin, dypad, q0 * cout, cout, rows, parts, acc);
+    accumulate_at_b(xpad, &a_firsts, cin, dypad, q0 * cout, cout, rows, parts, acc);
 }
 
 /// `[tap][cin][cout]` (as [`conv_weight_grad`] accumulates) to PyTorch's `(cout, cin, taps)`.
@@ -713,7 +712,7 @@ pub fn up_add_backward(
     }
     // Weight: dW[ci][(tap, co)] = sum_v x[v][ci] * dwide[v][(tap, co)].
     let mut acc = vec![0f32; cin * wide];
-    accumulate_at_b(x, &[0], cin, cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
+    accumulate_at_b(x, &[0], cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
     for ci in 0..cin {
         for t in 0..taps {
             for co in 0..cout {
