@@ -673,6 +673,7 @@ pub fn up_add_backward(
     skip_dims: Dims,
     dy: &[f32],
     parts: usize,
+    dwide: &mut [f32],
     dw: &mut [f32],
     db: &mut [f64],
     dx: &mut [f32],
@@ -682,8 +683,11 @@ pub fn up_add_backward(
     let up = [in_dims[0] * k[0], in_dims[1] * k[1], in_dims[2] * k[2]];
     let sd = skip_dims;
     // dwide[v][tap][co]: the gradient of the transposed conv's output, folded through the
-    // replicate pad (clamped indices add up) and regrouped by source voxel.
-    let mut dwide = vec![0f32; numel(in_dims) * wide];
+    // replicate pad (clamped indices add up) and regrouped by source voxel. The caller's
+    // buffer (`up_add_scratch_len` floats, reused across samples and steps: it is as large as a
+    // full-resolution activation) is cleared here.
+    let dwide = &mut dwide[..numel(in_dims) * wide];
+    dwide.par_chunks_mut(CHUNK_VOX * 8).for_each(|c| c.fill(0.0));
     let plane = in_dims[1] * in_dims[2] * wide;
     dwide.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
         for h in 0..sd[0] {
@@ -707,12 +711,13 @@ pub fn up_add_backward(
         }
     });
     // Bias: every upsampled voxel carries it once.
-    for (co, s) in channel_sums(&dwide, cout).into_iter().enumerate() {
+    let dwide = &*dwide;
+    for (co, s) in channel_sums(dwide, cout).into_iter().enumerate() {
         db[co] += s;
     }
     // Weight: dW[ci][(tap, co)] = sum_v x[v][ci] * dwide[v][(tap, co)].
     let mut acc = vec![0f32; cin * wide];
-    accumulate_at_b(x, &[0], cin, &dwide, 0, wide, numel(in_dims), parts, &mut acc);
+    accumulate_at_b(x, &[0], cin, dwide, 0, wide, numel(in_dims), parts, &mut acc);
     for ci in 0..cin {
         for t in 0..taps {
             for co in 0..cout {
@@ -729,7 +734,12 @@ pub fn up_add_backward(
             }
         }
     }
-    matmul(&dwide, wide, &wt, cin, dx);
+    matmul(dwide, wide, &wt, cin, dx);
+}
+
+/// Floats of [`up_add_backward`]'s scratch for an input of `in_dims` to `cout` channels.
+pub fn up_add_scratch_len(in_dims: Dims, cout: usize, k: Dims) -> usize {
+    numel(in_dims) * k[0] * k[1] * k[2] * cout
 }
 
 /// `d += s` elementwise.

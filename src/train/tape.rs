@@ -522,6 +522,7 @@ impl Backend for TapeBackend {
                 let mut dw = vec![0f32; layer.weight.len()];
                 let mut db = vec![0f64; cout];
                 let mut dx = ctx.cpu.tensor(xt.n, cin, xt.dims);
+                let mut dwide = ctx.cpu.scratch_zeroed(grad_ops::up_add_scratch_len(xt.dims, cout, k));
                 for s in 0..xt.n {
                     grad_ops::up_add_backward(
                         xt.sample(s),
@@ -533,6 +534,7 @@ impl Backend for TapeBackend {
                         dy.dims,
                         dy.sample(s),
                         ctx.cpu.threads() * 2,
+                        &mut dwide,
                         &mut dw,
                         &mut db,
                         sample_mut(&mut dx, s),
