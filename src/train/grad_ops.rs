@@ -765,13 +765,24 @@ pub fn scale_channels(x: &mut [f32], c: usize, m: &[f32]) {
     });
 }
 
-/// `y = relu(y + r)` in place.
-pub fn add_relu(y: &mut [f32], r: Option<&[f32]>) {
-    y.par_chunks_mut(CHUNK_VOX * 8).enumerate().for_each(|(i, y)| {
-        let r = r.map(|r| &r[i * CHUNK_VOX * 8..][..y.len()]);
-        for (j, v) in y.iter_mut().enumerate() {
-            let s = *v + r.map_or(0.0, |r| r[j]);
-            *v = if s > 0.0 { s } else { 0.0 };
+/// One sample's `x = xhat = (x - mean) * rstd` in place and `y = relu(xhat + r)`, in one pass:
+/// the arithmetic of `norm::apply` followed by `relu(xhat + r)`, element by element.
+pub fn normalise_relu(x: &mut [f32], y: &mut [f32], c: usize, stats: &[Stats], r: Option<&[f32]>) {
+    let hi: Vec<f32> = stats.iter().map(|s| s.mean_hi).collect();
+    let lo: Vec<f32> = stats.iter().map(|s| s.mean_lo).collect();
+    let rstd: Vec<f32> = stats.iter().map(|s| s.rstd).collect();
+    let chunk = CHUNK_VOX * c;
+    x.par_chunks_mut(chunk).zip(y.par_chunks_mut(chunk)).enumerate().for_each(|(i, (xc, yc))| {
+        let rc = r.map(|r| &r[i * chunk..][..xc.len()]);
+        for (v, (xv, yv)) in xc.chunks_exact_mut(c).zip(yc.chunks_exact_mut(c)).enumerate() {
+            let (hi, lo, rstd) = (&hi[..c], &lo[..c], &rstd[..c]);
+            let rv = rc.map(|r| &r[v * c..][..c]);
+            for ch in 0..c {
+                let xh = (xv[ch] - hi[ch] - lo[ch]) * rstd[ch];
+                xv[ch] = xh;
+                let s = xh + rv.map_or(0.0, |r| r[ch]);
+                yv[ch] = if s > 0.0 { s } else { 0.0 };
+            }
         }
     });
 }

@@ -44,7 +44,7 @@ impl ReluOf {
     fn write(&self, s: usize, dst: &mut [f32], src: &[f32]) {
         let c = self.xhat.c;
         match &self.scale {
-            // The same operations as the forward (`add_relu`, then `scale_channels`), so the
+            // The same operations as the forward (`normalise_relu`, then `scale_channels`), so the
             // same floats.
             Some(m) => {
                 let m = &m[s * c..][..c];
@@ -304,6 +304,87 @@ impl TapeBackend {
         self.lock()[v.id].backward = Some(backward);
     }
 
+    /// Records `y`, the output of `conv` on `x`.
+    fn record_conv(&self, x: &Var, conv: &TapeConv, y: CpuTensor) -> Var {
+        let (xid, input, layer) = (x.id, ConvInput::of(x), conv.layer.clone());
+        self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &input, dy))))
+    }
+
+    /// Instance norm of `x` (by `stats` when the convolution gathered them), then the residual
+    /// and ReLU: xhat in place in `x`'s buffer (kept for the backward when there is a ReLU) and
+    /// the output beside it, in one pass.
+    fn norm_with(
+        &self,
+        x: Var,
+        residual: Option<&Var>,
+        relu: bool,
+        stats: Option<Vec<Vec<norm::Stats>>>,
+    ) -> Result<Var> {
+        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| copy(&self.cpu, &shared));
+        if let Some(r) = residual {
+            check_like(&r.t, &t, "instance norm residual")?;
+        }
+        let c = t.c;
+        let stats = match stats {
+            Some(s) if s.len() == t.n && s.iter().all(|st| st.len() == c) => s,
+            _ => self.cpu.install(|| (0..t.n).map(|s| norm::channel_stats(sample_mut(&mut t, s), c)).collect()),
+        };
+        let rs = |s: usize| residual.map(|r| r.t.sample(s));
+        let (y, saved_xhat) = if relu {
+            let mut y = self.cpu.tensor(t.n, c, t.dims);
+            self.cpu.install(|| {
+                for s in 0..t.n {
+                    grad_ops::normalise_relu(sample_mut(&mut t, s), sample_mut(&mut y, s), c, &stats[s], rs(s));
+                }
+            });
+            (y, Some(Arc::new(t)))
+        } else {
+            self.cpu.install(|| {
+                for s in 0..t.n {
+                    norm::apply(sample_mut(&mut t, s), c, &stats[s], rs(s), false);
+                }
+            });
+            (t, None)
+        };
+        // The residual's values are read back only where xhat is not kept (`y - r`).
+        let res = residual.map(|r| (r.id, saved_xhat.is_none().then(|| r.t.clone())));
+        let xid = x.id;
+        let mut out = self.record(y, "instance_norm", None);
+        if let (Some(xhat), None) = (&saved_xhat, residual) {
+            out.relu_of = Some(Arc::new(ReluOf { xhat: xhat.clone(), scale: None }));
+        }
+        // The backward reads the output (its ReLU mask, or xhat from it and the residual),
+        // except after a ReLU without a residual: there xhat > 0 is the mask, and leaving the
+        // output alone lets a dropout after it scale it in place.
+        let mask_of = match &saved_xhat {
+            Some(xh) if res.is_none() => xh.clone(),
+            _ => out.t.clone(),
+        };
+        self.attach(
+            &out,
+            Box::new(move |ctx, mut dy| {
+                let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
+                for s in 0..dy.n {
+                    let saved = match &saved_xhat {
+                        Some(xh) => NormSaved::Xhat(xh.sample(s)),
+                        None => NormSaved::FromOutput {
+                            y: mask_of.sample(s),
+                            residual: res.as_ref().and_then(|(_, r)| r.as_ref()).map(|r| r.sample(s)),
+                        },
+                    };
+                    let dys = sample_mut(&mut dy, s);
+                    grad_ops::norm_backward(dys, mask_of.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
+                }
+                let mut grads = vec![(xid, dx)];
+                if let Some((rid, _)) = res {
+                    grads.push((rid, dy));
+                }
+                Ok(grads)
+            }),
+        );
+        Ok(out)
+    }
+
     /// Runs the recorded ops backwards from `seeds` (d loss / d output for some outputs) and
     /// consumes the tape.
     pub fn backward(&self, seeds: Vec<(&Var, CpuTensor)>) -> Result<Gradients> {
@@ -414,75 +495,19 @@ impl Backend for TapeBackend {
 
     fn conv(&self, x: &Var, conv: &TapeConv) -> Result<Var> {
         let y = self.cpu.conv(&x.t, &conv.inner)?;
-        let (xid, input, layer) = (x.id, ConvInput::of(x), conv.layer.clone());
-        Ok(self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &input, dy)))))
+        Ok(self.record_conv(x, conv, y))
+    }
+
+    /// The convolution's epilogue gathers the norm's statistics (as at inference), so the
+    /// output is read once more only to be normalised.
+    fn conv_norm(&self, x: &Var, conv: &TapeConv, residual: Option<&Var>, relu: bool) -> Result<Var> {
+        let (y, stats) = self.cpu.conv_with_stats(&x.t, &conv.inner)?;
+        let y = self.record_conv(x, conv, y);
+        self.norm_with(y, residual, relu, Some(stats))
     }
 
     fn instance_norm(&self, x: Var, residual: Option<&Var>, relu: bool) -> Result<Var> {
-        let mut t = Arc::try_unwrap(x.t).unwrap_or_else(|shared| copy(&self.cpu, &shared));
-        if let Some(r) = residual {
-            check_like(&r.t, &t, "instance norm residual")?;
-        }
-        let c = t.c;
-        // xhat in place, then y = relu?(xhat + r).
-        let stats: Vec<Vec<norm::Stats>> = self.cpu.install(|| {
-            (0..t.n)
-                .map(|s| {
-                    let xs = sample_mut(&mut t, s);
-                    let st = norm::channel_stats(xs, c);
-                    norm::apply(xs, c, &st, None, false);
-                    st
-                })
-                .collect()
-        });
-        let (y, saved_xhat) = if relu {
-            let mut y = copy(&self.cpu, &t);
-            let r = residual.map(|r| &r.t.data[..]);
-            self.cpu.install(|| grad_ops::add_relu(&mut y.data, r));
-            (y, Some(Arc::new(t)))
-        } else {
-            if let Some(r) = residual {
-                self.cpu.install(|| grad_ops::add_into(&mut t.data, &r.t.data));
-            }
-            (t, None)
-        };
-        // The residual's values are read back only where xhat is not kept (`y - r`).
-        let res = residual.map(|r| (r.id, saved_xhat.is_none().then(|| r.t.clone())));
-        let xid = x.id;
-        let mut out = self.record(y, "instance_norm", None);
-        if let (Some(xhat), None) = (&saved_xhat, residual) {
-            out.relu_of = Some(Arc::new(ReluOf { xhat: xhat.clone(), scale: None }));
-        }
-        // The backward reads the output (its ReLU mask, or xhat from it and the residual),
-        // except after a ReLU without a residual: there xhat > 0 is the mask, and leaving the
-        // output alone lets a dropout after it scale it in place.
-        let mask_of = match &saved_xhat {
-            Some(xh) if res.is_none() => xh.clone(),
-            _ => out.t.clone(),
-        };
-        self.attach(
-            &out,
-            Box::new(move |ctx, mut dy| {
-                let mut dx = ctx.cpu.tensor(dy.n, c, dy.dims);
-                for s in 0..dy.n {
-                    let saved = match &saved_xhat {
-                        Some(xh) => NormSaved::Xhat(xh.sample(s)),
-                        None => NormSaved::FromOutput {
-                            y: mask_of.sample(s),
-                            residual: res.as_ref().and_then(|(_, r)| r.as_ref()).map(|r| r.sample(s)),
-                        },
-                    };
-                    let dys = sample_mut(&mut dy, s);
-                    grad_ops::norm_backward(dys, mask_of.sample(s), saved, &stats[s], c, relu, sample_mut(&mut dx, s));
-                }
-                let mut grads = vec![(xid, dx)];
-                if let Some((rid, _)) = res {
-                    grads.push((rid, dy));
-                }
-                Ok(grads)
-            }),
-        );
-        Ok(out)
+        self.norm_with(x, residual, relu, None)
     }
 
     fn max_pool(&self, x: &Var, k: Dims) -> Result<Var> {

@@ -141,6 +141,26 @@ impl CpuBackend {
         Ok(CpuTensor { n, c, dims, data: Buffer::new(data, Some(self.buffers.clone())) })
     }
 
+    /// A convolution and its output's instance-norm statistics per sample, gathered in the
+    /// convolution's epilogue as [`Backend::conv_norm`] gathers them (the training tape
+    /// normalises the output itself, keeping xhat).
+    pub fn conv_with_stats(&self, x: &CpuTensor, conv: &CpuConv) -> Result<(CpuTensor, Vec<Vec<norm::Stats>>)> {
+        let spec = conv.direct.spec;
+        if x.c != spec.cin {
+            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
+        }
+        let mut out = self.tensor(x.n, spec.cout, x.dims);
+        let vox = numel(out.dims);
+        let mut stats = Vec::with_capacity(x.n);
+        self.install(|| {
+            self.conv_each(x, self.winograd_for(x, conv), &conv.direct, &mut out, true, |_, _, sc| {
+                norm::params_from_sums(&sc.totals, vox, &mut sc.params);
+                stats.push(norm::stats_from_params(&sc.params));
+            })
+        });
+        Ok((out, stats))
+    }
+
     /// The Winograd form of `cv` when it applies to `x`.
     fn winograd_for<'a>(&self, x: &CpuTensor, cv: &'a CpuConv) -> Option<&'a winograd::WinogradConv> {
         cv.winograd.as_ref().filter(|w| self.winograd && w.suits(x.dims))

@@ -79,6 +79,12 @@ pub fn params_from_sums(sums: &[(f64, f64)], count: usize, params: &mut Vec<f32>
     }
 }
 
+/// [`params_from_sums`]'s layout back as one [`Stats`] per channel.
+pub fn stats_from_params(params: &[f32]) -> Vec<Stats> {
+    let c = params.len() / 3;
+    (0..c).map(|ch| Stats { mean_hi: params[ch], mean_lo: params[c + ch], rstd: params[2 * c + ch] }).collect()
+}
+
 /// In place: `x = relu?((x - mean) * rstd + residual)`.
 pub fn apply(x: &mut [f32], c: usize, stats: &[Stats], residual: Option<&[f32]>, relu: bool) {
     let mut p = vec![0f32; 3 * c];
