@@ -326,8 +326,8 @@ impl TapeBackend {
         }
         let c = t.c;
         let stats = match stats {
-            Some(s) if s.len() == t.n && s.iter().all(|st| st.len() == c) => s,
-            _ => self.cpu.install(|| (0..t.n).map(|s| norm::channel_stats(sample_mut(&mut t, s), c)).collect()),
+            Some(s) => s,
+            None => self.cpu.install(|| (0..t.n).map(|s| norm::channel_stats(sample_mut(&mut t, s), c)).collect()),
         };
         let rs = |s: usize| residual.map(|r| r.t.sample(s));
         let (y, saved_xhat) = if relu {
@@ -547,7 +547,7 @@ impl Backend for TapeBackend {
                 let mut dw = vec![0f32; layer.weight.len()];
                 let mut db = vec![0f64; cout];
                 let mut dx = ctx.cpu.tensor(xt.n, cin, xt.dims);
-                let mut dwide = ctx.cpu.scratch_zeroed(grad_ops::up_add_scratch_len(xt.dims, cout, k));
+                let mut dwide = ctx.cpu.scratch(grad_ops::up_add_scratch_len(xt.dims, cout, k));
                 for s in 0..xt.n {
                     grad_ops::up_add_backward(
                         xt.sample(s),

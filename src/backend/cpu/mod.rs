@@ -118,6 +118,12 @@ impl CpuBackend {
         self.buffers.set_limit(bytes / std::mem::size_of::<f32>());
     }
 
+    /// A scratch buffer of `len` floats from the pool with unspecified contents (for callers
+    /// that write or clear it themselves), returned to it when dropped.
+    pub fn scratch(&self, len: usize) -> Buffer {
+        Buffer::new(self.buffers.take(len), Some(self.buffers.clone()))
+    }
+
     /// A scratch buffer of `len` floats from the pool (zeroed), returned to it when dropped.
     pub fn scratch_zeroed(&self, len: usize) -> Buffer {
         Buffer::new(self.buffers.take_zeroed(len), Some(self.buffers.clone()))
@@ -146,9 +152,7 @@ impl CpuBackend {
     /// normalises the output itself, keeping xhat).
     pub fn conv_with_stats(&self, x: &CpuTensor, conv: &CpuConv) -> Result<(CpuTensor, Vec<Vec<norm::Stats>>)> {
         let spec = conv.direct.spec;
-        if x.c != spec.cin {
-            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
-        }
+        check_cin(x, &spec)?;
         let mut out = self.tensor(x.n, spec.cout, x.dims);
         let vox = numel(out.dims);
         let mut stats = Vec::with_capacity(x.n);
@@ -206,6 +210,13 @@ impl CpuBackend {
             self.buffers.give(p);
         }
     }
+}
+
+fn check_cin(x: &CpuTensor, spec: &ConvSpec) -> Result<()> {
+    if x.c != spec.cin {
+        return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
+    }
+    Ok(())
 }
 
 fn same_shape(a: &CpuTensor, b: &CpuTensor, what: &str) -> Result<()> {
@@ -295,9 +306,7 @@ impl Backend for CpuBackend {
 
     fn conv(&self, x: &CpuTensor, conv: &CpuConv) -> Result<CpuTensor> {
         let spec = conv.direct.spec;
-        if x.c != spec.cin {
-            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
-        }
+        check_cin(x, &spec)?;
         let mut out = self.tensor(x.n, spec.cout, x.dims);
         self.install(|| self.conv_each(x, self.winograd_for(x, conv), &conv.direct, &mut out, false, |_, _, _| {}));
         Ok(out)
@@ -307,9 +316,7 @@ impl Backend for CpuBackend {
     /// normalised in place.
     fn conv_norm(&self, x: &CpuTensor, conv: &CpuConv, residual: Option<&CpuTensor>, relu: bool) -> Result<CpuTensor> {
         let spec = conv.direct.spec;
-        if x.c != spec.cin {
-            return Err(Error::Shape(format!("conv expects {} input channels, got {}", spec.cin, x.c)));
-        }
+        check_cin(x, &spec)?;
         let mut out = self.tensor(x.n, spec.cout, x.dims);
         if let Some(r) = residual {
             same_shape(&out, r, "instance norm residual")?;
