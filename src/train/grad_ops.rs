@@ -17,7 +17,7 @@ const CHUNK_VOX: usize = 4096;
 
 /// Rows per matrix product in [`accumulate_at_b`]: float32 sums stay short (about 1e-6
 /// relative error at worst), and the chunk results are added in float64.
-const SUM_CHUNK_ROWS: usize = 2048;
+pub(crate) const SUM_CHUNK_ROWS: usize = 2048;
 
 /// `acc[t] (m x n) += A_t^T B` for every tap `t`, over `rows` rows, where row `r` of `A_t` is
 /// the `m` floats at `a[a_firsts[t] + r * m ..]` (a channels-last volume of `m` channels) and
@@ -25,7 +25,7 @@ const SUM_CHUNK_ROWS: usize = 2048;
 ///
 /// A gradient sums hundreds of thousands of products of both signs, often to a small result,
 /// so float32 accumulation over the whole volume loses digits: rows go in chunks of
-/// [`SUM_CHUNK_ROWS`] through a float32 product ([`at_b_chunk`]), and the chunk results are
+/// [`SUM_CHUNK_ROWS`] through a float32 product ([`at_b_add`]), and the chunk results are
 /// added in float64. Chunks are the outer loop and taps the inner one, so a chunk of `B` stays
 /// in cache across the taps (whose `A` rows, a few image rows apart, overlap too). Chunks are
 /// split into `parts` contiguous ranges summed in parallel and the partial sums are added in a
@@ -64,7 +64,8 @@ fn accumulate_at_b(
                 let r1 = (r0 + SUM_CHUNK_ROWS).min(rows);
                 let bc = &b[b_first + r0 * n..];
                 for (t, &a_first) in a_firsts.iter().enumerate() {
-                    at_b_chunk(&a[a_first + r0 * m..], m, m, bc, n, r1 - r0, &mut c, outer);
+                    c.fill(0.0);
+                    at_b_add(&a[a_first + r0 * m..], m, m, bc, n, r1 - r0, &mut c, outer);
                     for (s, &v) in sum[t * m * n..][..m * n].iter_mut().zip(&c) {
                         *s += v as f64;
                     }
@@ -100,13 +101,13 @@ type OuterFn = unsafe fn(a: *const f32, a_stride: usize, b: *const f32, b_stride
 
 /// An outer-product kernel and its tile width.
 #[derive(Clone, Copy)]
-struct Outer {
+pub(crate) struct Outer {
     f: OuterFn,
     nr: usize,
 }
 
 /// The widest kernel this CPU runs whose tile fits `n` columns.
-fn select_outer(n: usize) -> Outer {
+pub(crate) fn select_outer(n: usize) -> Outer {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::backend::cpu::conv::{has_avx2_fma, has_avx512f};
@@ -138,14 +139,23 @@ fn available_outers() -> Vec<Outer> {
     v
 }
 
-/// `c (m x n) = A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
+/// `c (m x n) += A^T B` over `rows` rows, where row `r` of `A` is the `m` floats at
 /// `a[r * a_stride ..]` and row `r` of `B` the `n` floats at `b[r * n ..]`: sums of outer
 /// products of rows, register-tiled and read straight from the channels-last volumes (a weight
 /// gradient's A and B are its input and output gradient; nothing is packed or copied).
 #[allow(clippy::too_many_arguments)]
-fn at_b_chunk(a: &[f32], a_stride: usize, m: usize, b: &[f32], n: usize, rows: usize, c: &mut [f32], outer: Outer) {
-    assert!(rows == 0 || ((rows - 1) * a_stride + m <= a.len() && rows * n <= b.len()), "at_b_chunk: out of bounds");
-    c.fill(0.0);
+pub(crate) fn at_b_add(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &[f32],
+    n: usize,
+    rows: usize,
+    c: &mut [f32],
+    outer: Outer,
+) {
+    assert!(rows == 0 || ((rows - 1) * a_stride + m <= a.len() && rows * n <= b.len()), "at_b_add: out of bounds");
+    assert!(c.len() >= m * n, "at_b_add: result of {} for {m}x{n}", c.len());
     let mut r0 = 0;
     while r0 < rows {
         let nr = PASS_ROWS.min(rows - r0);
@@ -187,7 +197,7 @@ fn blocks(len: usize, w: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// A partial tile (`mi <= 6` by `nj <=` the kernel's width) of [`at_b_chunk`], in plain loops.
+/// A partial tile (`mi <= 6` by `nj <=` the kernel's width) of [`at_b_add`], in plain loops.
 #[allow(clippy::too_many_arguments)]
 fn outer_edge(
     a: &[f32],
@@ -915,7 +925,7 @@ mod tests {
         }
     }
 
-    /// `A^T B` against float64 for every kernel this CPU runs, on shapes that put partial and
+    /// `c + A^T B` against float64 for every kernel this CPU runs, on shapes that put partial and
     /// shifted tiles on both edges (m, n not multiples of 6, 16 or 32) and rows across passes.
     #[test]
     fn every_outer_kernel_computes_at_b() {
@@ -930,9 +940,10 @@ mod tests {
                 .map(|e| (0..rows).map(|r| a[r * a_stride + e / n] as f64 * b[r * n + e % n] as f64).sum())
                 .collect();
             for outer in available_outers() {
-                let mut c = vec![f32::NAN; m * n];
-                at_b_chunk(&a, a_stride, m, &b, n, rows, &mut c, outer);
-                for (e, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                // at_b_add adds to what is there.
+                let mut c = vec![0.5f32; m * n];
+                at_b_add(&a, a_stride, m, &b, n, rows, &mut c, outer);
+                for (e, (&got, &w)) in c.iter().map(|&v| v - 0.5).collect::<Vec<_>>().iter().zip(&want).enumerate() {
                     assert!(
                         (got as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
                         "width {} m {m} n {n} rows {rows}: entry {e} is {got}, float64 {w}",

@@ -16,3 +16,4 @@ pub mod run_dir;
 pub mod step;
 pub mod tape;
 pub mod trainer;
+pub mod winograd_grad;

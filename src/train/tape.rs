@@ -21,6 +21,7 @@ use crate::backend::{Backend, ConvSpec, ConvTSpec, DropoutSite};
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Dims, HostTensor};
 use crate::train::grad_ops::{self, NormSaved};
+use crate::train::winograd_grad;
 
 /// A tensor on the tape.
 #[derive(Clone)]
@@ -678,8 +679,9 @@ fn copy(cpu: &CpuBackend, t: &CpuTensor) -> CpuTensor {
     o
 }
 
-/// Conv backward: the weight gradient by per-tap matrix products over the padded volumes, the
-/// bias gradient by channel sums, the input gradient by the flipped, transposed convolution.
+/// Conv backward: the weight gradient by Winograd (`winograd_grad`) for the in-plane 3x3 layers
+/// and by per-tap matrix products over the padded volumes for the rest, the bias gradient by
+/// channel sums, the input gradient by the flipped, transposed convolution.
 fn conv_backward(
     ctx: &Ctx<'_>,
     layer: &ConvRecord,
@@ -694,7 +696,13 @@ fn conv_backward(
     let (n, dims) = x.shape();
     let mut acc = vec![0f32; taps * cin * cout];
     let mut db = vec![0f64; cout];
-    let (mut xpad, mut dypad) = if padded {
+    // In-plane 3x3 layers: the weight gradient by Winograd F(2x2, 3x3) on the unpadded input.
+    let mut wg =
+        winograd_grad::handles(k, cin, cout, dims).then(|| winograd_grad::WeightGrad::new(dims, cin, cout, k[2]));
+    let (mut xpad, mut dypad) = if wg.is_some() {
+        // The unpadded input (recomputed from the norm's xhat when it was not kept).
+        (ctx.cpu.scratch(numel(dims) * cin), ctx.cpu.scratch(0))
+    } else if padded {
         (ctx.cpu.scratch_zeroed(padded_len(dims, cin, k)), ctx.cpu.scratch_zeroed(padded_len(dims, cout, k)))
     } else {
         (ctx.cpu.scratch_zeroed(0), ctx.cpu.scratch_zeroed(0))
@@ -707,7 +715,9 @@ fn conv_backward(
             }
         }
         let parts = ctx.cpu.threads() * 2;
-        if padded {
+        if let Some(wg) = wg.as_mut() {
+            wg.add_sample(x.sample(s, &mut xpad), dys);
+        } else if padded {
             x.pad_sample(s, cin, pad, &mut xpad);
             pad_input(dys, dims, cout, pad, &mut dypad);
             grad_ops::conv_weight_grad(&xpad, &dypad, dims, cin, cout, k, parts, &mut acc);
@@ -715,6 +725,9 @@ fn conv_backward(
             let xs = x.sample(s, &mut xpad);
             grad_ops::conv_weight_grad(xs, dys, dims, cin, cout, k, parts, &mut acc);
         }
+    }
+    if let Some(wg) = wg {
+        wg.finish(&mut acc);
     }
     ctx.add_param(format!("{}.weight", layer.name), grad_ops::tap_major_to_torch(&acc, cin, cout, taps));
     if bias {

@@ -54,6 +54,7 @@ fn compare(step: &Step, case: &common::Case, loss_tol: [f64; 2], sample_tol: f64
         }
     }
     let mut zero = 0;
+    let (mut worst_norm, mut worst_val) = (0f64, 0f64);
     for (name, g) in &step.grads {
         let want_norm = case.f64(&format!("grad.{name}.norm"))[0];
         let norm = g.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
@@ -68,12 +69,14 @@ fn compare(step: &Step, case: &common::Case, loss_tol: [f64; 2], sample_tol: f64
         let idx = case.i64(&format!("grad.{name}.idx"));
         let sampled: Vec<f32> = idx.iter().map(|&i| g[i as usize]).collect();
         let e_val = common::rel_l2_f64(&sampled, &case.f64(&format!("grad.{name}.val")));
+        (worst_norm, worst_val) = (worst_norm.max(e_norm), worst_val.max(e_val));
         if e_norm > 1e-3 || e_val > sample_tol {
             failures.push(format!(
                 "{name}: norm {norm:.6e} vs {want_norm:.6e} (rel {e_norm:.2e}), samples rel L2 {e_val:.2e}"
             ));
         }
     }
+    eprintln!("worst gradient norm error {worst_norm:.2e}, worst sampled entries {worst_val:.2e}");
     // The fixtures' 144 gradient tensors: the input and 143 distinct parameters, 57 of them
     // conv biases right before an instance norm (mathematically zero).
     assert_eq!(step.grads.len(), 144, "every gradient tensor compared");

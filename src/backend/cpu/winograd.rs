@@ -33,7 +33,7 @@ const BLOCK_BYTES: usize = 256 << 10;
 const F4_MAX_CHANNELS: usize = 256;
 
 /// `G` of F(2x2, 3x3): the weight transform `U = G g G^T`.
-const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+pub(crate) const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
 
 /// `G` of F(4x4, 3x3) (interpolation points 0, +-1, +-2 and infinity).
 const G4: [[f64; 3]; 6] = [
@@ -401,7 +401,7 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// `scratch` holds `A * A * len` floats. Every loop runs over equal-length slices so it
 /// compiles to straight vector code.
 #[inline(always)]
-fn input_transform<const A: usize>(
+pub(crate) fn input_transform<const A: usize>(
     p: &[[&[f32]; A]; A],
     v: &mut [f32],
     offset: usize,
