@@ -87,7 +87,7 @@ fn train_step(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(120));
     g.throughput(Throughput::Elements(2));
     g.bench_function("train_step_batch2_192x192x16", |b| {
-        b.iter(|| step::forward_backward(&tape, &sd, &x, &label).unwrap())
+        b.iter(|| step::forward_backward(&tape, &sd, &x, &label, step::InputGrad::Skipped).unwrap())
     });
     g.finish();
 }

@@ -308,12 +308,12 @@ fn bench_train(args: &BenchArgs, sd: &crate::weights::StateDict, dims: Dims) -> 
         let x = random_input(1, b, dims);
         // A label with some foreground: the upper tail of a smooth-ish random field.
         let label: Vec<u8> = x.data.iter().map(|&v| (v > 1.5) as u8).collect();
-        step::forward_backward(&tape, sd, &x, &label)?;
+        step::forward_backward(&tape, sd, &x, &label, step::InputGrad::Skipped)?;
         let mut times = Vec::new();
         let mut phases: Vec<(String, f64)> = Vec::new();
         for _ in 0..args.iters.max(1) {
             let t = std::time::Instant::now();
-            let r = step::forward_backward(&tape, sd, &x, &label)?;
+            let r = step::forward_backward(&tape, sd, &x, &label, step::InputGrad::Skipped)?;
             times.push(t.elapsed().as_secs_f64());
             for (name, s) in r.seconds {
                 match phases.iter_mut().find(|(n, _)| *n == name) {

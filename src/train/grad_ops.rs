@@ -404,8 +404,12 @@ pub fn flip_transpose(w: &[f32], cout: usize, cin: usize, k: Dims) -> Vec<f32> {
 }
 
 /// Per-channel sums over all voxels (bias gradients), in float64.
+///
+/// Chunk sums are added in chunk order (a rayon `reduce` would pair them as the work was
+/// stolen): the same bits however the threads ran.
 pub fn channel_sums(x: &[f32], c: usize) -> Vec<f64> {
-    x.par_chunks(CHUNK_VOX * c)
+    let chunks: Vec<Vec<f64>> = x
+        .par_chunks(CHUNK_VOX * c)
         .map(|chunk| {
             let mut s = vec![0f64; c];
             for v in chunk.chunks_exact(c) {
@@ -415,7 +419,14 @@ pub fn channel_sums(x: &[f32], c: usize) -> Vec<f64> {
             }
             s
         })
-        .reduce(|| vec![0f64; c], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+        .collect();
+    let mut total = vec![0f64; c];
+    for s in chunks {
+        for (t, v) in total.iter_mut().zip(s) {
+            *t += v;
+        }
+    }
+    total
 }
 
 /// What an instance norm saved for its backward: `xhat = (x - mean) * rstd` is either kept

@@ -31,10 +31,18 @@ pub struct StepResult {
     pub loss: LossTerms,
     /// Parameter gradients by checkpoint key (shared modules once, under `attention_k`).
     pub grads: BTreeMap<String, Vec<f32>>,
-    /// The input's gradient, PyTorch layout.
+    /// The input's gradient, PyTorch layout (with [`InputGrad::Wanted`]).
     pub input_grad: Option<HostTensor>,
     /// Wall time: `forward`, `loss`, then `backward <op>` per op kind.
     pub seconds: Vec<(String, f64)>,
+}
+
+/// Whether a step also computes the gradient with respect to its input image (the gradient
+/// checks compare it; training needs only the parameters').
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputGrad {
+    Wanted,
+    Skipped,
 }
 
 /// Forward, losses and backward for a batch `image` `(N, 1, H, W, D)` with its 0/1 `label`
@@ -44,6 +52,7 @@ pub fn forward_backward(
     weights: &StateDict,
     image: &HostTensor,
     label: &[u8],
+    input_grad: InputGrad,
 ) -> Result<StepResult> {
     let (n, c, dims) = image.ncdims()?;
     if label.len() != image.numel() || c != 1 {
@@ -59,7 +68,10 @@ pub fn forward_backward(
     tape.clear();
     let t0 = std::time::Instant::now();
     let net = Unet25d::new(tape, weights)?;
-    let x = tape.upload(image)?;
+    let x = match input_grad {
+        InputGrad::Wanted => tape.upload(image)?,
+        InputGrad::Skipped => tape.constant(image)?,
+    };
     let out = net.forward(tape, &x)?;
     let cpu = tape.cpu();
     let mut seconds = vec![("forward".to_string(), t0.elapsed().as_secs_f64())];

@@ -32,6 +32,9 @@ pub struct Var {
     /// keeps anyway (an instance norm + ReLU, possibly dropped out): a convolution reading this
     /// value then saves that recipe instead of a second full-size tensor.
     relu_of: Option<Arc<ReluOf>>,
+    /// A constant (a training batch's image): nothing asks for its gradient, so a convolution
+    /// reading it computes only its parameters' gradients.
+    constant: bool,
 }
 
 /// `relu(xhat)`, times a per-(sample, channel) dropout scale when there is one.
@@ -241,6 +244,14 @@ impl TapeBackend {
         TapeBackend { cpu, nodes: Mutex::new(Vec::new()), dropout: Mutex::new(None) }
     }
 
+    /// Puts `x` on the tape as a constant: no gradient flows into it (`upload` puts a leaf
+    /// whose gradient the backward returns).
+    pub fn constant(&self, x: &HostTensor) -> Result<Var> {
+        let mut v = self.record(self.cpu.upload(x)?, "input", None);
+        v.constant = true;
+        Ok(v)
+    }
+
     /// Training-mode dropout for the next forward passes (`None`: off, as at inference).
     pub fn set_dropout(&self, d: Option<Dropout>) {
         *self.dropout.lock().unwrap_or_else(|e| e.into_inner()) = d;
@@ -274,7 +285,7 @@ impl TapeBackend {
     fn record(&self, t: CpuTensor, op: &'static str, backward: Option<BackwardFn>) -> Var {
         let mut nodes = self.lock();
         nodes.push(Node { op, backward });
-        Var { id: nodes.len() - 1, t: Arc::new(t), relu_of: None }
+        Var { id: nodes.len() - 1, t: Arc::new(t), relu_of: None, constant: false }
     }
 
     /// Records `y`, a resampling of `x` whose backward needs only the sizes:
@@ -307,7 +318,8 @@ impl TapeBackend {
 
     /// Records `y`, the output of `conv` on `x`.
     fn record_conv(&self, x: &Var, conv: &TapeConv, y: CpuTensor) -> Var {
-        let (xid, input, layer) = (x.id, ConvInput::of(x), conv.layer.clone());
+        let (input, layer) = (ConvInput::of(x), conv.layer.clone());
+        let xid = (!x.constant).then_some(x.id);
         self.record(y, "conv", Some(Box::new(move |ctx, dy| conv_backward(ctx, &layer, xid, &input, dy))))
     }
 
@@ -681,11 +693,12 @@ fn copy(cpu: &CpuBackend, t: &CpuTensor) -> CpuTensor {
 
 /// Conv backward: the weight gradient by Winograd (`winograd_grad`) for the in-plane 3x3 layers
 /// and by per-tap matrix products over the padded volumes for the rest, the bias gradient by
-/// channel sums, the input gradient by the flipped, transposed convolution.
+/// channel sums, and (unless the input is a constant, `xid` None) the input gradient by the
+/// flipped, transposed convolution.
 fn conv_backward(
     ctx: &Ctx<'_>,
     layer: &ConvRecord,
-    xid: usize,
+    xid: Option<usize>,
     x: &ConvInput,
     dy: CpuTensor,
 ) -> Result<Vec<(usize, CpuTensor)>> {
@@ -736,6 +749,7 @@ fn conv_backward(
     // The padded copies go back to the pool before the input gradient is allocated (the
     // direct convolution below takes its own padded buffer of the gradient's size from there).
     drop((xpad, dypad));
+    let Some(xid) = xid else { return Ok(Vec::new()) };
     let back_spec = ConvSpec { cin: cout, cout: cin, k, bias: false };
     let w = HostTensor::new(back_spec.weight_shape(), grad_ops::flip_transpose(&layer.weight, cout, cin, k))?;
     let back = ctx.cpu.prepare_conv("conv_t backward", back_spec, &w, None)?;

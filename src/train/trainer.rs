@@ -215,7 +215,13 @@ pub fn train(
                 // Masks from (seed, step): a resumed run draws the same ones.
                 let mut mix = SplitMix(cfg.loader.seed ^ progress.iteration.wrapping_mul(0xD1B5_4A32_D192_ED03));
                 tape.set_dropout(Some(Dropout { p: cfg.dropout, fixed: cfg.fixed_dropout, seed: mix.next_u64() }));
-                let r = step::forward_backward(&tape, &params.to_state_dict(), &batch.image, &batch.label)?;
+                let r = step::forward_backward(
+                    &tape,
+                    &params.to_state_dict(),
+                    &batch.image,
+                    &batch.label,
+                    step::InputGrad::Skipped,
+                )?;
                 let total = r.loss.total();
                 if !total.is_finite() {
                     return Err(Error::Value(format!(

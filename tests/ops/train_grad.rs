@@ -18,6 +18,10 @@ struct Step {
 }
 
 fn step() -> Option<Step> {
+    step_with(step::InputGrad::Wanted)
+}
+
+fn step_with(input_grad: step::InputGrad) -> Option<Step> {
     let path = common::fixture("grad_seed0_batch2.safetensors")?;
     let weights = common::fixture("weights_seed0.pth")?;
     let case = common::Case::open(&path);
@@ -26,9 +30,14 @@ fn step() -> Option<Step> {
     let input = case.f32("input");
     let label: Vec<u8> = case.f32("label").data.iter().map(|&v| v as u8).collect();
     let t0 = std::time::Instant::now();
-    let r = step::forward_backward(&tape, &sd, &input, &label).unwrap();
+    let r = step::forward_backward(&tape, &sd, &input, &label, input_grad).unwrap();
     eprintln!("forward + backward, batch 2: {:.2} s: {:?}", t0.elapsed().as_secs_f64(), r.seconds);
-    let mut grads = vec![("input".to_string(), r.input_grad.expect("input gradient").data)];
+    let mut grads = Vec::new();
+    if input_grad == step::InputGrad::Wanted {
+        grads.push(("input".to_string(), r.input_grad.expect("input gradient").data));
+    } else {
+        assert!(r.input_grad.is_none(), "an input gradient that was not asked for");
+    }
     for (key, _) in fmseg::model::catalog::tensor_keys() {
         // Shared modules are differentiated once, under `attention_k`.
         if key.starts_with("up_") && key.contains(".attention.") {
@@ -118,4 +127,17 @@ fn gradients_match_pytorch_float64_autograd() {
         "{} of 87 non-zero gradient tensors differ from the dropout-affected reference fixture by > 1e-3",
         failures.len()
     );
+}
+
+/// Training skips the input image's gradient (the first convolutions then compute only their
+/// parameters' gradients): every parameter gradient stays the same to the bit.
+#[test]
+fn skipping_the_input_gradient_leaves_parameter_gradients_unchanged() {
+    let Some(full) = step() else { return };
+    let skipped = step_with(step::InputGrad::Skipped).unwrap();
+    assert_eq!(full.grads.len(), skipped.grads.len() + 1);
+    for ((name, a), (other, b)) in full.grads[1..].iter().zip(&skipped.grads) {
+        assert_eq!(name, other);
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs");
+    }
 }
