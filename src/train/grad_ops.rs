@@ -156,6 +156,19 @@ pub(crate) fn at_b_add(
 ) {
     assert!(rows == 0 || ((rows - 1) * a_stride + m <= a.len() && rows * n <= b.len()), "at_b_add: out of bounds");
     assert!(c.len() >= m * n, "at_b_add: result of {} for {m}x{n}", c.len());
+    if n < OMR && m > n && a_stride == m {
+        // A result a few columns wide (a convolution to one output channel, say) goes through
+        // the kernels transposed, `c^T = B^T A`, so they vectorise over A's m columns instead
+        // of B's few.
+        let mut ct = vec![0f32; n * m];
+        at_b_add(b, n, n, a, m, rows, &mut ct, select_outer(m));
+        for (i, row) in c[..m * n].chunks_exact_mut(n).enumerate() {
+            for (j, d) in row.iter_mut().enumerate() {
+                *d += ct[j * m + i];
+            }
+        }
+        return;
+    }
     let mut r0 = 0;
     while r0 < rows {
         let nr = PASS_ROWS.min(rows - r0);
@@ -937,14 +950,21 @@ mod tests {
     }
 
     /// `c + A^T B` against float64 for every kernel this CPU runs, on shapes that put partial and
-    /// shifted tiles on both edges (m, n not multiples of 6, 16 or 32) and rows across passes.
+    /// shifted tiles on both edges (m, n not multiples of 6, 16 or 32), rows across passes, and
+    /// results one or two columns wide (run transposed).
     #[test]
     fn every_outer_kernel_computes_at_b() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = || noise(&mut seed);
-        for (m, n, rows, a_stride) in
-            [(32, 32, 200, 32), (16, 33, 129, 20), (7, 48, 64, 7), (1, 40, 3, 1), (13, 16, 70, 13)]
-        {
+        for (m, n, rows, a_stride) in [
+            (32, 32, 200, 32),
+            (16, 33, 129, 20),
+            (7, 48, 64, 7),
+            (1, 40, 3, 1),
+            (13, 16, 70, 13),
+            (16, 1, 150, 16),
+            (37, 2, 90, 37),
+        ] {
             let a: Vec<f32> = (0..rows * a_stride + m).map(|_| next()).collect();
             let b: Vec<f32> = (0..rows * n).map(|_| next()).collect();
             let want: Vec<f64> = (0..m * n)
