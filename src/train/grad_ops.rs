@@ -17,7 +17,7 @@ const CHUNK_VOX: usize = 4096;
 
 /// Rows per matrix product in [`accumulate_at_b`]: float32 sums stay short (about 1e-6
 /// relative error at worst), and the chunk results are added in float64.
-pub(crate) const SUM_CHUNK_ROWS: usize = 2048;
+const SUM_CHUNK_ROWS: usize = 2048;
 
 /// `acc[t] (m x n) += A_t^T B` for every tap `t`, over `rows` rows, where row `r` of `A_t` is
 /// the `m` floats at `a[a_firsts[t] + r * m ..]` (a channels-last volume of `m` channels) and

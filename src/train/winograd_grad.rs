@@ -19,11 +19,16 @@
 //! added slab after slab in order: no per-thread copies of the (up to 16 x 3 x 256 x 256)
 //! accumulators, and the same bits on any number of threads.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::grad_ops::{at_b_add, select_outer};
 use crate::backend::cpu::winograd::G2;
 use crate::tensor::Dims;
+
+/// The four planes `V[xi][nu]` (or `Z[xi][nu]`), `nu < 4`, of one row of transformed points.
+type Quad<'a> = [&'a mut [f32]; 4];
 
 /// Transformed points of a 4x4 tile.
 const E: usize = 16;
@@ -60,6 +65,8 @@ pub struct WeightGrad {
     z: Vec<f32>,
     /// Tiles per slab.
     slab: usize,
+    /// What the transforms read outside the volume (one voxel's `D` vectors).
+    zeros: Vec<f32>,
 }
 
 impl WeightGrad {
@@ -85,6 +92,7 @@ impl WeightGrad {
             v: vec![0f32; E * slab * dr * cin],
             z: vec![0f32; E * slab * dr * cout],
             slab,
+            zeros: vec![0f32; dims[2] * cin.max(cout)],
         }
     }
 
@@ -110,7 +118,7 @@ impl WeightGrad {
     /// `V` and `Z` of tiles `g0 .. g0 + nt` (row-major over the tile grid), split over (row `xi`
     /// of the transformed tile, run of tiles).
     fn transform_slab(&mut self, x: &[f32], dy: &[f32], g0: usize, nt: usize) {
-        let (dr, pd, d) = (self.dr(), self.kd / 2, self.dims[2]);
+        let (dr, pd) = (self.dr(), self.kd / 2);
         let (cin, cout) = (self.cin, self.cout);
         let runs = (2 * rayon::current_num_threads()).div_ceil(4).clamp(1, nt);
         let bounds: Vec<usize> = (0..=runs).map(|k| nt * k / runs).collect();
@@ -119,18 +127,14 @@ impl WeightGrad {
         let mut items = Vec::with_capacity(4 * runs);
         for xi in 0..4 {
             for k in 0..runs {
-                let v4: [&mut [f32]; 4] = std::array::from_fn(|nu| vp[xi * 4 + nu][k].take().unwrap());
-                let z4: [&mut [f32]; 4] = std::array::from_fn(|nu| zp[xi * 4 + nu][k].take().unwrap());
+                let v4: Quad<'_> = std::array::from_fn(|nu| vp[xi * 4 + nu][k].take().unwrap());
+                let z4: Quad<'_> = std::array::from_fn(|nu| zp[xi * 4 + nu][k].take().unwrap());
                 items.push((xi, bounds[k], bounds[k + 1], v4, z4));
             }
         }
-        let geo = Geometry { dims: self.dims, cin, cout };
+        let src = Sources { dims: self.dims, cin, cout, dr, pd, x, dy, zeros: &self.zeros };
         items.into_par_iter().for_each(|(xi, t0, t1, mut v4, mut z4)| {
-            let zeros = vec![0f32; d * cin.max(cout)];
-            for t in t0..t1 {
-                let rows = (t - t0) * dr + pd;
-                geo.transform_tile(x, dy, g0 + t, xi, &zeros, &mut v4, &mut z4, rows);
-            }
+            src.transform(g0, t0..t1, xi, &mut v4, &mut z4);
         });
     }
 
@@ -160,11 +164,7 @@ impl WeightGrad {
         let (kd, plane) = (self.kd, self.cin * self.cout);
         assert!(acc.len() == 9 * kd * plane, "Winograd weight gradient: accumulator of {}", acc.len());
         if self.pending > 0 {
-            self.c.par_chunks(plane).zip(self.sum.par_chunks_mut(plane)).for_each(|(ce, se)| {
-                for (s, &v) in se.iter_mut().zip(ce) {
-                    *s += v as f64;
-                }
-            });
+            self.c.par_chunks_mut(plane).zip(self.sum.par_chunks_mut(plane)).for_each(|(ce, se)| flush(ce, se));
         }
         let sum = &self.sum;
         const Q: usize = 1024;
@@ -188,7 +188,7 @@ impl WeightGrad {
             let n = outs[0].len();
             let m = |e: usize| &sum[(e * kd + t) * plane + q0..][..n];
             // (M G)[xi][col] then G^T of that, vectorised over the entries.
-            let mut mg = vec![0f64; 12 * n];
+            let (mut mg, mut w) = (vec![0f64; 12 * n], vec![0f64; n]);
             for xi in 0..4 {
                 for col in 0..3 {
                     let dst = &mut mg[(xi * 3 + col) * n..][..n];
@@ -203,7 +203,7 @@ impl WeightGrad {
             }
             for r in 0..3 {
                 for col in 0..3 {
-                    let mut w = vec![0f64; n];
+                    w.fill(0.0);
                     for (xi, gx) in G2.iter().enumerate() {
                         if gx[r] != 0.0 {
                             for (d, &s) in w.iter_mut().zip(&mg[(xi * 3 + col) * n..][..n]) {
@@ -211,7 +211,7 @@ impl WeightGrad {
                             }
                         }
                     }
-                    for (o, w) in outs[r * 3 + col].iter_mut().zip(w) {
+                    for (o, &w) in outs[r * 3 + col].iter_mut().zip(&w) {
                         *o = (*o as f64 + w) as f32;
                     }
                 }
@@ -245,69 +245,54 @@ fn flush(c: &mut [f32], sum: &mut [f64]) {
     }
 }
 
-/// What the transform of one tile needs to know.
-#[derive(Clone, Copy)]
-struct Geometry {
+/// What the transforms read: the sample's input and output gradient, and zeros for the voxels
+/// outside the volume (one voxel's `D` vectors).
+struct Sources<'a> {
     dims: Dims,
     cin: usize,
     cout: usize,
+    /// Rows per tile in the planes, and the first one a tile's voxels go to.
+    dr: usize,
+    pd: usize,
+    x: &'a [f32],
+    dy: &'a [f32],
+    zeros: &'a [f32],
 }
 
-impl Geometry {
-    /// Row `xi` of tile `g`'s transforms: `V[xi][nu]` into `v4[nu]` and `Z[xi][nu]` into
-    /// `z4[nu]`, each `D` rows starting at row `row`.
-    #[allow(clippy::too_many_arguments)]
-    fn transform_tile(
-        &self,
-        x: &[f32],
-        dy: &[f32],
-        g: usize,
-        xi: usize,
-        zeros: &[f32],
-        v4: &mut [&mut [f32]; 4],
-        z4: &mut [&mut [f32]; 4],
-        row: usize,
-    ) {
+impl Sources<'_> {
+    /// Row `xi` of the transforms of tiles `g0 + t` for `t` in `tiles`: `V[xi][nu]` into `v4[nu]`
+    /// and `Z[xi][nu]` into `z4[nu]`, tile `t`'s `D` rows starting at row `(t - tiles.start) *
+    /// dr + pd`.
+    fn transform(&self, g0: usize, tiles: Range<usize>, xi: usize, v4: &mut Quad<'_>, z4: &mut Quad<'_>) {
         #[cfg(target_arch = "x86_64")]
         if crate::backend::cpu::conv::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            return unsafe { self.transform_tile_avx2(x, dy, g, xi, zeros, v4, z4, row) };
+            return unsafe { self.transform_avx2(g0, tiles, xi, v4, z4) };
         }
-        self.transform_tile_any(x, dy, g, xi, zeros, v4, z4, row)
+        self.transform_any(g0, tiles, xi, v4, z4)
     }
 
-    /// [`Geometry::transform_tile`] compiled for AVX2 (the same additions, 8 lanes at a time).
+    /// [`Sources::transform`] compiled for AVX2 (the same additions, 8 lanes at a time).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn transform_tile_avx2(
-        &self,
-        x: &[f32],
-        dy: &[f32],
-        g: usize,
-        xi: usize,
-        zeros: &[f32],
-        v4: &mut [&mut [f32]; 4],
-        z4: &mut [&mut [f32]; 4],
-        row: usize,
-    ) {
-        self.transform_tile_any(x, dy, g, xi, zeros, v4, z4, row)
+    unsafe fn transform_avx2(&self, g0: usize, tiles: Range<usize>, xi: usize, v4: &mut Quad<'_>, z4: &mut Quad<'_>) {
+        self.transform_any(g0, tiles, xi, v4, z4)
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn transform_tile_any(
-        &self,
-        x: &[f32],
-        dy: &[f32],
-        g: usize,
-        xi: usize,
-        zeros: &[f32],
-        v4: &mut [&mut [f32]; 4],
-        z4: &mut [&mut [f32]; 4],
-        row: usize,
-    ) {
-        let Geometry { dims, cin, cout, .. } = *self;
+    fn transform_any(&self, g0: usize, tiles: Range<usize>, xi: usize, v4: &mut Quad<'_>, z4: &mut Quad<'_>) {
+        let t0 = tiles.start;
+        for t in tiles {
+            self.transform_tile(g0 + t, xi, v4, z4, (t - t0) * self.dr + self.pd);
+        }
+    }
+
+    /// Row `xi` of tile `g`'s transforms, `D` rows starting at row `row` of each plane. (Not
+    /// the forward's `winograd::input_transform`, which writes all 16 points of a tile: here the
+    /// parts split by `xi`, each writing only its own four planes.)
+    #[inline(always)]
+    fn transform_tile(&self, g: usize, xi: usize, v4: &mut Quad<'_>, z4: &mut Quad<'_>, row: usize) {
+        let Sources { dims, cin, cout, x, dy, zeros, .. } = *self;
         let tiles_w = dims[1].div_ceil(2);
         let (th, tw) = (g / tiles_w, g % tiles_w);
         let d = dims[2];

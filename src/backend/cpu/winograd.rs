@@ -401,7 +401,7 @@ fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 /// `scratch` holds `A * A * len` floats. Every loop runs over equal-length slices so it
 /// compiles to straight vector code.
 #[inline(always)]
-pub(crate) fn input_transform<const A: usize>(
+fn input_transform<const A: usize>(
     p: &[[&[f32]; A]; A],
     v: &mut [f32],
     offset: usize,
