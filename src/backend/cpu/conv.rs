@@ -38,14 +38,16 @@ impl PackedConv {
         let taps = spec.taps();
         let panels = spec.cout.div_ceil(NR);
         let mut w = vec![0f32; panels * taps * spec.cin * NR];
-        for co in 0..spec.cout {
-            let (p, j) = (co / NR, co % NR);
-            for ci in 0..spec.cin {
-                for t in 0..taps {
-                    w[((p * taps + t) * spec.cin + ci) * NR + j] = weight[(co * spec.cin + ci) * taps + t];
+        // In parallel over panels: the tape packs every layer's weights again each step.
+        w.par_chunks_mut(taps * spec.cin * NR).enumerate().for_each(|(p, panel)| {
+            for co in p * NR..spec.cout.min(p * NR + NR) {
+                for ci in 0..spec.cin {
+                    for t in 0..taps {
+                        panel[(t * spec.cin + ci) * NR + co % NR] = weight[(co * spec.cin + ci) * taps + t];
+                    }
                 }
             }
-        }
+        });
         let mut b = vec![0f32; panels * NR];
         if let Some(bias) = bias {
             b[..spec.cout].copy_from_slice(&bias[..spec.cout]);
@@ -64,13 +66,6 @@ impl PackedConv {
             Vec::new()
         };
         PackedConv { spec, w, bias: b, panels, narrow }
-    }
-
-    /// Tap `t` of output channel `co`, input channel `ci`, as PyTorch's `(cout, cin, taps)`
-    /// weight holds it (the packing is a permutation, so this is exact).
-    pub fn weight(&self, co: usize, ci: usize, t: usize) -> f32 {
-        let taps = self.spec.taps();
-        self.w[(((co / NR) * taps + t) * self.spec.cin + ci) * NR + co % NR]
     }
 
     /// Packs a transposed convolution with kernel = stride as a 1x1 convolution whose output

@@ -22,6 +22,7 @@ use super::conv::{par_chunks_with_sums, select_kernel, Acc, Kernels, PackedConv,
 use super::scratch::Scratch;
 use crate::backend::ConvSpec;
 use crate::tensor::Dims;
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// Transformed data of one block of tiles (V and M together) should stay within this many bytes
@@ -108,7 +109,7 @@ impl WinogradConv {
     fn u(&self, m: usize, direct: &PackedConv) -> &[f32] {
         self.u[m / 4].get_or_init(|| {
             assert_eq!(direct.spec, self.spec, "Winograd and direct forms of different convolutions");
-            transform_weights(self.spec, m, |co, ci, t| direct.weight(co, ci, t))
+            transform_weights(self.spec, m, direct)
         })
     }
 
@@ -343,33 +344,36 @@ struct Job<'a> {
 }
 
 /// `U = G g G^T` for F(m x m, 3x3), packed `[(m+2)^2][panel][kd][cin][NR]`, in float64 and
-/// rounded once; `weight(co, ci, t)` is tap `t = (r * 3 + col) * kd + c` of PyTorch's
-/// `(cout, cin, 3, 3, kd)` weight.
-fn transform_weights(spec: ConvSpec, m: usize, weight: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+/// rounded once, from `direct`, the convolution's direct packing `[panel][tap][cin][NR]` with
+/// tap `(r * 3 + col) * kd + c`. Made once per weight update (every training step, for the
+/// forward and the data gradient's convolution), so it runs in parallel over the `(point,
+/// panel)` blocks it writes, each one `kd` runs over contiguous `(ci, j)` lanes of the packing.
+fn transform_weights(spec: ConvSpec, m: usize, direct: &PackedConv) -> Vec<f32> {
     let g: &[[f64; 3]] = match m {
         2 => &G2,
         4 => &G4,
         _ => panic!("Winograd F({m}x{m}, 3x3) is not implemented"),
     };
     let a = m + 2;
-    let kd = spec.k[2];
+    let (kd, taps) = (spec.k[2], spec.taps());
     let panels = spec.cout.div_ceil(NR);
-    let mut u = vec![0f32; a * a * panels * kd * spec.cin * NR];
-    for co in 0..spec.cout {
-        for ci in 0..spec.cin {
-            for c in 0..kd {
-                let w = |r: usize, col: usize| weight(co, ci, (r * 3 + col) * kd + c) as f64;
-                for (xi, gx) in g.iter().enumerate() {
-                    let gw: [f64; 3] = std::array::from_fn(|col| (0..3).map(|r| gx[r] * w(r, col)).sum());
-                    for (nu, gn) in g.iter().enumerate() {
-                        let val: f64 = (0..3).map(|col| gw[col] * gn[col]).sum();
-                        let e = xi * a + nu;
-                        u[(((e * panels + co / NR) * kd + c) * spec.cin + ci) * NR + co % NR] = val as f32;
-                    }
-                }
+    let lanes = spec.cin * NR;
+    let mut u = vec![0f32; a * a * panels * kd * lanes];
+    u.par_chunks_mut(kd * lanes).enumerate().for_each(|(i, block)| {
+        let (e, p) = (i / panels, i % panels);
+        let (gx, gn) = (&g[e / a], &g[e % a]);
+        for (c, out) in block.chunks_exact_mut(lanes).enumerate() {
+            let src: [[&[f32]; 3]; 3] = std::array::from_fn(|r| {
+                std::array::from_fn(|col| &direct.w[(p * taps + (r * 3 + col) * kd + c) * lanes..][..lanes])
+            });
+            for (l, o) in out.iter_mut().enumerate() {
+                // (G g)[xi][col], then its product with G[nu]: the same order of float64
+                // operations for every element.
+                let gw: [f64; 3] = std::array::from_fn(|col| (0..3).map(|r| gx[r] * src[r][col][l] as f64).sum());
+                *o = (0..3).map(|col| gw[col] * gn[col]).sum::<f64>() as f32;
             }
         }
-    }
+    });
     u
 }
 
