@@ -46,6 +46,16 @@ pub struct CpuConv {
     pub winograd: Option<winograd::WinogradConv>,
 }
 
+impl CpuConv {
+    /// `weight` is PyTorch's `(cout, cin, kH, kW, kD)`, of `spec.weight_shape()` (the caller
+    /// checks); Winograd output tiles up to `max_tile` (see [`CpuBackend::with_winograd_tile`]).
+    pub fn new(spec: ConvSpec, weight: &[f32], bias: Option<&[f32]>, max_tile: usize) -> Self {
+        let winograd =
+            winograd::WinogradConv::handles(&spec).then(|| winograd::WinogradConv::new(spec, bias, max_tile));
+        CpuConv { direct: PackedConv::new(spec, weight, bias), winograd }
+    }
+}
+
 pub struct CpuConvT {
     spec: ConvTSpec,
     packed: PackedConv,
@@ -95,9 +105,11 @@ impl CpuBackend {
     /// Caps the Winograd output tile: below 4, F(2x2, 3x3) only; 4 or more, F(4x4, 3x3) where
     /// it pays (the default). F(4x4)'s transforms cost about one more decimal digit of float32
     /// error than F(2x2)'s: harmless for inference (2.7e-6 at worst against the float64 oracle
-    /// in `tests/ops`), but the training tape keeps F(2x2), since its gradients are
+    /// in `tests/ops`), but the training tape's forward keeps F(2x2), since its gradients are
     /// ill-conditioned (instance norms' backward subtracts nearly equal terms) and amplify
-    /// forward error into the sampled gradient entries of `tests/ops/train_grad.rs`.
+    /// forward error into the sampled gradient entries of `tests/ops/train_grad.rs` (F(4x4)
+    /// there: 2.7e-2, tolerance 1e-2). Its data gradients' convolutions, whose error enters the
+    /// gradients once instead, run F(4x4) (see `train::tape::conv_backward`).
     pub fn with_winograd_tile(mut self, max_tile: usize) -> Self {
         self.winograd_tile = if max_tile >= 4 { 4 } else { 2 };
         self
@@ -282,10 +294,7 @@ impl Backend for CpuBackend {
                 return Err(Error::Shape(format!("conv bias {:?}, expected [{}]", b.shape, spec.cout)));
             }
         }
-        let bias = bias.map(|b| b.data.as_slice());
-        let winograd =
-            winograd::WinogradConv::handles(&spec).then(|| winograd::WinogradConv::new(spec, bias, self.winograd_tile));
-        Ok(CpuConv { direct: PackedConv::new(spec, &weight.data, bias), winograd })
+        Ok(CpuConv::new(spec, &weight.data, bias.map(|b| b.data.as_slice()), self.winograd_tile))
     }
 
     fn prepare_conv_t(&self, _name: &str, spec: ConvTSpec, weight: &HostTensor, bias: &HostTensor) -> Result<CpuConvT> {
