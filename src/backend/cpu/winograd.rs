@@ -37,7 +37,7 @@ const F4_MAX_CHANNELS: usize = 256;
 pub(crate) const G2: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
 
 /// `G` of F(4x4, 3x3) (interpolation points 0, +-1, +-2 and infinity).
-const G4: [[f64; 3]; 6] = [
+pub(crate) const G4: [[f64; 3]; 6] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -52,7 +52,7 @@ const G4: [[f64; 3]; 6] = [
 /// layers and grows through the network: the reference probes `attention_4` and
 /// `context_block_1` are 8e-5 to 9.3e-5 from the fixtures with it, under 2e-5 with F(2x2) only,
 /// against the fixtures' tolerance of 1e-4.)
-const F4_MIN_EDGE: usize = 24;
+pub(crate) const F4_MIN_EDGE: usize = 24;
 
 /// A Winograd convolution: the transformed weights `U = G g G^T` per D tap, packed
 /// `[(m+2)^2][panel][kd][cin][NR]`, made on first use for the tile edge `m` the input's size
@@ -433,7 +433,7 @@ fn input_transform<const A: usize>(
 /// [0,-1,1,0], [0,1,0,-1]]`; F(4x4): `B^T = [[4,0,-5,0,1,0], [0,-4,-4,1,1,0], [0,4,-4,-1,1,0],
 /// [0,-2,-1,2,1,0], [0,2,-1,-2,1,0], [0,4,0,-5,0,1]]`.
 #[inline(always)]
-fn bt<const A: usize>(p: [&[f32]; A], mut o: [&mut [f32]; A]) {
+pub(crate) fn bt<const A: usize>(p: [&[f32]; A], mut o: [&mut [f32]; A]) {
     let n = o[0].len();
     if A == 4 {
         let (p0, p1, p2, p3) = (&p[0][..n], &p[1][..n], &p[2][..n], &p[3][..n]);
