@@ -751,9 +751,10 @@ fn conv_backward(
     drop((xpad, dypad));
     let Some(xid) = xid else { return Ok(Vec::new()) };
     let back_spec = ConvSpec { cin: cout, cout: cin, k, bias: false };
-    // F(4x4, 3x3) where it pays, unlike the forward: this convolution's float32 error enters the
-    // gradients once, not through the forward's chain of instance norms (tests/ops/train_grad:
-    // per-tensor errors the same as with F(2x2) to 3 digits; 0.15 s of a 5 s step).
+    // F(4x4, 3x3) where it pays, unlike the forward: tests/ops/train_grad's per-tensor errors
+    // stay the same as with F(2x2) to three digits (what that check's ill-conditioning
+    // amplifies is the forward's error, through the instance norms' statistics); 0.15 s of a
+    // 5 s step.
     let back = CpuConv::new(back_spec, &grad_ops::flip_transpose(&layer.weight, cout, cin, k), None, 4);
     let dx = ctx.cpu.conv(&dy, &back)?;
     Ok(vec![(xid, dx)])

@@ -108,8 +108,8 @@ impl CpuBackend {
     /// in `tests/ops`), but the training tape's forward keeps F(2x2), since its gradients are
     /// ill-conditioned (instance norms' backward subtracts nearly equal terms) and amplify
     /// forward error into the sampled gradient entries of `tests/ops/train_grad.rs` (F(4x4)
-    /// there: 2.7e-2, tolerance 1e-2). Its data gradients' convolutions, whose error enters the
-    /// gradients once instead, run F(4x4) (see `train::tape::conv_backward`).
+    /// there: 2.7e-2, tolerance 1e-2). Its data gradients' convolutions run F(4x4) (see
+    /// `train::tape::conv_backward`): measured, that leaves every gradient's error the same.
     pub fn with_winograd_tile(mut self, max_tile: usize) -> Self {
         self.winograd_tile = if max_tile >= 4 { 4 } else { 2 };
         self
