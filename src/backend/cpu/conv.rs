@@ -446,6 +446,9 @@ fn conv_plane(
         let mut q0 = 0;
         // Rows already counted in the sums (the shifted last block recomputes a few).
         let mut counted = 0;
+        // This panel's statistics, (sum, sum of squares) apart so they vectorise; added into
+        // `sums` (zero on entry: one call per chunk) after its last row, so the same bits.
+        let (mut s1, mut s2) = ([0f64; 2 * NR], [0f64; 2 * NR]);
         while q0 < rows {
             // The last block is shifted back to stay whole; overlapping rows are recomputed identically.
             let start = if q0 + MR <= rows || rows < MR { q0 } else { rows - MR };
@@ -487,18 +490,21 @@ fn conv_plane(
                 for j in 0..cols {
                     dst[j] = acc_row[j] + bias[j];
                 }
-                if let Some(sums) = sums.as_deref_mut() {
-                    if q >= counted {
-                        for (j, &v) in dst.iter().enumerate() {
-                            let s = &mut sums[p * NR + j];
-                            s.0 += v as f64;
-                            s.1 += v as f64 * v as f64;
-                        }
+                if sums.is_some() && q >= counted {
+                    for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(dst.iter()) {
+                        *a += v as f64;
+                        *b += v as f64 * v as f64;
                     }
                 }
             }
             counted = start + n_rows;
             q0 = start + MR;
+        }
+        if let Some(sums) = sums.as_deref_mut() {
+            for ((s, a), b) in sums[p * NR..][..cols].iter_mut().zip(s1).zip(s2) {
+                s.0 += a;
+                s.1 += b;
+            }
         }
         p += step;
     }

@@ -206,7 +206,7 @@ impl WinogradConv {
         th: usize,
         out: &mut [f32],
         job: Job<'_>,
-        mut sums: Option<&mut [(f64, f64)]>,
+        sums: Option<&mut [(f64, f64)]>,
     ) {
         debug_assert_eq!(A, M + 2);
         let Job { u, kernel, .. } = job;
@@ -223,7 +223,12 @@ impl WinogradConv {
         // tile's discarded rows.
         let vstride = (tiles * dr + kd - 1) * cin;
         let mstride = tiles * dr * cout;
-        let TileScratch { zeros, v, scratch, ybuf, m } = ws;
+        let TileScratch { zeros, v, scratch, ybuf, m, stats } = ws;
+        // The statistics, (sum, sum of squares) apart so they vectorise; added into `sums` (zero
+        // on entry: one call per chunk) at the end, so the same bits.
+        stats.clear();
+        stats.resize(2 * cout, 0.0);
+        let (s1, s2) = stats.split_at_mut(cout);
         // `zeros` is never written. V's pad rows (a tile's first and last row when kd = 3) are
         // never written by this call but may hold an earlier layer's values: they are cleared.
         // Its slack rows past the last tile only feed output rows that are discarded. The rest
@@ -318,11 +323,11 @@ impl WinogradConv {
                                 *o = v + bv;
                             }
                         }
-                        if let Some(s) = sums.as_deref_mut() {
+                        if sums.is_some() {
                             for dc in dst.chunks_exact(cout) {
-                                for (acc, &v) in s.iter_mut().zip(dc) {
-                                    acc.0 += v as f64;
-                                    acc.1 += v as f64 * v as f64;
+                                for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(dc) {
+                                    *a += v as f64;
+                                    *b += v as f64 * v as f64;
                                 }
                             }
                         }
@@ -330,6 +335,12 @@ impl WinogradConv {
                 }
             }
             tw0 += nt;
+        }
+        if let Some(s) = sums {
+            for ((acc, &a), &b) in s.iter_mut().zip(&*s1).zip(&*s2) {
+                acc.0 += a;
+                acc.1 += b;
+            }
         }
     }
 }
@@ -387,6 +398,8 @@ struct TileScratch {
     /// One `(d, co)` vector per output position of a tile.
     ybuf: Vec<Vec<f32>>,
     m: Vec<f32>,
+    /// Per output channel: sums, then sums of squares.
+    stats: Vec<f64>,
 }
 
 thread_local! {
