@@ -203,6 +203,25 @@ fn conv_plane_any(
     }
 }
 
+/// Adds one output row's values and their squares into per-channel float64 sums, the two kept
+/// apart so the loop vectorises (`(sum, sum of squares)` pairs would need shuffles).
+#[inline(always)]
+pub(crate) fn add_row_stats(sum: &mut [f64], sq: &mut [f64], row: &[f32]) {
+    for ((a, b), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(row) {
+        *a += v as f64;
+        *b += v as f64 * v as f64;
+    }
+}
+
+/// Adds sums gathered by [`add_row_stats`] into a chunk's `(sum, sum of squares)` slot: into a
+/// slot still zero, the very sums, bit for bit.
+pub(crate) fn add_into_slot(slot: &mut [(f64, f64)], sum: &[f64], sq: &[f64]) {
+    for ((s, &a), &b) in slot.iter_mut().zip(sum).zip(sq) {
+        s.0 += a;
+        s.1 += b;
+    }
+}
+
 /// Per-chunk partial sums and their totals (see [`par_chunks_with_sums`]).
 pub(crate) type SumsOut<'a> = (&'a mut Vec<(f64, f64)>, &'a mut Vec<(f64, f64)>);
 
@@ -491,20 +510,14 @@ fn conv_plane(
                     dst[j] = acc_row[j] + bias[j];
                 }
                 if sums.is_some() && q >= counted {
-                    for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(dst.iter()) {
-                        *a += v as f64;
-                        *b += v as f64 * v as f64;
-                    }
+                    add_row_stats(&mut s1, &mut s2, dst);
                 }
             }
             counted = start + n_rows;
             q0 = start + MR;
         }
         if let Some(sums) = sums.as_deref_mut() {
-            for ((s, a), b) in sums[p * NR..][..cols].iter_mut().zip(s1).zip(s2) {
-                s.0 += a;
-                s.1 += b;
-            }
+            add_into_slot(&mut sums[p * NR..][..cols], &s1, &s2);
         }
         p += step;
     }

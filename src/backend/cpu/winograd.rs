@@ -18,7 +18,9 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::conv::has_avx2_fma;
-use super::conv::{par_chunks_with_sums, select_kernel, Acc, Kernels, PackedConv, MR, NR};
+use super::conv::{
+    add_into_slot, add_row_stats, par_chunks_with_sums, select_kernel, Acc, Kernels, PackedConv, MR, NR,
+};
 use super::scratch::Scratch;
 use crate::backend::ConvSpec;
 use crate::tensor::Dims;
@@ -224,11 +226,12 @@ impl WinogradConv {
         let vstride = (tiles * dr + kd - 1) * cin;
         let mstride = tiles * dr * cout;
         let TileScratch { zeros, v, scratch, ybuf, m, stats } = ws;
-        // The statistics, (sum, sum of squares) apart so they vectorise; added into `sums` (zero
-        // on entry: one call per chunk) at the end, so the same bits.
+        // The statistics (when asked for), gathered apart and added into `sums` (zero on entry:
+        // one call per chunk) at the end, so the same bits.
+        let nstat = if sums.is_some() { cout } else { 0 };
         stats.clear();
-        stats.resize(2 * cout, 0.0);
-        let (s1, s2) = stats.split_at_mut(cout);
+        stats.resize(2 * nstat, 0.0);
+        let (s1, s2) = stats.split_at_mut(nstat);
         // `zeros` is never written. V's pad rows (a tile's first and last row when kd = 3) are
         // never written by this call but may hold an earlier layer's values: they are cleared.
         // Its slack rows past the last tile only feed output rows that are discarded. The rest
@@ -325,10 +328,7 @@ impl WinogradConv {
                         }
                         if sums.is_some() {
                             for dc in dst.chunks_exact(cout) {
-                                for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(dc) {
-                                    *a += v as f64;
-                                    *b += v as f64 * v as f64;
-                                }
+                                add_row_stats(s1, s2, dc);
                             }
                         }
                     }
@@ -337,10 +337,7 @@ impl WinogradConv {
             tw0 += nt;
         }
         if let Some(s) = sums {
-            for ((acc, &a), &b) in s.iter_mut().zip(&*s1).zip(&*s2) {
-                acc.0 += a;
-                acc.1 += b;
-            }
+            add_into_slot(s, s1, s2);
         }
     }
 }
